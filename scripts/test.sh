@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Run every libpgq check and test. This is the README's test command; .ci/run calls it.
+#
+#   scripts/test.sh [SERVER_DSN]
+#
+# Steps: system packages (scripts/install-deps.sh), cargo fmt --check, clippy with warnings
+# as errors, rustdoc with warnings as errors, one throwaway PostgreSQL cluster, cargo test
+# (unit, integration, bins, examples, doctests) against it, and the compatibility round trip
+# with the reference tools (tests/compat) on our schema and on the official extension.
+#
+# SERVER_DSN (or $PGQ_TEST_DSN): a superuser DSN of a running PostgreSQL 13+ server to test
+# on instead of a throwaway cluster. Tests create and drop their own databases there. The
+# official-extension tests need postgresql-15-pgq3 installed on that server.
+#
+# A failing step does not stop the others (set PGQ_TEST_FAIL_FAST=1 to stop at the first);
+# the summary at the end lists every step, and the exit status is non-zero if any failed.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+dsn=${1:-${PGQ_TEST_DSN:-}}
+fail_fast=${PGQ_TEST_FAIL_FAST:-0}
+
+results=()
+failed=0
+t_all=$SECONDS
+
+# step NAME COMMAND...: run one step, record its result and time.
+step() {
+    local name=$1 t0=$SECONDS rc=0
+    shift
+    echo
+    echo "==> $name"
+    "$@" || rc=$?
+    local secs=$((SECONDS - t0))
+    if [[ $rc -eq 0 ]]; then
+        results+=("$(printf 'ok    %4ss  %s' "$secs" "$name")")
+    else
+        results+=("$(printf 'FAIL  %4ss  %s (exit %s)' "$secs" "$name" "$rc")")
+        failed=1
+        if [[ $fail_fast == 1 ]]; then
+            summary
+        fi
+    fi
+    return 0
+}
+
+summary() {
+    echo
+    echo "==> summary ($((SECONDS - t_all))s)"
+    printf '  %s\n' "${results[@]}"
+    if [[ $failed -ne 0 ]]; then
+        echo "FAILED"
+        exit 1
+    fi
+    echo "all passed"
+    exit 0
+}
+
+cluster=""
+cleanup() {
+    if [[ -n $cluster ]]; then
+        scripts/pg-cluster.sh stop "$cluster" || true
+        rm -rf "$cluster"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+command -v cargo >/dev/null || {
+    echo "cargo not found: install Rust (https://rustup.rs) first" >&2
+    exit 1
+}
+
+# Packages first: installing may upgrade the PostgreSQL binaries, so no cluster may run yet.
+step "system packages (scripts/install-deps.sh)" scripts/install-deps.sh
+[[ $failed -eq 0 ]] || summary
+
+step "cargo fmt --check" cargo fmt --all -- --check
+step "cargo clippy -D warnings" cargo clippy --all-targets --quiet -- -D warnings
+step "cargo doc -D warnings" env RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --quiet
+
+start_cluster() {
+    cluster=$root/target/test-cluster.$$
+    rm -rf "$cluster"
+    # Inside step's `||` errexit is off: check by hand.
+    dsn=$(scripts/pg-cluster.sh start "$cluster") || return 1
+    echo "throwaway cluster in $cluster: $dsn"
+}
+if [[ -z $dsn ]]; then
+    step "throwaway PostgreSQL cluster" start_cluster
+    [[ -n $dsn ]] || summary
+else
+    echo
+    echo "==> using the given server: $dsn"
+fi
+export PGQ_TEST_DSN=$dsn
+
+step "cargo test" cargo test
+step "compat: pgqd + python3-pgq on our schema" tests/compat/run.sh ours "$dsn"
+step "compat: pgqd + python3-pgq on the official extension" tests/compat/run.sh official "$dsn"
+
+summary
