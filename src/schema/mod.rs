@@ -1,0 +1,217 @@
+//! Our own PGQ schema and its installer.
+//!
+//! The schema is plain SQL and PL/pgSQL in `src/schema/sql/`, one file per function family,
+//! compiled into the library. It speaks the SQL API of the official pgq 3.x extension (same
+//! function names, arguments, result columns, catalog tables and error messages), so PGQ
+//! tools such as `pgqd` and `python3-pgq` work on it, and it needs neither superuser nor a C
+//! extension: a database owner can install it.
+//!
+//! [`install`] is all-or-nothing (one transaction), idempotent, records the installed
+//! schema version, and upgrades an older install of ours in place: tables and queued events
+//! stay, functions are replaced. When the database already has the official `pgq`
+//! extension, it reports that and changes nothing; the library then works on the extension.
+
+use postgres::GenericClient;
+
+use crate::{Error, ErrorKind, Result};
+
+/// Revision of the SQL in `src/schema/sql`. Bump it whenever that SQL changes, so that
+/// [`install`] upgrades databases that have an older revision.
+pub const SCHEMA_VERSION: &str = "1";
+
+/// The SQL files, in install order.
+const PARTS: &[(&str, &str)] = &[
+    ("00_tables.sql", include_str!("sql/00_tables.sql")),
+    ("10_internal.sql", include_str!("sql/10_internal.sql")),
+    ("20_admin.sql", include_str!("sql/20_admin.sql")),
+    ("30_produce.sql", include_str!("sql/30_produce.sql")),
+    ("40_consume.sql", include_str!("sql/40_consume.sql")),
+    ("50_ticker.sql", include_str!("sql/50_ticker.sql")),
+    ("60_info.sql", include_str!("sql/60_info.sql")),
+    ("90_grants.sql", include_str!("sql/90_grants.sql")),
+];
+
+/// What [`install`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstallOutcome {
+    /// The schema was not there and has been installed.
+    Installed {
+        /// The schema revision now installed ([`SCHEMA_VERSION`]).
+        version: String,
+    },
+    /// An older install of ours was upgraded in place; queued events were kept.
+    Upgraded {
+        /// The revision that was installed before.
+        from: String,
+        /// The revision now installed ([`SCHEMA_VERSION`]).
+        to: String,
+    },
+    /// The current revision was already installed; nothing changed.
+    AlreadyCurrent {
+        /// The installed revision.
+        version: String,
+    },
+    /// The database has the official `pgq` extension; it was left alone and the library
+    /// uses it as it is.
+    OfficialExtension {
+        /// The extension's version (`pg_extension.extversion`).
+        version: String,
+    },
+}
+
+/// The complete install script, as `pgqctl schema` prints it: one transaction that creates
+/// or upgrades the schema and records its revision. Run it with `psql -1 -f` or similar.
+///
+/// ```
+/// let sql = pgq::schema::sql();
+/// assert!(sql.contains("create or replace function pgq.next_batch"));
+/// ```
+pub fn sql() -> String {
+    let mut out = String::from("-- libpgq PGQ schema, revision ");
+    out.push_str(SCHEMA_VERSION);
+    out.push_str("\nbegin;\n");
+    out.push_str(&body());
+    out.push_str(&record_version_sql());
+    out.push_str("commit;\n");
+    out
+}
+
+fn body() -> String {
+    let mut out = String::new();
+    for (name, text) in PARTS {
+        out.push_str("\n-- ==== ");
+        out.push_str(name);
+        out.push_str(" ====\n");
+        out.push_str(text);
+    }
+    out
+}
+
+fn record_version_sql() -> String {
+    format!(
+        "\ninsert into pgq.libpgq_schema (singleton, version) values (true, '{v}')\n    \
+         on conflict (singleton) do update set version = '{v}', upgraded_at = now();\n",
+        v = SCHEMA_VERSION
+    )
+}
+
+/// Install or upgrade the PGQ schema in the connected database, in one transaction.
+///
+/// Safe to call at every start of an application: when the current revision is installed it
+/// only checks and returns [`InstallOutcome::AlreadyCurrent`]. Concurrent installers wait
+/// for each other. When called on a connection that is inside a transaction, the install
+/// runs in a savepoint of it.
+///
+/// Errors: a `pgq` schema that neither libpgq nor the official extension made (for example
+/// the reference installed from plain SQL) is refused rather than modified, as is a newer
+/// libpgq revision than this library knows.
+///
+/// ```no_run
+/// # fn main() -> pgq::Result<()> {
+/// let mut conn = postgres::Client::connect("host=localhost dbname=app", postgres::NoTls)?;
+/// match pgq::schema::install(&mut conn)? {
+///     pgq::schema::InstallOutcome::OfficialExtension { version } => {
+///         println!("using the official pgq extension {version}")
+///     }
+///     outcome => println!("{outcome:?}"),
+/// }
+/// # Ok(()) }
+/// ```
+pub fn install(client: &mut impl GenericClient) -> Result<InstallOutcome> {
+    let mut tx = client.transaction()?;
+    // One installer at a time; the lock goes with the transaction.
+    tx.execute("select pg_advisory_xact_lock(hashtext('pgq'), 0)", &[])?;
+
+    if let Some(row) = tx.query_opt(
+        "select extversion from pg_catalog.pg_extension where extname = 'pgq'",
+        &[],
+    )? {
+        let version: String = row.get(0);
+        log::info!("database has the official pgq extension {version}; leaving it alone");
+        return Ok(InstallOutcome::OfficialExtension { version });
+    }
+
+    let existing = installed_version(&mut tx)?;
+    let outcome = match existing {
+        None => InstallOutcome::Installed {
+            version: SCHEMA_VERSION.to_string(),
+        },
+        Some(v) if v == SCHEMA_VERSION => {
+            return Ok(InstallOutcome::AlreadyCurrent { version: v });
+        }
+        Some(v) => {
+            if parse_revision(&v) > parse_revision(SCHEMA_VERSION) {
+                return Err(Error::new(
+                    ErrorKind::Other,
+                    format!(
+                        "the database has libpgq schema revision {v}, newer than this \
+                         library's revision {SCHEMA_VERSION}; upgrade the library"
+                    ),
+                ));
+            }
+            InstallOutcome::Upgraded {
+                from: v,
+                to: SCHEMA_VERSION.to_string(),
+            }
+        }
+    };
+
+    let mut script = body();
+    script.push_str(&record_version_sql());
+    tx.batch_execute(&script)?;
+    tx.commit()?;
+    log::info!("libpgq schema: {outcome:?}");
+    Ok(outcome)
+}
+
+/// The libpgq schema revision installed, `None` when there is no pgq schema at all (or an
+/// empty one). Errors for a foreign pgq schema.
+fn installed_version(tx: &mut postgres::Transaction<'_>) -> Result<Option<String>> {
+    let row = tx.query_one(
+        "select to_regclass('pgq.libpgq_schema') is not null,
+                to_regclass('pgq.queue') is not null",
+        &[],
+    )?;
+    let (ours, any_pgq): (bool, bool) = (row.get(0), row.get(1));
+    if ours {
+        let version = tx
+            .query_opt("select version from pgq.libpgq_schema", &[])?
+            .map(|r| r.get::<_, String>(0))
+            // Tables exist but the version row does not: an interrupted manual install.
+            .unwrap_or_else(|| "0".to_string());
+        return Ok(Some(version));
+    }
+    if any_pgq {
+        return Err(Error::new(
+            ErrorKind::Other,
+            "the database has a pgq schema that neither libpgq nor the pgq extension \
+             installed (the reference pgq loaded from plain SQL?); refusing to modify it",
+        ));
+    }
+    Ok(None)
+}
+
+fn parse_revision(v: &str) -> u64 {
+    v.trim().parse().unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_is_one_transaction_with_every_part() {
+        let s = sql();
+        assert!(s.contains("\nbegin;\n"));
+        assert!(s.trim_end().ends_with("commit;"));
+        for (name, _) in PARTS {
+            assert!(s.contains(name), "missing {name}");
+        }
+    }
+
+    #[test]
+    fn revisions_compare_numerically() {
+        assert!(parse_revision("10") > parse_revision("9"));
+        assert_eq!(parse_revision("garbage"), 0);
+    }
+}

@@ -1,0 +1,273 @@
+-- libpgq schema, part 1: internal helpers used by the public API.
+--
+-- Conventions for every function in this schema:
+-- * SECURITY DEFINER functions pin search_path to pg_catalog, pg_temp so that nothing a
+--   caller puts on its own search_path can shadow an operator or function we call; all
+--   pgq objects are therefore schema-qualified.
+-- * Parameters are referenced through table-qualified column names to avoid ambiguity with
+--   parameter names, which keep the reference's names so named-argument calls still work.
+-- * Dynamic SQL only ever splices identifiers we generated ourselves (pgq.event_<id>_<n>)
+--   or values through format('%L') / USING.
+
+-- Split a possibly schema-qualified name and quote both parts; "public" when unqualified.
+create or replace function pgq.quote_fqname(i_name text)
+returns text as $$
+declare
+    v_dot int4;
+begin
+    if i_name is null then
+        return null;
+    end if;
+    v_dot := pg_catalog.strpos(i_name, '.');
+    if v_dot > 0 then
+        return pg_catalog.quote_ident(pg_catalog.substr(i_name, 1, v_dot - 1))
+            || '.' || pg_catalog.quote_ident(pg_catalog.substr(i_name, v_dot + 1));
+    end if;
+    return 'public.' || pg_catalog.quote_ident(i_name);
+end;
+$$ language plpgsql strict immutable set search_path = pg_catalog, pg_temp;
+
+-- Current value of a sequence without consuming a number. A sequence that was never used
+-- reads as one less than its start, so "events since the tick" counts correctly from zero.
+create or replace function pgq.seq_getval(i_seq_name text)
+returns bigint as $$
+declare
+    v_last  bigint;
+    v_called boolean;
+begin
+    execute 'select last_value, is_called from ' || pgq.quote_fqname(i_seq_name)
+        into v_last, v_called;
+    if not v_called then
+        return v_last - 1;
+    end if;
+    return v_last;
+end;
+$$ language plpgsql strict set search_path = pg_catalog, pg_temp;
+
+-- Like setval() but never moves a sequence backwards; returns the resulting value.
+create or replace function pgq.seq_setval(i_seq_name text, i_new_value int8)
+returns bigint as $$
+declare
+    v_fq   text := pgq.quote_fqname(i_seq_name);
+    v_cur  bigint;
+begin
+    v_cur := pgq.seq_getval(i_seq_name);
+    if i_new_value > v_cur then
+        perform pg_catalog.setval(v_fq, i_new_value);
+        return i_new_value;
+    end if;
+    return v_cur;
+end;
+$$ language plpgsql strict set search_path = pg_catalog, pg_temp;
+
+-- Copy table privileges for the pgq roles onto a queue's event tables and sequences.
+-- Missing roles (no CREATEROLE at install time) are skipped.
+create or replace function pgq.grant_perms(x_queue_name text)
+returns integer as $$
+declare
+    q       record;
+    v_tbl   text;
+    v_n     int4;
+    v_stmts text[] := '{}';
+    v_s     text;
+begin
+    select qq.queue_data_pfx, qq.queue_ntables, qq.queue_event_seq, qq.queue_tick_seq
+      into q
+      from pgq.queue qq
+     where qq.queue_name = x_queue_name;
+    if not found then
+        raise exception 'Queue not found';
+    end if;
+    for v_n in -1 .. q.queue_ntables - 1 loop
+        if v_n < 0 then
+            v_tbl := q.queue_data_pfx;
+        else
+            v_tbl := q.queue_data_pfx || '_' || v_n::text;
+        end if;
+        v_stmts := v_stmts
+            || ('grant select on ' || v_tbl || ' to pgq_reader')
+            || ('grant insert on ' || v_tbl || ' to pgq_writer')
+            || ('grant select, insert, truncate on ' || v_tbl || ' to pgq_admin');
+    end loop;
+    v_stmts := v_stmts
+        || ('grant usage, select on sequence ' || q.queue_event_seq || ' to pgq_writer, pgq_reader')
+        || ('grant usage, select, update on sequence ' || q.queue_event_seq || ' to pgq_admin')
+        || ('grant select on sequence ' || q.queue_tick_seq || ' to pgq_reader')
+        || ('grant usage, select, update on sequence ' || q.queue_tick_seq || ' to pgq_admin');
+    foreach v_s in array v_stmts loop
+        begin
+            execute v_s;
+        exception when undefined_object then
+            null; -- role not present on this cluster
+        end;
+    end loop;
+    return 1;
+end;
+$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+
+-- Storage tuning hook kept for API compatibility: our event tables are insert-only and
+-- truncated whole, so there is nothing to tune beyond what create_queue sets up.
+create or replace function pgq.tune_storage(i_queue_name text)
+returns integer as $$
+begin
+    if not exists (select 1 from pgq.queue qq where qq.queue_name = i_queue_name) then
+        raise exception 'No such event queue';
+    end if;
+    return 1;
+end;
+$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+
+-- Kept for API compatibility with tools that call it after upgrading the reference
+-- extension; libpgq's installer upgrades the schema itself, so there is nothing left to do.
+create or replace function pgq.upgrade_schema()
+returns int4 as $$
+begin
+    return 0;
+end;
+$$ language plpgsql set search_path = pg_catalog, pg_temp;
+
+-- Event tables one batch has to read. Rotation guarantees a batch never spans more than
+-- the current table and the one before it:
+-- * the previous table is needed while the batch starts before the step-2 mark (or
+--   step 2 has not happened yet);
+-- * the current table is needed once the batch ends after the step-1 mark.
+create or replace function pgq.batch_event_tables(x_batch_id bigint)
+returns setof text as $$
+declare
+    b       record;
+    v_lo    bigint;
+    v_hi    bigint;
+    v_prev  int4;
+begin
+    select q.queue_data_pfx, q.queue_ntables, q.queue_cur_table,
+           q.queue_switch_step1, q.queue_switch_step2,
+           pt.tick_snapshot as prev_snap, ct.tick_snapshot as cur_snap
+      into b
+      from pgq.subscription s
+      join pgq.queue q on q.queue_id = s.sub_queue
+      join pgq.tick pt on pt.tick_queue = s.sub_queue and pt.tick_id = s.sub_last_tick
+      join pgq.tick ct on ct.tick_queue = s.sub_queue and ct.tick_id = s.sub_next_tick
+     where s.sub_batch = x_batch_id;
+    if not found then
+        raise exception 'batch not found';
+    end if;
+
+    v_lo := txid_snapshot_xmin(b.prev_snap);
+    v_hi := txid_snapshot_xmax(b.cur_snap);
+    v_prev := (b.queue_cur_table + b.queue_ntables - 1) % b.queue_ntables;
+
+    if b.queue_switch_step2 is null or v_lo < b.queue_switch_step2 then
+        return next b.queue_data_pfx || '_' || v_prev::text;
+    end if;
+    if v_hi > b.queue_switch_step1 then
+        return next b.queue_data_pfx || '_' || b.queue_cur_table::text;
+    end if;
+    return;
+end;
+$$ language plpgsql set search_path = pg_catalog, pg_temp;
+
+-- The SELECT that returns one batch's events for its consumer, ordered by ev_id.
+--
+-- An event belongs to the batch when its transaction is visible in the newer tick's
+-- snapshot and was not visible in the older one's. Only two kinds of transaction qualify:
+-- those at or above the older snapshot's xmax, and those the older snapshot listed as in
+-- progress. The first kind is an ev_txid range scan, the second an explicit list, so the
+-- ev_txid index is used and rows committed long before the batch are never visited.
+create or replace function pgq.batch_event_sql(x_batch_id bigint)
+returns text as $$
+declare
+    b         record;
+    v_cond    text;
+    v_xip     text;
+    v_tbl     text;
+    v_sql     text := '';
+    v_cols    text := 'ev_id, ev_time, ev_txid, ev_retry, ev_type, ev_data, '
+                      'ev_extra1, ev_extra2, ev_extra3, ev_extra4';
+begin
+    select s.sub_id, pt.tick_snapshot as prev_snap, ct.tick_snapshot as cur_snap
+      into b
+      from pgq.subscription s
+      join pgq.tick pt on pt.tick_queue = s.sub_queue and pt.tick_id = s.sub_last_tick
+      join pgq.tick ct on ct.tick_queue = s.sub_queue and ct.tick_id = s.sub_next_tick
+     where s.sub_batch = x_batch_id;
+    if not found then
+        raise exception 'batch not found';
+    end if;
+
+    v_cond := pg_catalog.format(
+        '(ev_txid >= %s and ev_txid < %s and txid_visible_in_snapshot(ev_txid, %L::txid_snapshot))',
+        txid_snapshot_xmax(b.prev_snap), txid_snapshot_xmax(b.cur_snap), b.cur_snap::text);
+
+    select pg_catalog.string_agg(x::text, ',' order by x)
+      into v_xip
+      from txid_snapshot_xip(b.prev_snap) x
+     where txid_visible_in_snapshot(x, b.cur_snap);
+    if v_xip is not null then
+        v_cond := '(' || v_cond || ' or ev_txid in (' || v_xip || '))';
+    end if;
+
+    v_cond := v_cond || pg_catalog.format(' and (ev_owner is null or ev_owner = %s)', b.sub_id);
+
+    for v_tbl in select * from pgq.batch_event_tables(x_batch_id) loop
+        if v_sql <> '' then
+            v_sql := v_sql || ' union all ';
+        end if;
+        v_sql := v_sql || 'select ' || v_cols || ' from ' || v_tbl || ' where ' || v_cond;
+    end loop;
+    if v_sql = '' then
+        -- No table can hold events of this batch (cannot happen with a sane rotation
+        -- state); return an empty result of the right shape.
+        v_sql := 'select ' || v_cols || ' from pgq.event_template where false';
+    end if;
+    return v_sql || ' order by 1';
+end;
+$$ language plpgsql set search_path = pg_catalog, pg_temp;
+
+-- Insert one event row into a queue's current table, bypassing the insert checks. Used by
+-- insert_event_raw after its checks and by maint_retry_events to re-queue retries.
+create or replace function pgq._insert_event_into(
+    i_queue_id int4, i_ev_id bigint, i_ev_time timestamptz, i_ev_owner int4, i_ev_retry int4,
+    i_ev_type text, i_ev_data text,
+    i_ev_extra1 text, i_ev_extra2 text, i_ev_extra3 text, i_ev_extra4 text)
+returns bigint as $$
+declare
+    q       record;
+    v_id    bigint := i_ev_id;
+begin
+    select qq.queue_data_pfx, qq.queue_cur_table, qq.queue_event_seq
+      into q
+      from pgq.queue qq
+     where qq.queue_id = i_queue_id;
+    if not found then
+        raise exception 'No such queue';
+    end if;
+    if v_id is null then
+        v_id := pg_catalog.nextval(q.queue_event_seq::regclass);
+    end if;
+    execute 'insert into ' || q.queue_data_pfx || '_' || q.queue_cur_table::text
+         || ' (ev_id, ev_time, ev_owner, ev_retry, ev_type, ev_data,'
+         || ' ev_extra1, ev_extra2, ev_extra3, ev_extra4)'
+         || ' values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)'
+        using v_id, coalesce(i_ev_time, pg_catalog.now()), i_ev_owner, i_ev_retry,
+              i_ev_type, i_ev_data, i_ev_extra1, i_ev_extra2, i_ev_extra3, i_ev_extra4;
+    return v_id;
+end;
+-- No SECURITY DEFINER or SET here: only our own definer functions call it (PUBLIC cannot),
+-- and they have pinned search_path already; skipping the SET keeps the per-event cost low.
+$$ language plpgsql;
+
+-- Validate a queue or consumer name given to an admin function.
+create or replace function pgq._check_name(i_kind text, i_name text)
+returns void as $$
+begin
+    if i_name is null then
+        raise exception 'Invalid NULL value';
+    end if;
+    if pg_catalog.btrim(i_name) = '' then
+        raise exception 'Invalid % name: must not be empty', i_kind;
+    end if;
+    if pg_catalog.length(i_name) > 500 then
+        raise exception 'Invalid % name: longer than 500 characters', i_kind;
+    end if;
+end;
+$$ language plpgsql immutable set search_path = pg_catalog, pg_temp;

@@ -1,0 +1,72 @@
+-- libpgq schema, part 3: producing events.
+--
+-- Events are inserted in the caller's transaction: they exist iff it commits, and the
+-- inserting txid (ev_txid's default) decides which batch they land in.
+
+-- Insert an event with every column given. NULL ev_id takes the queue's next id, NULL
+-- ev_time means now(). Refused when the queue's inserts are disabled, unless the session
+-- replays changes (session_replication_role = replica).
+create or replace function pgq.insert_event_raw(
+    queue_name text, ev_id bigint, ev_time timestamptz,
+    ev_owner integer, ev_retry integer, ev_type text, ev_data text,
+    ev_extra1 text, ev_extra2 text, ev_extra3 text, ev_extra4 text)
+returns int8 as $$
+declare
+    q record;
+begin
+    if $1 is null then
+        raise exception 'Queue name must not be NULL';
+    end if;
+    select qq.queue_id, qq.queue_disable_insert
+      into q
+      from pgq.queue qq
+     where qq.queue_name = $1;
+    if not found then
+        raise exception 'No such queue';
+    end if;
+    if q.queue_disable_insert
+       and pg_catalog.current_setting('session_replication_role') <> 'replica' then
+        raise exception 'Insert into queue disallowed';
+    end if;
+    return pgq._insert_event_into(q.queue_id, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11);
+end;
+$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+
+create or replace function pgq.insert_event(
+    queue_name text, ev_type text, ev_data text,
+    ev_extra1 text, ev_extra2 text, ev_extra3 text, ev_extra4 text)
+returns bigint as $$
+begin
+    return pgq.insert_event_raw($1, null, pg_catalog.now(), null, null, $2, $3, $4, $5, $6, $7);
+end;
+$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+
+create or replace function pgq.insert_event(queue_name text, ev_type text, ev_data text)
+returns bigint as $$
+begin
+    return pgq.insert_event_raw($1, null, pg_catalog.now(), null, null, $2, $3,
+                                null, null, null, null);
+end;
+$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+
+-- The table that inserts into this queue go to in the current transaction, for bulk
+-- loading with COPY or INSERT (ev_id, ev_time and ev_txid default correctly there).
+create or replace function pgq.current_event_table(x_queue_name text)
+returns text as $$
+declare
+    q record;
+begin
+    select qq.queue_data_pfx, qq.queue_cur_table, qq.queue_disable_insert
+      into q
+      from pgq.queue qq
+     where qq.queue_name = x_queue_name;
+    if not found then
+        raise exception 'Event queue not found';
+    end if;
+    if q.queue_disable_insert
+       and pg_catalog.current_setting('session_replication_role') <> 'replica' then
+        raise exception 'Insert into queue disallowed';
+    end if;
+    return q.queue_data_pfx || '_' || q.queue_cur_table::text;
+end;
+$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;

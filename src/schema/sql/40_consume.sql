@@ -1,0 +1,342 @@
+-- libpgq schema, part 4: consuming batches.
+--
+-- A consumer's position is its last finished tick. next_batch* opens a batch up to a newer
+-- tick and remembers it, so a consumer that crashes before finish_batch gets the very same
+-- batch again. finish_batch moves the position forward.
+
+-- Open (or re-open) the consumer's next batch. With min_count / min_interval set, several
+-- ticks may be merged into one batch: it ends at the first tick that has at least min_count
+-- events or min_interval of time after the batch start. With min_lag set, no batch is
+-- opened while its end tick is younger than min_lag. All columns are NULL when there is no
+-- batch to process yet.
+create or replace function pgq.next_batch_custom(
+    in i_queue_name text,
+    in i_consumer_name text,
+    in i_min_lag interval,
+    in i_min_count int4,
+    in i_min_interval interval,
+    out batch_id int8,
+    out cur_tick_id int8,
+    out prev_tick_id int8,
+    out cur_tick_time timestamptz,
+    out prev_tick_time timestamptz,
+    out cur_tick_event_seq int8,
+    out prev_tick_event_seq int8)
+as $$
+declare
+    s     record;
+    prev  record;
+    nxt   record;
+begin
+    select sub.sub_queue, sub.sub_consumer, sub.sub_last_tick, sub.sub_batch, sub.sub_next_tick
+      into s
+      from pgq.queue q
+      join pgq.subscription sub on sub.sub_queue = q.queue_id
+      join pgq.consumer c on c.co_id = sub.sub_consumer
+     where q.queue_name = i_queue_name and c.co_name = i_consumer_name
+       for update of sub;
+    if not found then
+        raise exception 'Not subscriber to queue: %/%',
+            coalesce(i_queue_name, 'NULL'),
+            coalesce(i_consumer_name, 'NULL');
+    end if;
+
+    select t.tick_id, t.tick_time, t.tick_event_seq into prev
+      from pgq.tick t
+     where t.tick_queue = s.sub_queue and t.tick_id = s.sub_last_tick;
+    if not found then
+        raise exception 'PgQ corruption: consumer % on queue %: last tick % not found',
+            i_consumer_name, i_queue_name, s.sub_last_tick;
+    end if;
+
+    if s.sub_batch is not null then
+        -- An open batch: hand out the same one again.
+        select t.tick_id, t.tick_time, t.tick_event_seq into nxt
+          from pgq.tick t
+         where t.tick_queue = s.sub_queue and t.tick_id = s.sub_next_tick;
+        batch_id := s.sub_batch;
+    else
+        if i_min_count is null and i_min_interval is null then
+            select t.tick_id, t.tick_time, t.tick_event_seq into nxt
+              from pgq.tick t
+             where t.tick_queue = s.sub_queue and t.tick_id > prev.tick_id
+             order by t.tick_id
+             limit 1;
+        else
+            select t.tick_id, t.tick_time, t.tick_event_seq into nxt
+              from pgq.tick t
+             where t.tick_queue = s.sub_queue and t.tick_id > prev.tick_id
+               and ((i_min_count is not null
+                     and t.tick_event_seq - prev.tick_event_seq >= i_min_count)
+                 or (i_min_interval is not null
+                     and t.tick_time - prev.tick_time >= i_min_interval))
+             order by t.tick_id
+             limit 1;
+        end if;
+        if nxt.tick_id is null
+           or (i_min_lag is not null and nxt.tick_time > pg_catalog.now() - i_min_lag) then
+            update pgq.subscription sub
+               set sub_active = pg_catalog.now()
+             where sub.sub_queue = s.sub_queue and sub.sub_consumer = s.sub_consumer;
+            return;
+        end if;
+        batch_id := pg_catalog.nextval('pgq.batch_id_seq');
+    end if;
+
+    update pgq.subscription sub
+       set sub_batch = batch_id, sub_next_tick = nxt.tick_id, sub_active = pg_catalog.now()
+     where sub.sub_queue = s.sub_queue and sub.sub_consumer = s.sub_consumer;
+
+    cur_tick_id := nxt.tick_id;
+    cur_tick_time := nxt.tick_time;
+    cur_tick_event_seq := nxt.tick_event_seq;
+    prev_tick_id := prev.tick_id;
+    prev_tick_time := prev.tick_time;
+    prev_tick_event_seq := prev.tick_event_seq;
+end;
+$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+
+create or replace function pgq.next_batch_info(
+    in i_queue_name text,
+    in i_consumer_name text,
+    out batch_id int8,
+    out cur_tick_id int8,
+    out prev_tick_id int8,
+    out cur_tick_time timestamptz,
+    out prev_tick_time timestamptz,
+    out cur_tick_event_seq int8,
+    out prev_tick_event_seq int8)
+as $$
+begin
+    select f.batch_id, f.cur_tick_id, f.prev_tick_id, f.cur_tick_time, f.prev_tick_time,
+           f.cur_tick_event_seq, f.prev_tick_event_seq
+      into batch_id, cur_tick_id, prev_tick_id, cur_tick_time, prev_tick_time,
+           cur_tick_event_seq, prev_tick_event_seq
+      from pgq.next_batch_custom(i_queue_name, i_consumer_name, null, null, null) f;
+end;
+$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+
+create or replace function pgq.next_batch(
+    in i_queue_name text,
+    in i_consumer_name text)
+returns int8 as $$
+begin
+    return (select f.batch_id
+              from pgq.next_batch_custom(i_queue_name, i_consumer_name, null, null, null) f);
+end;
+$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+
+-- All events of a batch, ordered by ev_id. For large batches prefer get_batch_cursor.
+create or replace function pgq.get_batch_events(
+    in x_batch_id   bigint,
+    out ev_id       bigint,
+    out ev_time     timestamptz,
+    out ev_txid     bigint,
+    out ev_retry    int4,
+    out ev_type     text,
+    out ev_data     text,
+    out ev_extra1   text,
+    out ev_extra2   text,
+    out ev_extra3   text,
+    out ev_extra4   text)
+returns setof record as $$
+begin
+    return query execute pgq.batch_event_sql(x_batch_id);
+end;
+$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+
+-- Declare a cursor over a batch's events (optionally filtered by a caller-supplied WHERE
+-- condition on the event columns), return its first i_quick_limit rows; the caller
+-- FETCHes the rest in the same transaction.
+create or replace function pgq.get_batch_cursor(
+    in i_batch_id       bigint,
+    in i_cursor_name    text,
+    in i_quick_limit    int4,
+    in i_extra_where    text,
+    out ev_id       bigint,
+    out ev_time     timestamptz,
+    out ev_txid     bigint,
+    out ev_retry    int4,
+    out ev_type     text,
+    out ev_data     text,
+    out ev_extra1   text,
+    out ev_extra2   text,
+    out ev_extra3   text,
+    out ev_extra4   text)
+returns setof record as $$
+declare
+    v_sql text;
+begin
+    if i_cursor_name is null or i_cursor_name = '' then
+        raise exception 'cursor name must be given';
+    end if;
+    v_sql := pgq.batch_event_sql(i_batch_id);
+    if i_extra_where is not null and pg_catalog.btrim(i_extra_where) <> '' then
+        -- The filter is the caller's own SQL by design (the reference API takes it too);
+        -- it runs with this function's owner rights, so only pgq_reader may call this.
+        v_sql := 'select * from (' || v_sql || ') ev where (' || i_extra_where || ') order by 1';
+    end if;
+    execute 'declare ' || pg_catalog.quote_ident(i_cursor_name) || ' no scroll cursor for ' || v_sql;
+    if coalesce(i_quick_limit, 0) > 0 then
+        return query execute 'fetch forward ' || i_quick_limit::text
+                          || ' from ' || pg_catalog.quote_ident(i_cursor_name);
+    end if;
+end;
+$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+
+create or replace function pgq.get_batch_cursor(
+    in i_batch_id       bigint,
+    in i_cursor_name    text,
+    in i_quick_limit    int4,
+    out ev_id       bigint,
+    out ev_time     timestamptz,
+    out ev_txid     bigint,
+    out ev_retry    int4,
+    out ev_type     text,
+    out ev_data     text,
+    out ev_extra1   text,
+    out ev_extra2   text,
+    out ev_extra3   text,
+    out ev_extra4   text)
+returns setof record as $$
+begin
+    return query select * from pgq.get_batch_cursor(i_batch_id, i_cursor_name, i_quick_limit, null);
+end;
+$$ language plpgsql strict security definer set search_path = pg_catalog, pg_temp;
+
+-- Put one event of a batch into the consumer's retry queue, to come back to this consumer
+-- only, at i_retry_time, with ev_retry counting the attempt. Returns 1, or 0 when the
+-- event is already queued for retry.
+create or replace function pgq.event_retry(
+    x_batch_id bigint,
+    x_event_id bigint,
+    x_retry_time timestamptz)
+returns integer as $$
+declare
+    s     record;
+    v_cnt integer;
+begin
+    select sub.sub_id, sub.sub_queue into s
+      from pgq.subscription sub
+     where sub.sub_batch = x_batch_id;
+    if not found then
+        raise exception 'event not found: batch % is not open', x_batch_id;
+    end if;
+
+    execute 'insert into pgq.retry_queue (ev_retry_after, ev_queue, ev_id, ev_time, ev_txid,'
+         || ' ev_owner, ev_retry, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4)'
+         || ' select $1, $2, b.ev_id, b.ev_time, null, $3, coalesce(b.ev_retry, 0) + 1,'
+         || ' b.ev_type, b.ev_data, b.ev_extra1, b.ev_extra2, b.ev_extra3, b.ev_extra4'
+         || ' from (' || pgq.batch_event_sql(x_batch_id) || ') b where b.ev_id = $4'
+         || ' on conflict (ev_owner, ev_id) do nothing'
+        using x_retry_time, s.sub_queue, s.sub_id, x_event_id;
+    get diagnostics v_cnt = row_count;
+    if v_cnt > 0 then
+        return 1;
+    end if;
+    if exists (select 1 from pgq.retry_queue r
+                where r.ev_owner = s.sub_id and r.ev_id = x_event_id) then
+        return 0;
+    end if;
+    raise exception 'event not found: % in batch %', x_event_id, x_batch_id;
+end;
+$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+
+create or replace function pgq.event_retry(
+    x_batch_id bigint,
+    x_event_id bigint,
+    x_retry_seconds integer)
+returns integer as $$
+begin
+    return pgq.event_retry(x_batch_id, x_event_id,
+                           pg_catalog.now() + pg_catalog.make_interval(secs => x_retry_seconds));
+end;
+$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+
+-- Put every event of a batch into the retry queue. Returns how many were queued.
+create or replace function pgq.batch_retry(
+    i_batch_id bigint,
+    i_retry_seconds integer)
+returns integer as $$
+declare
+    s     record;
+    v_cnt integer;
+begin
+    select sub.sub_id, sub.sub_queue into s
+      from pgq.subscription sub
+     where sub.sub_batch = i_batch_id;
+    if not found then
+        raise exception 'batch_retry: batch % not found', i_batch_id;
+    end if;
+    execute 'insert into pgq.retry_queue (ev_retry_after, ev_queue, ev_id, ev_time, ev_txid,'
+         || ' ev_owner, ev_retry, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4)'
+         || ' select $1, $2, b.ev_id, b.ev_time, null, $3, coalesce(b.ev_retry, 0) + 1,'
+         || ' b.ev_type, b.ev_data, b.ev_extra1, b.ev_extra2, b.ev_extra3, b.ev_extra4'
+         || ' from (' || pgq.batch_event_sql(i_batch_id) || ') b'
+         || ' on conflict (ev_owner, ev_id) do nothing'
+        using pg_catalog.now() + pg_catalog.make_interval(secs => i_retry_seconds),
+              s.sub_queue, s.sub_id;
+    get diagnostics v_cnt = row_count;
+    return v_cnt;
+end;
+$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+
+-- Queue an event for retry by a consumer directly, without a batch (used by tools that
+-- move events between queues). Returns the event id.
+create or replace function pgq.event_retry_raw(
+    x_queue text,
+    x_consumer text,
+    x_retry_after timestamptz,
+    x_ev_id bigint,
+    x_ev_time timestamptz,
+    x_ev_retry integer,
+    x_ev_type text,
+    x_ev_data text,
+    x_ev_extra1 text,
+    x_ev_extra2 text,
+    x_ev_extra3 text,
+    x_ev_extra4 text)
+returns bigint as $$
+declare
+    s     record;
+    v_id  bigint := x_ev_id;
+begin
+    select sub.sub_id, sub.sub_queue, q.queue_event_seq into s
+      from pgq.queue q
+      join pgq.subscription sub on sub.sub_queue = q.queue_id
+      join pgq.consumer c on c.co_id = sub.sub_consumer
+     where q.queue_name = x_queue and c.co_name = x_consumer;
+    if not found then
+        raise exception 'consumer not registered';
+    end if;
+    if v_id is null then
+        v_id := pg_catalog.nextval(s.queue_event_seq::regclass);
+    end if;
+    insert into pgq.retry_queue (ev_retry_after, ev_queue, ev_id, ev_time, ev_txid,
+        ev_owner, ev_retry, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4)
+    values (x_retry_after, s.sub_queue, v_id, coalesce(x_ev_time, pg_catalog.now()),
+        null, s.sub_id, x_ev_retry, x_ev_type, x_ev_data,
+        x_ev_extra1, x_ev_extra2, x_ev_extra3, x_ev_extra4);
+    return v_id;
+end;
+$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+
+-- Close a batch: the consumer's position moves to the batch's end tick. Returns 1, or 0
+-- with a WARNING when no such batch is open.
+create or replace function pgq.finish_batch(
+    x_batch_id bigint)
+returns integer as $$
+begin
+    update pgq.subscription sub
+       set sub_active = pg_catalog.now(),
+           sub_last_tick = sub.sub_next_tick,
+           sub_next_tick = null,
+           sub_batch = null
+     where sub.sub_batch = x_batch_id;
+    if not found then
+        raise warning 'finish_batch: batch % not found', x_batch_id;
+        return 0;
+    end if;
+    return 1;
+end;
+$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
