@@ -27,22 +27,34 @@ begin
 end;
 $$ language plpgsql strict immutable set search_path = pg_catalog, pg_temp;
 
--- Current value of a sequence without consuming a number. A sequence that was never used
--- reads as one less than its start, so "events since the tick" counts correctly from zero.
+-- Current value of a sequence (its last_value) without consuming a number.
 create or replace function pgq.seq_getval(i_seq_name text)
 returns bigint as $$
 declare
     v_last  bigint;
+begin
+    execute 'select last_value from ' || pgq.quote_fqname(i_seq_name) into v_last;
+    return v_last;
+end;
+$$ language plpgsql strict set search_path = pg_catalog, pg_temp;
+
+-- The last number a sequence handed out, one less than its start when it never did.
+-- Ticks record this as tick_event_seq, so the first event of a new queue already counts as
+-- one new event (last_value alone reads the same before and after the first nextval).
+create or replace function pgq._seq_used(i_seq_name text)
+returns bigint as $$
+declare
+    v_last   bigint;
     v_called boolean;
 begin
     execute 'select last_value, is_called from ' || pgq.quote_fqname(i_seq_name)
         into v_last, v_called;
-    if not v_called then
-        return v_last - 1;
+    if v_called then
+        return v_last;
     end if;
-    return v_last;
+    return v_last - 1;
 end;
-$$ language plpgsql strict set search_path = pg_catalog, pg_temp;
+$$ language plpgsql strict;
 
 -- Like setval() but never moves a sequence backwards; returns the resulting value.
 create or replace function pgq.seq_setval(i_seq_name text, i_new_value int8)

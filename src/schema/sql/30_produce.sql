@@ -12,23 +12,48 @@ create or replace function pgq.insert_event_raw(
     ev_extra1 text, ev_extra2 text, ev_extra3 text, ev_extra4 text)
 returns int8 as $$
 declare
-    q record;
+    q       record;
+    v_id    bigint := $2;
+    v_key   text;
+    v_state text[];
+    v_cnt   int4;
 begin
     if $1 is null then
         raise exception 'Queue name must not be NULL';
     end if;
-    select qq.queue_id, qq.queue_disable_insert
+    select qq.queue_id, qq.queue_disable_insert, qq.queue_per_tx_limit, qq.queue_event_seq
       into q
       from pgq.queue qq
      where qq.queue_name = $1;
     if not found then
         raise exception 'No such queue';
     end if;
+    -- The id is taken before the checks, as the reference does, so refused inserts use
+    -- up ids the same way on both.
+    if v_id is null then
+        v_id := pg_catalog.nextval(q.queue_event_seq::regclass);
+    end if;
     if q.queue_disable_insert
        and pg_catalog.current_setting('session_replication_role') <> 'replica' then
         raise exception 'Insert into queue disallowed';
     end if;
-    return pgq._insert_event_into(q.queue_id, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11);
+    if q.queue_per_tx_limit is not null then
+        -- Count this transaction's events in a session setting tagged with the txid (a
+        -- SET LOCAL would be undone when this function returns).
+        v_key := 'pgq.tx_events_' || q.queue_id::text;
+        v_state := pg_catalog.string_to_array(
+            pg_catalog.current_setting(v_key, true), ':');
+        v_cnt := 1;
+        if v_state[1] = txid_current()::text then
+            v_cnt := v_state[2]::int4 + 1;
+        end if;
+        if v_cnt > q.queue_per_tx_limit then
+            raise exception 'Queue ''%'' allows max % events from one TX',
+                $1, q.queue_per_tx_limit;
+        end if;
+        perform pg_catalog.set_config(v_key, txid_current()::text || ':' || v_cnt::text, false);
+    end if;
+    return pgq._insert_event_into(q.queue_id, v_id, $3, $4, $5, $6, $7, $8, $9, $10, $11);
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 

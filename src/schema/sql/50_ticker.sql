@@ -37,7 +37,7 @@ begin
      order by t.tick_id desc
      limit 1;
 
-    v_seq := pgq.seq_getval(q.queue_event_seq);
+    v_seq := pgq._seq_used(q.queue_event_seq);
     if v_last.tick_id is not null then
         v_new := v_seq - v_last.tick_event_seq;
         v_lag := pg_catalog.now() - v_last.tick_time;
@@ -138,8 +138,9 @@ begin
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 
--- Make the next ticker() call tick this queue, by moving its event counter past
--- max_count. Returns the queue's current (last) tick id, NULL for an unknown queue.
+-- Make the next ticker() call tick this queue, by moving its event counter well past
+-- max_count (by 2 * max_count + 1001, as the reference does, so tools that look at the
+-- counter see the same). Returns the queue's last tick id, NULL for an unknown queue.
 create or replace function pgq.force_tick(i_queue_name text)
 returns bigint as $$
 declare
@@ -153,7 +154,7 @@ begin
         return null;
     end if;
     perform pgq.seq_setval(q.queue_event_seq,
-                           pgq.seq_getval(q.queue_event_seq) + q.queue_ticker_max_count * 2);
+                           pgq.seq_getval(q.queue_event_seq) + q.queue_ticker_max_count * 2 + 1001);
     select max(t.tick_id) into v_tick from pgq.tick t where t.tick_queue = q.queue_id;
     return v_tick;
 end;
@@ -191,7 +192,7 @@ $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 -- Rotation step 1: switch inserts to the next table. Only when the rotation period has
 -- passed, the previous rotation is complete (step 2 done), and every consumer has moved
 -- past the previous switch, so the table being emptied holds nothing anyone still needs.
--- Returns 1 when the queue rotated, else 0 (nothing to do, or the table was busy).
+-- Returns 0 whether or not it rotated, as the reference does (look at queue_cur_table).
 create or replace function pgq.maint_rotate_tables_step1(i_queue_name text)
 returns integer as $$
 declare
@@ -251,22 +252,19 @@ begin
        and t.tick_id < coalesce(
              (select min(s.sub_last_tick) from pgq.subscription s where s.sub_queue = q.queue_id),
              t.tick_id + 1);
-    return 1;
+    return 0;
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 
 -- Rotation step 2, in a later transaction than step 1: record the txid after which no
--- transaction can still be writing to the old table. Returns how many queues it marked.
+-- transaction can still be writing to the old table. Returns 0, as the reference does.
 create or replace function pgq.maint_rotate_tables_step2()
 returns integer as $$
-declare
-    v_cnt integer;
 begin
     update pgq.queue qq
        set queue_switch_step2 = txid_current()
      where qq.queue_switch_step2 is null;
-    get diagnostics v_cnt = row_count;
-    return v_cnt;
+    return 0;
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 
@@ -298,7 +296,7 @@ declare
 begin
     for q in
         select qq.queue_name, qq.queue_rotation_period, qq.queue_switch_time,
-               qq.queue_switch_step2, qq.queue_extra_maint
+               qq.queue_switch_step2
           from pgq.queue qq
          order by qq.queue_name
     loop
@@ -310,19 +308,24 @@ begin
             v_step2 := true;
             return next;
         end if;
-        if q.queue_extra_maint is not null then
-            foreach v_f in array q.queue_extra_maint loop
-                func_name := v_f;
-                func_arg := q.queue_name;
-                return next;
-            end loop;
-        end if;
     end loop;
     if v_step2 then
         func_name := 'pgq.maint_rotate_tables_step2';
         func_arg := null;
         return next;
     end if;
+    for q in
+        select qq.queue_name, qq.queue_extra_maint
+          from pgq.queue qq
+         where qq.queue_extra_maint is not null
+         order by qq.queue_name
+    loop
+        foreach v_f in array q.queue_extra_maint loop
+            func_name := v_f;
+            func_arg := q.queue_name;
+            return next;
+        end loop;
+    end loop;
     for v_f in select * from pgq.maint_tables_to_vacuum() loop
         func_name := 'vacuum';
         func_arg := v_f;
