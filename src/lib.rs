@@ -1,1 +1,18 @@
 //! libpgq
+pub mod admin;
+pub mod client;
+pub mod consumer;
+pub mod error;
+pub mod event;
+pub mod producer;
+pub mod schema;
+pub mod ticker;
+
+pub use admin::{BatchInfo, ConsumerInfo, QueueInfo, QueueParam};
+pub use client::{Client, ClientBuilder, PooledConnection};
+pub use consumer::{Batch, Consumer, Events, NextBatch};
+pub use error::{Error, ErrorKind, Result};
+pub use event::{Event, NewEvent};
+pub use producer::Producer;
+pub use schema::InstallOutcome;
+pub use ticker::MaintenanceReport;

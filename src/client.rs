@@ -1,0 +1,374 @@
+//! [`Client`]: a pool of connections to the database that holds the queues.
+//!
+//! The client is cheap to clone (all clones share one pool) and may be used from many
+//! threads. The admin, producer, consumer and ticker modules add convenience methods to it;
+//! each of those also exists as a free function over any [`postgres::GenericClient`], so it
+//! can run inside a transaction you already hold.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use postgres::NoTls;
+use r2d2_postgres::PostgresConnectionManager;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// The connection pool type behind a [`Client`].
+pub type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+
+/// A connection checked out of a [`Client`]'s pool; it dereferences to
+/// [`postgres::Client`] and returns to the pool when dropped.
+///
+/// Pass it to the free functions as `&mut *conn`.
+///
+/// ```no_run
+/// # fn main() -> pgq::Result<()> {
+/// let client = pgq::Client::connect("host=localhost dbname=app")?;
+/// let mut conn = client.get()?;
+/// let mut tx = conn.transaction()?;
+/// pgq::producer::insert_event(&mut tx, "orders", &pgq::NewEvent::new("created", "42"))?;
+/// tx.commit()?;
+/// # Ok(()) }
+/// ```
+pub type PooledConnection = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
+
+/// Longest queue or consumer name the library accepts, in bytes.
+///
+/// PGQ itself stores names as `text` without a limit; the library refuses longer names so that
+/// a mistake (a payload passed as a name) fails early with a clear error.
+pub const MAX_NAME_LEN: usize = 255;
+
+/// Default number of pooled connections.
+pub const DEFAULT_POOL_SIZE: u32 = 8;
+
+/// Default time allowed to open a connection, and to wait for a free pooled one.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A handle to one PGQ database: a pool of blocking connections.
+///
+/// ```no_run
+/// # fn main() -> pgq::Result<()> {
+/// let client = pgq::Client::connect("postgresql://app@localhost/app")?;
+/// client.install()?;
+/// client.create_queue("orders")?;
+/// client.send("orders", &pgq::NewEvent::new("created", r#"{"id": 42}"#))?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    pool: Pool,
+    config: postgres::Config,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("target", &describe_target(&self.config))
+            .field("pool_size", &self.pool.max_size())
+            .finish()
+    }
+}
+
+impl Client {
+    /// Connects with default pool settings.
+    ///
+    /// `dsn` is a libpq-style connection string, either a URL
+    /// (`postgresql://user:pw@host:5432/db`) or `key=value` pairs
+    /// (`host=a,b port=5432 dbname=app`); several hosts are allowed. One connection is opened
+    /// at once, so a wrong password or an unreachable server fails here with
+    /// [`ErrorKind::Connect`].
+    ///
+    /// ```no_run
+    /// let client = pgq::Client::connect("host=localhost user=app dbname=app")?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn connect(dsn: &str) -> Result<Client> {
+        Client::builder(dsn).build()
+    }
+
+    /// Starts configuring a client for `dsn`; see [`ClientBuilder`].
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let client = pgq::Client::builder("host=localhost dbname=app")
+    ///     .pool_size(4)
+    ///     .connect_timeout(Duration::from_secs(3))
+    ///     .build()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn builder(dsn: &str) -> ClientBuilder {
+        let config = postgres::Config::from_str(dsn).map_err(|e| {
+            Error::new(
+                ErrorKind::Connect,
+                format!("invalid connection string: {e}"),
+            )
+            .with_source(e)
+        });
+        ClientBuilder::new(config)
+    }
+
+    /// Checks a connection out of the pool, waiting up to the connect timeout for one.
+    ///
+    /// ```no_run
+    /// # fn main() -> pgq::Result<()> {
+    /// let client = pgq::Client::connect("host=localhost dbname=app")?;
+    /// let mut conn = client.get()?;
+    /// let n: i64 = conn.query_one("select count(*) from pgq.queue", &[])?.get(0);
+    /// # Ok(()) }
+    /// ```
+    pub fn get(&self) -> Result<PooledConnection> {
+        self.pool.get().map_err(|e| {
+            Error::from(e).context(format_args!("database {}", describe_target(&self.config)))
+        })
+    }
+
+    /// The underlying r2d2 pool.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("host=localhost dbname=app")?;
+    /// println!("idle connections: {}", client.pool().state().idle_connections);
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The parsed connection settings.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("host=localhost dbname=app")?;
+    /// assert_eq!(client.config().get_dbname(), Some("app"));
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn config(&self) -> &postgres::Config {
+        &self.config
+    }
+}
+
+/// Configures and builds a [`Client`]; made by [`Client::builder`] or
+/// [`ClientBuilder::from_config`].
+///
+/// ```no_run
+/// let client = pgq::Client::builder("postgresql://app@db1,db2/app")
+///     .pool_size(16)
+///     .min_idle(2)
+///     .build()?;
+/// # Ok::<(), pgq::Error>(())
+/// ```
+#[derive(Debug)]
+#[must_use = "call build() to get a Client"]
+pub struct ClientBuilder {
+    config: Result<postgres::Config>,
+    pool_size: u32,
+    min_idle: u32,
+    connect_timeout: Duration,
+}
+
+impl ClientBuilder {
+    fn new(config: Result<postgres::Config>) -> ClientBuilder {
+        ClientBuilder {
+            config,
+            pool_size: DEFAULT_POOL_SIZE,
+            min_idle: 1,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+
+    /// Starts from an already built [`postgres::Config`].
+    ///
+    /// ```no_run
+    /// let mut cfg = postgres::Config::new();
+    /// cfg.host("localhost").user("app").dbname("app");
+    /// let client = pgq::ClientBuilder::from_config(cfg).build()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn from_config(config: postgres::Config) -> ClientBuilder {
+        ClientBuilder::new(Ok(config))
+    }
+
+    /// Maximum number of connections in the pool (default [`DEFAULT_POOL_SIZE`], at least 1).
+    ///
+    /// ```no_run
+    /// let client = pgq::Client::builder("dbname=app").pool_size(2).build()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn pool_size(mut self, size: u32) -> ClientBuilder {
+        self.pool_size = size.max(1);
+        self
+    }
+
+    /// Connections the pool keeps open while idle (default 1, capped at the pool size).
+    ///
+    /// ```no_run
+    /// let client = pgq::Client::builder("dbname=app").min_idle(0).build()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn min_idle(mut self, idle: u32) -> ClientBuilder {
+        self.min_idle = idle;
+        self
+    }
+
+    /// How long to try to open a connection, and to wait for a free pooled connection
+    /// (default [`DEFAULT_CONNECT_TIMEOUT`]). A `connect_timeout` in the DSN takes
+    /// precedence for opening connections.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let client = pgq::Client::builder("dbname=app")
+    ///     .connect_timeout(Duration::from_secs(2))
+    ///     .build()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn connect_timeout(mut self, timeout: Duration) -> ClientBuilder {
+        self.connect_timeout = timeout.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Opens one connection to check the settings, then builds the pool.
+    ///
+    /// Fails with [`ErrorKind::Connect`] when the DSN is malformed or the server cannot be
+    /// reached or refuses the login; the message names the target and the server's reason.
+    ///
+    /// ```no_run
+    /// match pgq::Client::builder("host=localhost user=nobody dbname=app").build() {
+    ///     Ok(_) => println!("connected"),
+    ///     Err(e) => eprintln!("{e}"), // e.g. "cannot connect to localhost:5432/app: ..."
+    /// }
+    /// ```
+    pub fn build(self) -> Result<Client> {
+        let mut config = self.config?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(self.connect_timeout);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("libpgq");
+        }
+        // Probe first: r2d2 retries failed connects silently until its timeout and then
+        // reports only "timed out", while a direct attempt tells the user why it failed.
+        match config.connect(NoTls) {
+            Ok(probe) => drop(probe),
+            Err(e) => {
+                let target = describe_target(&config);
+                let err = Error::from(e);
+                let msg = format!("cannot connect to {target}: {}", err.message());
+                return Err(Error::new(ErrorKind::Connect, msg).with_source(err));
+            }
+        }
+        let manager = PostgresConnectionManager::new(config.clone(), NoTls);
+        let pool = r2d2::Pool::builder()
+            .max_size(self.pool_size)
+            .min_idle(Some(self.min_idle.min(self.pool_size)))
+            .connection_timeout(self.connect_timeout)
+            .build(manager)
+            .map_err(|e| {
+                let target = describe_target(&config);
+                Error::new(
+                    ErrorKind::Connect,
+                    format!("cannot open connection pool to {target}: {e}"),
+                )
+                .with_source(e)
+            })?;
+        Ok(Client { pool, config })
+    }
+}
+
+/// `host:port/dbname` for messages (never the password).
+pub(crate) fn describe_target(config: &postgres::Config) -> String {
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            postgres::config::Host::Tcp(name) => name.clone(),
+            #[cfg(unix)]
+            postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let host = if hosts.is_empty() {
+        "localhost".to_string()
+    } else {
+        hosts.join(",")
+    };
+    let ports = config.get_ports();
+    let port = match ports.first() {
+        Some(p) => p.to_string(),
+        None => "5432".to_string(),
+    };
+    let db = config
+        .get_dbname()
+        .or(config.get_user())
+        .unwrap_or("(default)");
+    format!("{host}:{port}/{db}")
+}
+
+/// Validates a queue or consumer name before it is sent to the server.
+///
+/// Names may contain anything printable, including spaces and quotes (PGQ stores them as
+/// data and never splices them into SQL), but must be non-empty, at most [`MAX_NAME_LEN`]
+/// bytes, and free of control characters (NUL cannot be stored in `text` at all).
+pub(crate) fn check_name(what: &str, name: &str) -> Result<()> {
+    if name.is_empty() {
+        return Err(Error::invalid_input(format!(
+            "{what} name must not be empty"
+        )));
+    }
+    if name.len() > MAX_NAME_LEN {
+        return Err(Error::invalid_input(format!(
+            "{what} name is {} bytes long; the limit is {MAX_NAME_LEN}",
+            name.len()
+        )));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(Error::invalid_input(format!(
+            "{what} name {:?} contains the control character {:?}",
+            name, c
+        )));
+    }
+    Ok(())
+}
+
+/// Rejects NUL bytes, which PostgreSQL `text` cannot hold.
+pub(crate) fn check_text(what: &str, value: Option<&str>) -> Result<()> {
+    if let Some(v) = value {
+        if v.contains('\0') {
+            return Err(Error::invalid_input(format!(
+                "{what} contains a NUL byte, which PostgreSQL text cannot store"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(check_name("queue", "orders").is_ok());
+        assert!(check_name("queue", "we\"ird q").is_ok());
+        assert!(check_name("queue", &"x".repeat(MAX_NAME_LEN)).is_ok());
+        for bad in ["", "a\0b", "tab\there"] {
+            let e = check_name("queue", bad).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        }
+        let e = check_name("consumer", &"x".repeat(1000)).unwrap_err();
+        assert!(e.to_string().contains("1000 bytes"), "{e}");
+    }
+
+    #[test]
+    fn bad_dsn_is_connect_error() {
+        let e = Client::builder("host=localhost port=notaport")
+            .build()
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Connect);
+        assert!(e.to_string().contains("invalid connection string"), "{e}");
+    }
+
+    #[test]
+    fn target_has_no_password() {
+        let cfg = postgres::Config::from_str("postgresql://u:secret@h1:5433/db").unwrap();
+        let t = describe_target(&cfg);
+        assert_eq!(t, "h1:5433/db");
+    }
+}

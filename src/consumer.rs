@@ -1,0 +1,746 @@
+//! Consuming events in batches.
+//!
+//! A consumer registered on a queue receives every event inserted after its registration,
+//! in batches: each batch is the set of events committed between two ticks. The cycle is
+//! *next batch → read its events → tag failures for retry → finish*. Finishing commits the
+//! consumer's position; a batch that is not finished (the process crashed, or the [`Batch`]
+//! was dropped) is handed out again by the next `next_batch` call.
+//!
+//! ```no_run
+//! # fn main() -> pgq::Result<()> {
+//! use std::time::Duration;
+//!
+//! let client = pgq::Client::connect("host=localhost dbname=app")?;
+//! let consumer = pgq::Consumer::new(&client, "orders", "mailer")?;
+//! consumer.register()?;
+//! while let Some(batch) = consumer.next_batch()? {
+//!     for ev in batch.events() {
+//!         let ev = ev?;
+//!         if ev.data.as_deref() == Some("") {
+//!             batch.retry(ev.id, Duration::from_secs(30)); // try again later
+//!         }
+//!     }
+//!     batch.finish()?;
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! The free functions ([`next_batch`], [`get_batch_events`], [`event_retry`], [`batch_retry`],
+//! [`finish_batch`]) are the SQL API one to one, for callers who manage connections and
+//! transactions themselves.
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use postgres::{GenericClient, Row};
+
+use crate::admin::interval_text;
+use crate::client::{check_name, Client, PooledConnection};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::Event;
+
+/// Events fetched per round trip by [`Batch::events`] unless set with
+/// [`Consumer::fetch_size`].
+pub const DEFAULT_FETCH_SIZE: usize = 100;
+
+const CURSOR_NAME: &str = "pgq_batch_events";
+
+/// The result of `pgq.next_batch_info`: a batch id and the two ticks it spans.
+///
+/// ```no_run
+/// # fn main() -> pgq::Result<()> {
+/// # let mut conn = postgres::Client::connect("dbname=app", postgres::NoTls)?;
+/// if let Some(b) = pgq::consumer::next_batch(&mut conn, "orders", "mailer")? {
+///     println!("batch {} covers ticks {:?}..{}", b.batch_id, b.prev_tick_id, b.cur_tick_id);
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NextBatch {
+    /// `batch_id`.
+    pub batch_id: i64,
+    /// `cur_tick_id`: the tick that ends the batch.
+    pub cur_tick_id: i64,
+    /// `prev_tick_id`: the tick the batch starts after.
+    pub prev_tick_id: Option<i64>,
+    /// `cur_tick_time`.
+    pub cur_tick_time: SystemTime,
+    /// `prev_tick_time`.
+    pub prev_tick_time: Option<SystemTime>,
+    /// `cur_tick_event_seq`: the queue's event sequence at the end tick.
+    pub cur_tick_event_seq: i64,
+    /// `prev_tick_event_seq`: the queue's event sequence at the start tick.
+    pub prev_tick_event_seq: Option<i64>,
+}
+
+impl NextBatch {
+    fn from_row(row: &Row) -> Result<Option<NextBatch>> {
+        let batch_id: Option<i64> = row.try_get("batch_id")?;
+        let batch_id = match batch_id {
+            Some(b) => b,
+            None => return Ok(None),
+        };
+        let missing = |col: &str| {
+            Error::new(
+                ErrorKind::Other,
+                format!("pgq.next_batch_info returned batch {batch_id} with NULL {col}"),
+            )
+        };
+        Ok(Some(NextBatch {
+            batch_id,
+            cur_tick_id: row
+                .try_get::<_, Option<i64>>("cur_tick_id")?
+                .ok_or_else(|| missing("cur_tick_id"))?,
+            prev_tick_id: row.try_get("prev_tick_id")?,
+            cur_tick_time: row
+                .try_get::<_, Option<SystemTime>>("cur_tick_time")?
+                .ok_or_else(|| missing("cur_tick_time"))?,
+            prev_tick_time: row.try_get("prev_tick_time")?,
+            cur_tick_event_seq: row
+                .try_get::<_, Option<i64>>("cur_tick_event_seq")?
+                .ok_or_else(|| missing("cur_tick_event_seq"))?,
+            prev_tick_event_seq: row.try_get("prev_tick_event_seq")?,
+        }))
+    }
+}
+
+/// `pgq.next_batch_info`: opens (or re-opens) the consumer's next batch; `None` when there is
+/// no newer tick yet.
+///
+/// The batch is recorded when the calling transaction commits; run it in its own transaction
+/// (a plain connection does that) so that a crash later re-delivers the same batch.
+///
+/// ```no_run
+/// # fn main() -> pgq::Result<()> {
+/// let mut conn = postgres::Client::connect("host=localhost dbname=app", postgres::NoTls)?;
+/// if let Some(b) = pgq::consumer::next_batch(&mut conn, "orders", "mailer")? {
+///     let events = pgq::consumer::get_batch_events(&mut conn, b.batch_id)?;
+///     pgq::consumer::finish_batch(&mut conn, b.batch_id)?;
+/// }
+/// # Ok(()) }
+/// ```
+pub fn next_batch(
+    conn: &mut impl GenericClient,
+    queue: &str,
+    consumer: &str,
+) -> Result<Option<NextBatch>> {
+    check_name("queue", queue)?;
+    check_name("consumer", consumer)?;
+    let row = conn
+        .query_one(
+            "select * from pgq.next_batch_info($1, $2)",
+            &[&queue, &consumer],
+        )
+        .map_err(|e| Error::from(e).context(format_args!("next batch for {queue}/{consumer}")))?;
+    NextBatch::from_row(&row)
+}
+
+/// `pgq.next_batch_custom`: like [`next_batch`], but waits until the next tick is at least
+/// `min_lag` old, and may merge ticks until the batch holds `min_count` events or spans
+/// `min_interval`. `None` for a limit means no limit.
+///
+/// ```no_run
+/// # fn main() -> pgq::Result<()> {
+/// # let mut conn = postgres::Client::connect("dbname=app", postgres::NoTls)?;
+/// use std::time::Duration;
+/// let b = pgq::consumer::next_batch_custom(
+///     &mut conn, "orders", "reporter", None, Some(1000), Some(Duration::from_secs(60)))?;
+/// # Ok(()) }
+/// ```
+pub fn next_batch_custom(
+    conn: &mut impl GenericClient,
+    queue: &str,
+    consumer: &str,
+    min_lag: Option<Duration>,
+    min_count: Option<i32>,
+    min_interval: Option<Duration>,
+) -> Result<Option<NextBatch>> {
+    check_name("queue", queue)?;
+    check_name("consumer", consumer)?;
+    let min_lag = min_lag.map(interval_text);
+    let min_interval = min_interval.map(interval_text);
+    let row = conn
+        .query_one(
+            "select * from pgq.next_batch_custom($1, $2, $3::text::interval, $4, \
+             $5::text::interval)",
+            &[&queue, &consumer, &min_lag, &min_count, &min_interval],
+        )
+        .map_err(|e| Error::from(e).context(format_args!("next batch for {queue}/{consumer}")))?;
+    NextBatch::from_row(&row)
+}
+
+/// `pgq.get_batch_events`: every event of the batch at once, ordered by id.
+///
+/// Holds the whole batch in memory; [`Batch::events`] streams instead.
+///
+/// ```no_run
+/// # fn main() -> pgq::Result<()> {
+/// # let mut conn = postgres::Client::connect("dbname=app", postgres::NoTls)?;
+/// for ev in pgq::consumer::get_batch_events(&mut conn, 17)? {
+///     println!("{} {:?}", ev.id, ev.data);
+/// }
+/// # Ok(()) }
+/// ```
+pub fn get_batch_events(conn: &mut impl GenericClient, batch_id: i64) -> Result<Vec<Event>> {
+    let rows = conn
+        .query("select * from pgq.get_batch_events($1)", &[&batch_id])
+        .map_err(|e| Error::from(e).context(format_args!("events of batch {batch_id}")))?;
+    rows.iter().map(Event::from_row).collect()
+}
+
+/// `pgq.event_retry`: puts the event into the retry queue, to come back to this consumer only
+/// after `delay`; `true` if queued now, `false` if it already was.
+///
+/// ```no_run
+/// # fn main() -> pgq::Result<()> {
+/// # let mut conn = postgres::Client::connect("dbname=app", postgres::NoTls)?;
+/// use std::time::Duration;
+/// pgq::consumer::event_retry(&mut conn, 17, 1234, Duration::from_secs(60))?;
+/// # Ok(()) }
+/// ```
+pub fn event_retry(
+    conn: &mut impl GenericClient,
+    batch_id: i64,
+    ev_id: i64,
+    delay: Duration,
+) -> Result<bool> {
+    let row = if delay.subsec_nanos() == 0 && delay.as_secs() <= i32::MAX as u64 {
+        let secs = delay.as_secs() as i32;
+        conn.query_one(
+            "select pgq.event_retry($1, $2, $3::int4)",
+            &[&batch_id, &ev_id, &secs],
+        )
+    } else {
+        let delay = interval_text(delay);
+        conn.query_one(
+            "select pgq.event_retry($1, $2, now() + $3::text::interval)",
+            &[&batch_id, &ev_id, &delay],
+        )
+    }
+    .map_err(|e| Error::from(e).context(format_args!("retry event {ev_id} of batch {batch_id}")))?;
+    Ok(row.get::<_, Option<i32>>(0).unwrap_or(0) > 0)
+}
+
+/// `pgq.event_retry` with an absolute time: the event comes back at or after `at`.
+///
+/// ```no_run
+/// # fn main() -> pgq::Result<()> {
+/// # let mut conn = postgres::Client::connect("dbname=app", postgres::NoTls)?;
+/// use std::time::{Duration, SystemTime};
+/// let at = SystemTime::now() + Duration::from_secs(3600);
+/// pgq::consumer::event_retry_at(&mut conn, 17, 1234, at)?;
+/// # Ok(()) }
+/// ```
+pub fn event_retry_at(
+    conn: &mut impl GenericClient,
+    batch_id: i64,
+    ev_id: i64,
+    at: SystemTime,
+) -> Result<bool> {
+    let row = conn
+        .query_one(
+            "select pgq.event_retry($1, $2, $3::timestamptz)",
+            &[&batch_id, &ev_id, &at],
+        )
+        .map_err(|e| {
+            Error::from(e).context(format_args!("retry event {ev_id} of batch {batch_id}"))
+        })?;
+    Ok(row.get::<_, Option<i32>>(0).unwrap_or(0) > 0)
+}
+
+/// `pgq.batch_retry`: puts every event of the batch into the retry queue; returns how many.
+/// `delay` is rounded up to whole seconds.
+///
+/// ```no_run
+/// # fn main() -> pgq::Result<()> {
+/// # let mut conn = postgres::Client::connect("dbname=app", postgres::NoTls)?;
+/// use std::time::Duration;
+/// let n = pgq::consumer::batch_retry(&mut conn, 17, Duration::from_secs(60))?;
+/// pgq::consumer::finish_batch(&mut conn, 17)?;
+/// # Ok(()) }
+/// ```
+pub fn batch_retry(conn: &mut impl GenericClient, batch_id: i64, delay: Duration) -> Result<u64> {
+    let secs = whole_seconds(delay);
+    let row = conn
+        .query_one("select pgq.batch_retry($1, $2)", &[&batch_id, &secs])
+        .map_err(|e| Error::from(e).context(format_args!("retry batch {batch_id}")))?;
+    Ok(row.get::<_, Option<i32>>(0).unwrap_or(0).max(0) as u64)
+}
+
+fn whole_seconds(d: Duration) -> i32 {
+    let secs = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+    i32::try_from(secs).unwrap_or(i32::MAX)
+}
+
+/// `pgq.finish_batch`: closes the batch, moving the consumer past it; `false` if the batch
+/// was not open (unknown or already finished).
+///
+/// ```no_run
+/// # fn main() -> pgq::Result<()> {
+/// # let mut conn = postgres::Client::connect("dbname=app", postgres::NoTls)?;
+/// pgq::consumer::finish_batch(&mut conn, 17)?;
+/// # Ok(()) }
+/// ```
+pub fn finish_batch(conn: &mut impl GenericClient, batch_id: i64) -> Result<bool> {
+    let row = conn
+        .query_one("select pgq.finish_batch($1)", &[&batch_id])
+        .map_err(|e| Error::from(e).context(format_args!("finish batch {batch_id}")))?;
+    Ok(row.get::<_, Option<i32>>(0).unwrap_or(0) > 0)
+}
+
+/// A consumer of one queue, pulling batches through a [`Client`].
+///
+/// ```no_run
+/// # fn main() -> pgq::Result<()> {
+/// let client = pgq::Client::connect("host=localhost dbname=app")?;
+/// let consumer = pgq::Consumer::new(&client, "orders", "mailer")?.fetch_size(500);
+/// consumer.register()?;
+/// if let Some(batch) = consumer.next_batch()? {
+///     let n = batch.events().count();
+///     batch.finish()?;
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Consumer {
+    client: Client,
+    queue: String,
+    name: String,
+    fetch_size: usize,
+}
+
+impl Consumer {
+    /// A consumer named `consumer` on `queue`. Names are checked here; registration is
+    /// separate (see [`register`](Consumer::register)).
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let c = pgq::Consumer::new(&client, "orders", "mailer")?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn new(client: &Client, queue: &str, consumer: &str) -> Result<Consumer> {
+        check_name("queue", queue)?;
+        check_name("consumer", consumer)?;
+        Ok(Consumer {
+            client: client.clone(),
+            queue: queue.to_string(),
+            name: consumer.to_string(),
+            fetch_size: DEFAULT_FETCH_SIZE,
+        })
+    }
+
+    /// Events fetched per round trip while streaming a batch (default
+    /// [`DEFAULT_FETCH_SIZE`], at least 1). Memory use is bounded by this many events.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let c = pgq::Consumer::new(&client, "blobs", "archiver")?.fetch_size(1);
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn fetch_size(mut self, n: usize) -> Consumer {
+        self.fetch_size = n.clamp(1, i32::MAX as usize);
+        self
+    }
+
+    /// The queue name.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// assert_eq!(pgq::Consumer::new(&client, "orders", "mailer")?.queue(), "orders");
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// The consumer name.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// assert_eq!(pgq::Consumer::new(&client, "orders", "mailer")?.name(), "mailer");
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Registers this consumer on its queue (starting at the newest tick); `true` if new.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// pgq::Consumer::new(&client, "orders", "mailer")?.register()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn register(&self) -> Result<bool> {
+        self.client.register_consumer(&self.queue, &self.name)
+    }
+
+    /// Unregisters this consumer, dropping its pending retries; returns subscriptions removed.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// pgq::Consumer::new(&client, "orders", "mailer")?.unregister()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn unregister(&self) -> Result<u64> {
+        self.client.unregister_consumer(&self.queue, &self.name)
+    }
+
+    /// The next batch, or `None` when there is no newer tick yet.
+    ///
+    /// The batch id is committed at once (so an unfinished batch is re-delivered); then a
+    /// transaction is opened on a pooled connection in which the events are read and the
+    /// batch finished. The connection is held until the [`Batch`] is finished or dropped.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let consumer = pgq::Consumer::new(&client, "orders", "mailer")?;
+    /// match consumer.next_batch()? {
+    ///     Some(batch) => { batch.finish()?; }
+    ///     None => std::thread::sleep(std::time::Duration::from_millis(100)),
+    /// }
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn next_batch(&self) -> Result<Option<Batch>> {
+        let mut conn = self.client.get()?;
+        let info = match next_batch(&mut *conn, &self.queue, &self.name)? {
+            Some(info) => info,
+            None => return Ok(None),
+        };
+        conn.batch_execute("begin")?;
+        Ok(Some(Batch {
+            conn: RefCell::new(conn),
+            info,
+            queue: self.queue.clone(),
+            consumer: self.name.clone(),
+            fetch_size: self.fetch_size,
+            retries: RefCell::new(Vec::new()),
+            cursor_open: Cell::new(false),
+            finished: false,
+        }))
+    }
+}
+
+/// One batch of events for one consumer, read inside one transaction.
+///
+/// [`finish`](Batch::finish) queues the tagged retries, finishes the batch and commits.
+/// Dropping the batch without finishing rolls the transaction back; the same batch is then
+/// delivered again by the next [`Consumer::next_batch`].
+///
+/// ```no_run
+/// # fn main() -> pgq::Result<()> {
+/// # let client = pgq::Client::connect("dbname=app")?;
+/// # let consumer = pgq::Consumer::new(&client, "orders", "mailer")?;
+/// if let Some(batch) = consumer.next_batch()? {
+///     println!("batch {} (ticks {:?}..{})", batch.id(), batch.prev_tick_id(), batch.tick_id());
+///     for ev in batch.events() {
+///         let ev = ev?;
+///         // handle ev ...
+///     }
+///     batch.finish()?;
+/// }
+/// # Ok(()) }
+/// ```
+pub struct Batch {
+    conn: RefCell<PooledConnection>,
+    info: NextBatch,
+    queue: String,
+    consumer: String,
+    fetch_size: usize,
+    retries: RefCell<Vec<(i64, Duration)>>,
+    cursor_open: Cell<bool>,
+    finished: bool,
+}
+
+impl fmt::Debug for Batch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Batch")
+            .field("queue", &self.queue)
+            .field("consumer", &self.consumer)
+            .field("info", &self.info)
+            .field("retries", &self.retries.borrow().len())
+            .finish()
+    }
+}
+
+impl Batch {
+    /// The batch id.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// # let batch = pgq::Consumer::new(&client, "q", "c")?.next_batch()?.unwrap();
+    /// println!("{}", batch.id());
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn id(&self) -> i64 {
+        self.info.batch_id
+    }
+
+    /// The tick that ends the batch.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// # let batch = pgq::Consumer::new(&client, "q", "c")?.next_batch()?.unwrap();
+    /// println!("{}", batch.tick_id());
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn tick_id(&self) -> i64 {
+        self.info.cur_tick_id
+    }
+
+    /// The tick the batch starts after.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// # let batch = pgq::Consumer::new(&client, "q", "c")?.next_batch()?.unwrap();
+    /// println!("{:?}", batch.prev_tick_id());
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn prev_tick_id(&self) -> Option<i64> {
+        self.info.prev_tick_id
+    }
+
+    /// Everything `pgq.next_batch_info` returned.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// # let batch = pgq::Consumer::new(&client, "q", "c")?.next_batch()?.unwrap();
+    /// println!("{:?}", batch.info().cur_tick_time);
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn info(&self) -> &NextBatch {
+        &self.info
+    }
+
+    /// The queue name.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// # let batch = pgq::Consumer::new(&client, "q", "c")?.next_batch()?.unwrap();
+    /// assert_eq!(batch.queue(), "q");
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// The consumer name.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// # let batch = pgq::Consumer::new(&client, "q", "c")?.next_batch()?.unwrap();
+    /// assert_eq!(batch.consumer(), "c");
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    /// Streams the batch's events in id order, fetching a bounded number per round trip
+    /// through a cursor. Calling it again restarts from the first event.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// # let batch = pgq::Consumer::new(&client, "q", "c")?.next_batch()?.unwrap();
+    /// let events: Vec<pgq::Event> = batch.events().collect::<pgq::Result<_>>()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn events(&self) -> Events<'_> {
+        Events {
+            batch: self,
+            buf: VecDeque::new(),
+            started: false,
+            exhausted: false,
+        }
+    }
+
+    /// Tags an event for retry: when the batch is finished, the event goes to the retry queue
+    /// and comes back to this consumer only, after `delay`, with `retry` incremented.
+    /// Untagged events count as done.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// # let batch = pgq::Consumer::new(&client, "q", "c")?.next_batch()?.unwrap();
+    /// for ev in batch.events() {
+    ///     let ev = ev?;
+    ///     batch.retry(ev.id, std::time::Duration::from_secs(10));
+    /// }
+    /// batch.finish()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn retry(&self, ev_id: i64, delay: Duration) {
+        self.retries.borrow_mut().push((ev_id, delay));
+    }
+
+    /// Runs `f` on the batch's connection, inside the batch's transaction: work done there
+    /// commits together with [`finish`](Batch::finish), or rolls back with the batch.
+    ///
+    /// Do not run `BEGIN`, `COMMIT` or `ROLLBACK` in `f` (use savepoints if you need them),
+    /// and do not call it from inside an [`events`](Batch::events) loop's `next()`.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// # let batch = pgq::Consumer::new(&client, "q", "c")?.next_batch()?.unwrap();
+    /// for ev in batch.events() {
+    ///     let ev = ev?;
+    ///     batch.with_client(|c| c.execute("insert into seen (id) values ($1)", &[&ev.id]))?;
+    /// }
+    /// batch.finish()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn with_client<R>(&self, f: impl FnOnce(&mut postgres::Client) -> R) -> R {
+        let mut conn = self.conn.borrow_mut();
+        f(&mut conn)
+    }
+
+    /// Queues the tagged retries, finishes the batch and commits, all in one transaction.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// # let batch = pgq::Consumer::new(&client, "q", "c")?.next_batch()?.unwrap();
+    /// batch.finish()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn finish(mut self) -> Result<()> {
+        let batch_id = self.info.batch_id;
+        let retries = std::mem::take(&mut *self.retries.borrow_mut());
+        let conn = self.conn.get_mut();
+        let client: &mut postgres::Client = conn;
+        for (ev_id, delay) in retries {
+            event_retry(client, batch_id, ev_id, delay)?;
+        }
+        finish_batch(client, batch_id)?;
+        // Mark finished before COMMIT: if COMMIT itself fails the transaction is gone anyway
+        // and there is nothing left to roll back.
+        self.finished = true;
+        client
+            .batch_execute("commit")
+            .map_err(|e| Error::from(e).context(format_args!("commit batch {batch_id}")))?;
+        Ok(())
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let conn = self.conn.get_mut();
+        if let Err(e) = conn.batch_execute("rollback") {
+            log::warn!(
+                "rolling back unfinished batch {} of {}/{} failed: {e}",
+                self.info.batch_id,
+                self.queue,
+                self.consumer
+            );
+        }
+    }
+}
+
+/// Iterator over a batch's events; made by [`Batch::events`].
+///
+/// Yields `Err` once if fetching fails (the batch's transaction is then aborted; drop the
+/// batch and it will be delivered again), then ends.
+pub struct Events<'a> {
+    batch: &'a Batch,
+    buf: VecDeque<Event>,
+    started: bool,
+    exhausted: bool,
+}
+
+impl fmt::Debug for Events<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Events")
+            .field("batch_id", &self.batch.info.batch_id)
+            .field("buffered", &self.buf.len())
+            .field("exhausted", &self.exhausted)
+            .finish()
+    }
+}
+
+impl Events<'_> {
+    fn fetch(&mut self) -> Result<()> {
+        let batch = self.batch;
+        let limit = batch.fetch_size as i32;
+        let mut conn = batch.conn.borrow_mut();
+        let rows = if !self.started {
+            if batch.cursor_open.get() {
+                conn.batch_execute(&format!("close {CURSOR_NAME}"))?;
+                batch.cursor_open.set(false);
+            }
+            let rows = conn
+                .query(
+                    "select ev_id, ev_time, ev_txid, ev_retry, ev_type, ev_data, \
+                            ev_extra1, ev_extra2, ev_extra3, ev_extra4 \
+                       from pgq.get_batch_cursor($1, $2, $3)",
+                    &[&batch.info.batch_id, &CURSOR_NAME, &limit],
+                )
+                .map_err(|e| {
+                    Error::from(e).context(format_args!("read batch {}", batch.info.batch_id))
+                })?;
+            batch.cursor_open.set(true);
+            self.started = true;
+            rows
+        } else {
+            conn.query(
+                format!("fetch forward {limit} from {CURSOR_NAME}").as_str(),
+                &[],
+            )
+            .map_err(|e| {
+                Error::from(e).context(format_args!("read batch {}", batch.info.batch_id))
+            })?
+        };
+        if rows.len() < batch.fetch_size {
+            self.exhausted = true;
+        }
+        for row in &rows {
+            self.buf.push_back(Event::from_row(row)?);
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for Events<'_> {
+    type Item = Result<Event>;
+
+    fn next(&mut self) -> Option<Result<Event>> {
+        if self.buf.is_empty() && !self.exhausted {
+            if let Err(e) = self.fetch() {
+                self.exhausted = true;
+                self.buf.clear();
+                return Some(Err(e));
+            }
+        }
+        self.buf.pop_front().map(Ok)
+    }
+}
+
+impl Client {
+    /// Opens the next batch for `consumer` on `queue`; see [`Consumer::next_batch`].
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// if let Some(batch) = client.next_batch("orders", "mailer")? {
+    ///     batch.finish()?;
+    /// }
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn next_batch(&self, queue: &str, consumer: &str) -> Result<Option<Batch>> {
+        Consumer::new(self, queue, consumer)?.next_batch()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_round_up() {
+        assert_eq!(whole_seconds(Duration::ZERO), 0);
+        assert_eq!(whole_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(whole_seconds(Duration::from_secs(5)), 5);
+        assert_eq!(whole_seconds(Duration::from_secs(u64::MAX)), i32::MAX);
+    }
+}

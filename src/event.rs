@@ -1,0 +1,214 @@
+//! Event types: [`NewEvent`] to produce, [`Event`] as consumed.
+//!
+//! PGQ events have a type, a data payload and four extra text fields, all free-form text
+//! (any of them may be NULL). Their meaning is up to the application; PGQ's change-capture
+//! triggers, for example, put the operation in `ev_type` and the table name in `ev_extra1`.
+
+use std::time::SystemTime;
+
+use postgres::Row;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// An event to insert. Built with [`NewEvent::new`] and the builder-style setters; the
+/// fields are public for struct-literal use too.
+///
+/// ```
+/// let ev = pgq::NewEvent::new("order.created", r#"{"id": 42}"#)
+///     .extra1("public.orders")
+///     .extra2("eu-west");
+/// assert_eq!(ev.ev_type.as_deref(), Some("order.created"));
+/// assert_eq!(ev.extra3, None);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewEvent {
+    /// `ev_type`: what kind of event this is.
+    pub ev_type: Option<String>,
+    /// `ev_data`: the payload.
+    pub data: Option<String>,
+    /// `ev_extra1`.
+    pub extra1: Option<String>,
+    /// `ev_extra2`.
+    pub extra2: Option<String>,
+    /// `ev_extra3`.
+    pub extra3: Option<String>,
+    /// `ev_extra4`.
+    pub extra4: Option<String>,
+}
+
+impl NewEvent {
+    /// An event with a type and a payload, extras NULL.
+    ///
+    /// ```
+    /// let ev = pgq::NewEvent::new("ping", "");
+    /// assert_eq!(ev.data.as_deref(), Some(""));
+    /// ```
+    pub fn new(ev_type: impl Into<String>, data: impl Into<String>) -> NewEvent {
+        NewEvent {
+            ev_type: Some(ev_type.into()),
+            data: Some(data.into()),
+            ..NewEvent::default()
+        }
+    }
+
+    /// Sets `ev_type` (`None` stores NULL).
+    ///
+    /// ```
+    /// let ev = pgq::NewEvent::default().ev_type(None::<String>);
+    /// assert_eq!(ev.ev_type, None);
+    /// ```
+    pub fn ev_type(mut self, v: impl Into<Option<String>>) -> NewEvent {
+        self.ev_type = v.into();
+        self
+    }
+
+    /// Sets `ev_data` (`None` stores NULL).
+    ///
+    /// ```
+    /// let ev = pgq::NewEvent::default().data(Some("x".to_string()));
+    /// assert_eq!(ev.data.as_deref(), Some("x"));
+    /// ```
+    pub fn data(mut self, v: impl Into<Option<String>>) -> NewEvent {
+        self.data = v.into();
+        self
+    }
+
+    /// Sets `ev_extra1`.
+    ///
+    /// ```
+    /// let ev = pgq::NewEvent::new("t", "d").extra1("a");
+    /// assert_eq!(ev.extra1.as_deref(), Some("a"));
+    /// ```
+    pub fn extra1(mut self, v: impl Into<String>) -> NewEvent {
+        self.extra1 = Some(v.into());
+        self
+    }
+
+    /// Sets `ev_extra2`.
+    ///
+    /// ```
+    /// let ev = pgq::NewEvent::new("t", "d").extra2("b");
+    /// assert_eq!(ev.extra2.as_deref(), Some("b"));
+    /// ```
+    pub fn extra2(mut self, v: impl Into<String>) -> NewEvent {
+        self.extra2 = Some(v.into());
+        self
+    }
+
+    /// Sets `ev_extra3`.
+    ///
+    /// ```
+    /// let ev = pgq::NewEvent::new("t", "d").extra3("c");
+    /// assert_eq!(ev.extra3.as_deref(), Some("c"));
+    /// ```
+    pub fn extra3(mut self, v: impl Into<String>) -> NewEvent {
+        self.extra3 = Some(v.into());
+        self
+    }
+
+    /// Sets `ev_extra4`.
+    ///
+    /// ```
+    /// let ev = pgq::NewEvent::new("t", "d").extra4("d");
+    /// assert_eq!(ev.extra4.as_deref(), Some("d"));
+    /// ```
+    pub fn extra4(mut self, v: impl Into<String>) -> NewEvent {
+        self.extra4 = Some(v.into());
+        self
+    }
+
+    /// Checks that no field contains a NUL byte (PostgreSQL text cannot store one).
+    pub(crate) fn validate(&self) -> Result<()> {
+        let fields = [
+            ("ev_type", &self.ev_type),
+            ("ev_data", &self.data),
+            ("ev_extra1", &self.extra1),
+            ("ev_extra2", &self.extra2),
+            ("ev_extra3", &self.extra3),
+            ("ev_extra4", &self.extra4),
+        ];
+        for (name, value) in fields {
+            crate::client::check_text(&format!("event field {name}"), value.as_deref())?;
+        }
+        Ok(())
+    }
+}
+
+/// An event read from a batch.
+///
+/// ```no_run
+/// # fn main() -> pgq::Result<()> {
+/// # let client = pgq::Client::connect("dbname=app")?;
+/// let consumer = pgq::Consumer::new(&client, "orders", "mailer")?;
+/// if let Some(batch) = consumer.next_batch()? {
+///     for ev in batch.events() {
+///         let ev = ev?;
+///         println!("#{} {:?} retry={:?}: {:?}", ev.id, ev.ev_type, ev.retry, ev.data);
+///     }
+///     batch.finish()?;
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// `ev_id`: unique within the queue; increasing but not gap-free and not commit-ordered.
+    pub id: i64,
+    /// `ev_time`: when the event was (first) inserted.
+    pub time: SystemTime,
+    /// `ev_txid`: the inserting transaction (for a retried event, the transaction that moved it
+    /// back into the queue).
+    pub txid: i64,
+    /// `ev_retry`: `None` on first delivery, then the number of the retry attempt.
+    pub retry: Option<i32>,
+    /// `ev_type`.
+    pub ev_type: Option<String>,
+    /// `ev_data`.
+    pub data: Option<String>,
+    /// `ev_extra1`.
+    pub extra1: Option<String>,
+    /// `ev_extra2`.
+    pub extra2: Option<String>,
+    /// `ev_extra3`.
+    pub extra3: Option<String>,
+    /// `ev_extra4`.
+    pub extra4: Option<String>,
+}
+
+impl Event {
+    /// Reads a row shaped like `pgq.get_batch_events` / `get_batch_cursor` output.
+    pub(crate) fn from_row(row: &Row) -> Result<Event> {
+        let conv = |e: postgres::Error| {
+            Error::new(
+                ErrorKind::Other,
+                format!("unexpected event row from the server: {e}"),
+            )
+            .with_source(e)
+        };
+        Ok(Event {
+            id: row.try_get("ev_id").map_err(conv)?,
+            time: row.try_get("ev_time").map_err(conv)?,
+            txid: row.try_get("ev_txid").map_err(conv)?,
+            retry: row.try_get("ev_retry").map_err(conv)?,
+            ev_type: row.try_get("ev_type").map_err(conv)?,
+            data: row.try_get("ev_data").map_err(conv)?,
+            extra1: row.try_get("ev_extra1").map_err(conv)?,
+            extra2: row.try_get("ev_extra2").map_err(conv)?,
+            extra3: row.try_get("ev_extra3").map_err(conv)?,
+            extra4: row.try_get("ev_extra4").map_err(conv)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nul_is_rejected() {
+        let ev = NewEvent::new("t", "a\0b");
+        let e = ev.validate().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("ev_data"), "{e}");
+        assert!(NewEvent::new("t", "ok").validate().is_ok());
+    }
+}

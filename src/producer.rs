@@ -1,0 +1,307 @@
+//! Producing events.
+//!
+//! An event becomes visible to consumers only when the inserting transaction commits, so
+//! inserting inside your own transaction makes the event commit or roll back together with
+//! your business data:
+//!
+//! ```no_run
+//! # fn main() -> pgq::Result<()> {
+//! let client = pgq::Client::connect("host=localhost dbname=app")?;
+//! let mut conn = client.get()?;
+//! let mut tx = conn.transaction()?;
+//! tx.execute("insert into orders (id, total) values ($1, $2)", &[&42i64, &99.5f64])?;
+//! pgq::producer::insert_event(&mut tx, "orders", &pgq::NewEvent::new("order.created", "42"))?;
+//! tx.commit()?; // both the row and the event, or neither
+//! # Ok(()) }
+//! ```
+//!
+//! For many events at once, [`insert_events`] streams them with `COPY` into the queue's
+//! current event table, which is much faster than one `insert_event` call per event.
+
+use std::io::Write;
+
+use postgres::GenericClient;
+
+use crate::client::{check_name, Client};
+use crate::error::{Error, ErrorKind, Result};
+use crate::event::NewEvent;
+
+/// `pgq.insert_event` (7-argument form): inserts one event in the caller's transaction and
+/// returns its `ev_id`.
+///
+/// Fails with [`ErrorKind::NoSuchQueue`] for an unknown queue and
+/// [`ErrorKind::InsertDisabled`] when the queue refuses inserts.
+///
+/// ```no_run
+/// # fn main() -> pgq::Result<()> {
+/// let mut conn = postgres::Client::connect("host=localhost dbname=app", postgres::NoTls)?;
+/// let ev = pgq::NewEvent::new("user.signup", r#"{"user": 7}"#).extra1("web");
+/// let id = pgq::producer::insert_event(&mut conn, "signups", &ev)?;
+/// # Ok(()) }
+/// ```
+pub fn insert_event(conn: &mut impl GenericClient, queue: &str, event: &NewEvent) -> Result<i64> {
+    check_name("queue", queue)?;
+    event.validate()?;
+    let row = conn
+        .query_one(
+            "select pgq.insert_event($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &queue,
+                &event.ev_type,
+                &event.data,
+                &event.extra1,
+                &event.extra2,
+                &event.extra3,
+                &event.extra4,
+            ],
+        )
+        .map_err(|e| Error::from(e).context(format_args!("insert event into {queue:?}")))?;
+    row.get::<_, Option<i64>>(0).ok_or_else(|| {
+        Error::new(
+            ErrorKind::Other,
+            format!("pgq.insert_event({queue:?}, ...) returned NULL"),
+        )
+    })
+}
+
+/// Inserts many events with one `COPY` into the queue's current event table; returns how many
+/// were inserted.
+///
+/// Runs in one transaction: if `conn` is a plain connection a transaction is opened and
+/// committed here; if it is already a [`postgres::Transaction`] a savepoint is used and the
+/// events commit with the caller's transaction. Like `insert_event`, it fails with
+/// [`ErrorKind::NoSuchQueue`] or [`ErrorKind::InsertDisabled`] (the latter unless
+/// `session_replication_role` is `replica`), and inserts nothing on any error.
+///
+/// ```no_run
+/// # fn main() -> pgq::Result<()> {
+/// let mut conn = postgres::Client::connect("host=localhost dbname=app", postgres::NoTls)?;
+/// let events: Vec<pgq::NewEvent> = (0..10_000)
+///     .map(|i| pgq::NewEvent::new("tick", i.to_string()))
+///     .collect();
+/// let n = pgq::producer::insert_events(&mut conn, "metrics", &events)?;
+/// assert_eq!(n, 10_000);
+/// # Ok(()) }
+/// ```
+pub fn insert_events(
+    conn: &mut impl GenericClient,
+    queue: &str,
+    events: &[NewEvent],
+) -> Result<u64> {
+    check_name("queue", queue)?;
+    for ev in events {
+        ev.validate()?;
+    }
+    if events.is_empty() {
+        return Ok(0);
+    }
+    // The table name from current_event_table is valid only for this transaction: rotation
+    // may switch tables afterwards, and events written to a stale table could be missed.
+    let mut tx = conn.transaction()?;
+    let row = tx
+        .query_opt(
+            "select format('%I.%I', n.nspname, c.relname), \
+                    q.queue_disable_insert \
+                    and current_setting('session_replication_role') <> 'replica', \
+                    now()::text \
+               from pgq.queue q, pg_catalog.pg_class c, pg_catalog.pg_namespace n \
+              where q.queue_name = $1 \
+                and c.oid = pgq.current_event_table(q.queue_name)::regclass \
+                and n.oid = c.relnamespace",
+            &[&queue],
+        )
+        .map_err(|e| Error::from(e).context(format_args!("insert events into {queue:?}")))?;
+    let row = match row {
+        Some(r) => r,
+        None => return Err(crate::admin::no_such_queue(queue)),
+    };
+    let table: String = row.get(0);
+    let disabled: bool = row.get(1);
+    let now: String = row.get(2);
+    if disabled {
+        return Err(Error::new(
+            ErrorKind::InsertDisabled,
+            format!("Insert into queue disallowed: {queue:?}"),
+        ));
+    }
+    // ev_id and ev_txid come from the table's defaults; ev_time has none, so every row gets
+    // this transaction's now(), as insert_event would give it.
+    let copy = format!(
+        "copy {table} (ev_time, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4) \
+         from stdin"
+    );
+    let mut writer = tx.copy_in(copy.as_str())?;
+    let mut line = Vec::with_capacity(256);
+    for ev in events {
+        line.clear();
+        line.extend_from_slice(now.as_bytes());
+        for field in [
+            &ev.ev_type,
+            &ev.data,
+            &ev.extra1,
+            &ev.extra2,
+            &ev.extra3,
+            &ev.extra4,
+        ] {
+            line.push(b'\t');
+            escape_copy_text(&mut line, field.as_deref());
+        }
+        line.push(b'\n');
+        writer.write_all(&line).map_err(|e| {
+            Error::new(
+                ErrorKind::ConnectionLost,
+                format!("COPY into {queue:?} failed: {e}"),
+            )
+            .with_source(e)
+        })?;
+        // Do not keep a copy of a huge payload around for the next (small) event.
+        if line.capacity() > 1 << 20 {
+            line = Vec::with_capacity(256);
+        }
+    }
+    let n = writer
+        .finish()
+        .map_err(|e| Error::from(e).context(format_args!("COPY into {queue:?}")))?;
+    tx.commit()?;
+    Ok(n)
+}
+
+/// Appends `value` in COPY text format: `\N` for NULL, backslash escapes for the characters
+/// that delimit fields and rows.
+fn escape_copy_text(out: &mut Vec<u8>, value: Option<&str>) {
+    let value = match value {
+        None => {
+            out.extend_from_slice(b"\\N");
+            return;
+        }
+        Some(v) => v,
+    };
+    out.reserve(value.len());
+    let bytes = value.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(esc);
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+}
+
+/// A producer bound to one queue: a [`Client`] plus the queue name.
+///
+/// ```no_run
+/// # fn main() -> pgq::Result<()> {
+/// let client = pgq::Client::connect("host=localhost dbname=app")?;
+/// let producer = pgq::Producer::new(&client, "orders")?;
+/// producer.send(&pgq::NewEvent::new("order.created", "42"))?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Producer {
+    client: Client,
+    queue: String,
+}
+
+impl Producer {
+    /// A producer for `queue` (the name is checked here; the queue's existence on first send).
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let p = pgq::Producer::new(&client, "orders")?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn new(client: &Client, queue: &str) -> Result<Producer> {
+        check_name("queue", queue)?;
+        Ok(Producer {
+            client: client.clone(),
+            queue: queue.to_string(),
+        })
+    }
+
+    /// The queue name.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// assert_eq!(pgq::Producer::new(&client, "orders")?.queue(), "orders");
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// Inserts and commits one event; returns its id.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let id = pgq::Producer::new(&client, "orders")?.send(&pgq::NewEvent::new("t", "d"))?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn send(&self, event: &NewEvent) -> Result<i64> {
+        self.client.send(&self.queue, event)
+    }
+
+    /// Inserts and commits many events in one transaction; returns how many.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let evs = vec![pgq::NewEvent::new("t", "1"), pgq::NewEvent::new("t", "2")];
+    /// pgq::Producer::new(&client, "orders")?.send_many(&evs)?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn send_many(&self, events: &[NewEvent]) -> Result<u64> {
+        self.client.send_many(&self.queue, events)
+    }
+}
+
+impl Client {
+    /// Inserts and commits one event; see [`insert_event`].
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let id = client.send("orders", &pgq::NewEvent::new("order.created", "42"))?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn send(&self, queue: &str, event: &NewEvent) -> Result<i64> {
+        insert_event(&mut *self.get()?, queue, event)
+    }
+
+    /// Inserts and commits many events in one transaction via `COPY`; see [`insert_events`].
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let evs: Vec<_> = (0..100).map(|i| pgq::NewEvent::new("n", i.to_string())).collect();
+    /// client.send_many("orders", &evs)?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn send_many(&self, queue: &str, events: &[NewEvent]) -> Result<u64> {
+        insert_events(&mut *self.get()?, queue, events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn esc(v: Option<&str>) -> String {
+        let mut out = Vec::new();
+        escape_copy_text(&mut out, v);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn copy_escaping() {
+        assert_eq!(esc(None), "\\N");
+        assert_eq!(esc(Some("")), "");
+        assert_eq!(esc(Some("plain ü")), "plain ü");
+        assert_eq!(esc(Some("a\tb\nc\rd\\e")), "a\\tb\\nc\\rd\\\\e");
+        assert_eq!(esc(Some("\\N")), "\\\\N");
+        assert_eq!(esc(Some("\\.")), "\\\\.");
+    }
+}
