@@ -1,0 +1,291 @@
+//! Consuming: batch boundaries, visibility, exactly-once, independence, redelivery.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::{datas, TestDb};
+use pgq::{Consumer, ErrorKind, NewEvent};
+
+fn setup(db: &TestDb, consumers: &[&str]) {
+    db.client.create_queue("q").unwrap();
+    for c in consumers {
+        db.client.register_consumer("q", c).unwrap();
+    }
+}
+
+fn send(db: &TestDb, data: &str) -> i64 {
+    db.client.send("q", &NewEvent::new("t", data)).unwrap()
+}
+
+both_backends! {
+    fn only_committed_events_are_seen(db: &TestDb) {
+        setup(db, &["c"]);
+        let mut open = db.conn();
+        let mut tx = open.transaction().unwrap();
+        pgq::producer::insert_event(&mut tx, "q", &NewEvent::new("t", "late")).unwrap();
+        let mut aborted = db.conn();
+        let mut tx2 = aborted.transaction().unwrap();
+        pgq::producer::insert_event(&mut tx2, "q", &NewEvent::new("t", "aborted")).unwrap();
+        send(db, "early");
+        db.tick("q");
+        // "late" is still uncommitted at the tick: not in this batch
+        assert_eq!(datas(&db.consume_all("q", "c")), ["early"]);
+        tx.commit().unwrap();
+        tx2.rollback().unwrap();
+        db.tick("q");
+        assert_eq!(datas(&db.consume_all("q", "c")), ["late"]);
+        db.tick("q");
+        assert!(db.consume_all("q", "c").is_empty());
+    }
+
+    fn transactions_open_across_ticks_delivered_once(db: &TestDb) {
+        setup(db, &["c"]);
+        // Several producers whose transactions start, insert, and commit at different points
+        // relative to several ticks. Every event must arrive exactly once.
+        let mut conns: Vec<postgres::Client> = (0..4).map(|_| db.conn()).collect();
+        let mut expected = Vec::new();
+        let mut got = Vec::new();
+        for round in 0..5 {
+            let mut txs = Vec::new();
+            for (i, c) in conns.iter_mut().enumerate() {
+                let mut tx = c.transaction().unwrap();
+                let d = format!("r{round}-p{i}-a");
+                pgq::producer::insert_event(&mut tx, "q", &NewEvent::new("t", d.as_str())).unwrap();
+                expected.push(d);
+                txs.push(tx);
+            }
+            send(db, &format!("r{round}-direct"));
+            expected.push(format!("r{round}-direct"));
+            db.tick("q");
+            got.extend(datas(&db.consume_all("q", "c")));
+            // commit some, insert more into others, tick in between
+            let mut rest = Vec::new();
+            for (i, mut tx) in txs.into_iter().enumerate() {
+                if i % 2 == 0 {
+                    tx.commit().unwrap();
+                } else {
+                    let d = format!("r{round}-p{i}-b");
+                    pgq::producer::insert_event(&mut tx, "q", &NewEvent::new("t", d.as_str()))
+                        .unwrap();
+                    expected.push(d);
+                    rest.push(tx);
+                }
+            }
+            db.tick("q");
+            got.extend(datas(&db.consume_all("q", "c")));
+            for tx in rest {
+                tx.commit().unwrap();
+            }
+        }
+        db.tick("q");
+        got.extend(datas(&db.consume_all("q", "c")));
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for g in &got {
+            *counts.entry(g.as_str()).or_default() += 1;
+        }
+        let dups: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
+        assert!(dups.is_empty(), "duplicates: {dups:?}");
+        let mut want = expected.clone();
+        want.sort();
+        let mut have = got.clone();
+        have.sort();
+        assert_eq!(have, want);
+    }
+
+    fn consumers_are_independent(db: &TestDb) {
+        setup(db, &["a", "b"]);
+        for i in 0..3 {
+            send(db, &i.to_string());
+        }
+        db.tick("q");
+        assert_eq!(datas(&db.consume_all("q", "a")), ["0", "1", "2"]);
+        // a late registrant only sees events after its registration
+        db.client.register_consumer("q", "late").unwrap();
+        send(db, "3");
+        db.tick("q");
+        assert_eq!(datas(&db.consume_all("q", "a")), ["3"]);
+        assert_eq!(datas(&db.consume_all("q", "b")), ["0", "1", "2", "3"]);
+        assert_eq!(datas(&db.consume_all("q", "late")), ["3"]);
+        // an open batch of one consumer does not block another
+        send(db, "4");
+        db.tick("q");
+        let held = db.client.next_batch("q", "a").unwrap().expect("batch for a");
+        assert_eq!(datas(&db.consume_all("q", "b")), ["4"]);
+        drop(held);
+        assert_eq!(datas(&db.consume_all("q", "a")), ["4"]);
+    }
+
+    fn unfinished_batch_is_redelivered(db: &TestDb) {
+        setup(db, &["c"]);
+        send(db, "x");
+        send(db, "y");
+        db.tick("q");
+        let consumer = Consumer::new(&db.client, "q", "c").unwrap();
+        let b1 = consumer.next_batch().unwrap().expect("batch");
+        let id = b1.id();
+        let first: Vec<_> = b1.events().collect::<pgq::Result<_>>().unwrap();
+        assert_eq!(datas(&first), ["x", "y"]);
+        drop(b1); // crash before finish
+        let b2 = consumer.next_batch().unwrap().expect("same batch again");
+        assert_eq!(b2.id(), id);
+        let again: Vec<_> = b2.events().collect::<pgq::Result<_>>().unwrap();
+        assert_eq!(again, first);
+        b2.finish().unwrap();
+        assert!(consumer.next_batch().unwrap().is_none());
+
+        // the low-level layer: next_batch on an open batch returns it again
+        send(db, "z");
+        db.tick("q");
+        let mut conn = db.conn();
+        let n1 = pgq::consumer::next_batch(&mut conn, "q", "c").unwrap().unwrap();
+        let n2 = pgq::consumer::next_batch(&mut conn, "q", "c").unwrap().unwrap();
+        assert_eq!(n1, n2);
+        assert_eq!(datas(&pgq::consumer::get_batch_events(&mut conn, n1.batch_id).unwrap()), ["z"]);
+        assert!(pgq::consumer::finish_batch(&mut conn, n1.batch_id).unwrap());
+        assert!(!pgq::consumer::finish_batch(&mut conn, n1.batch_id).unwrap());
+        assert!(pgq::consumer::next_batch(&mut conn, "q", "c").unwrap().is_none());
+    }
+
+    fn empty_batches_must_be_finished(db: &TestDb) {
+        setup(db, &["c"]);
+        let t1 = db.tick("q");
+        let t2 = db.tick("q");
+        let consumer = Consumer::new(&db.client, "q", "c").unwrap();
+        let b = consumer.next_batch().unwrap().expect("a batch per tick span");
+        assert_eq!(b.events().count(), 0);
+        assert!(b.tick_id() == t1 || b.tick_id() == t2);
+        b.finish().unwrap();
+        let b = consumer.next_batch().unwrap();
+        if let Some(b) = b {
+            assert_eq!(b.tick_id(), t2);
+            assert_eq!(b.events().count(), 0);
+            b.finish().unwrap();
+        }
+        assert!(consumer.next_batch().unwrap().is_none());
+        let info = &db.client.consumer_info(Some("q"), Some("c")).unwrap()[0];
+        assert_eq!(info.last_tick, Some(t2));
+    }
+
+    fn events_stream_in_small_fetches(db: &TestDb) {
+        setup(db, &["c"]);
+        db.tick("q");
+        db.consume_all("q", "c");
+        let start = last_tick(db);
+        let evs: Vec<NewEvent> = (0..250).map(|i| NewEvent::new("t", i.to_string())).collect();
+        db.client.send_many("q", &evs).unwrap();
+        db.tick("q");
+        for fetch in [1usize, 7, 250, 1000] {
+            // rewind, so each round reads the same batch span
+            db.client.register_consumer_at("q", "c", start).unwrap();
+            let consumer = Consumer::new(&db.client, "q", "c").unwrap().fetch_size(fetch);
+            let b = consumer.next_batch().unwrap().expect("batch");
+            let got: Vec<_> = b.events().collect::<pgq::Result<_>>().unwrap();
+            assert_eq!(got.len(), 250, "fetch size {fetch}");
+            let ids: Vec<i64> = got.iter().map(|e| e.id).collect();
+            let mut sorted = ids.clone();
+            sorted.sort();
+            assert_eq!(ids, sorted, "ordered by ev_id");
+            // events() can be restarted
+            assert_eq!(b.events().count(), 250);
+            b.finish().unwrap();
+        }
+    }
+
+    fn batch_work_commits_with_finish(db: &TestDb) {
+        setup(db, &["c"]);
+        db.conn().batch_execute("create table seen (data text)").unwrap();
+        send(db, "a");
+        db.tick("q");
+        let consumer = Consumer::new(&db.client, "q", "c").unwrap();
+        // dropped: work rolls back with the batch
+        let b = consumer.next_batch().unwrap().unwrap();
+        for ev in b.events() {
+            let ev = ev.unwrap();
+            b.with_client(|c| c.execute("insert into seen values ($1)", &[&ev.data])).unwrap();
+        }
+        drop(b);
+        let n: i64 = db.conn().query_one("select count(*) from seen", &[]).unwrap().get(0);
+        assert_eq!(n, 0);
+        // finished: work commits with the batch
+        let b = consumer.next_batch().unwrap().unwrap();
+        for ev in b.events() {
+            let ev = ev.unwrap();
+            b.with_client(|c| c.execute("insert into seen values ($1)", &[&ev.data])).unwrap();
+        }
+        b.finish().unwrap();
+        let n: i64 = db.conn().query_one("select count(*) from seen", &[]).unwrap().get(0);
+        assert_eq!(n, 1);
+        assert!(consumer.next_batch().unwrap().is_none());
+    }
+
+    fn register_consumer_at_repositions(db: &TestDb) {
+        setup(db, &["c"]);
+        send(db, "1");
+        let t1 = db.tick("q");
+        send(db, "2");
+        db.tick("q");
+        send(db, "3");
+        db.tick("q");
+        assert_eq!(datas(&db.consume_all("q", "c")), ["1", "2", "3"]);
+        // back to after tick t1: events 2 and 3 again
+        assert!(!db.client.register_consumer_at("q", "c", t1).unwrap());
+        assert_eq!(datas(&db.consume_all("q", "c")), ["2", "3"]);
+        // a new consumer can start in the past too
+        assert!(db.client.register_consumer_at("q", "new", t1).unwrap());
+        assert_eq!(datas(&db.consume_all("q", "new")), ["2", "3"]);
+        // repositioning drops an open batch
+        let open = db.client.next_batch("q", "c").unwrap();
+        assert!(open.is_none());
+        db.client.register_consumer_at("q", "c", t1).unwrap();
+        let mut conn = db.conn();
+        let b = pgq::consumer::next_batch(&mut conn, "q", "c").unwrap().unwrap();
+        db.client.register_consumer_at("q", "c", t1).unwrap();
+        let info = &db.client.consumer_info(Some("q"), Some("c")).unwrap()[0];
+        assert_eq!(info.current_batch, None, "open batch {} dropped", b.batch_id);
+        assert_eq!(datas(&db.consume_all("q", "c")), ["2", "3"]);
+
+        let e = db.client.register_consumer_at("q", "c", 999_999).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NoSuchTick, "{e}");
+    }
+
+    fn next_batch_errors_and_custom(db: &TestDb) {
+        setup(db, &["c"]);
+        let e = db.client.next_batch("q", "stranger").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotSubscribed, "{e}");
+        assert!(e.to_string().contains("q/stranger"), "{e}");
+        let e = db.client.next_batch("nope", "c").unwrap_err();
+        assert!(
+            matches!(e.kind(), ErrorKind::NotSubscribed | ErrorKind::NoSuchQueue),
+            "{e}"
+        );
+        send(db, "a");
+        db.tick("q");
+        let mut conn = db.conn();
+        // a tick younger than min_lag is held back
+        let held = pgq::consumer::next_batch_custom(
+            &mut conn, "q", "c", Some(Duration::from_secs(3600)), None, None,
+        )
+        .unwrap();
+        assert!(held.is_none());
+        let b = pgq::consumer::next_batch_custom(&mut conn, "q", "c", None, None, None)
+            .unwrap()
+            .expect("no limits: a batch");
+        assert_eq!(datas(&pgq::consumer::get_batch_events(&mut conn, b.batch_id).unwrap()), ["a"]);
+        pgq::consumer::finish_batch(&mut conn, b.batch_id).unwrap();
+        let e = pgq::consumer::get_batch_events(&mut conn, 987_654).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NoSuchBatch, "{e}");
+    }
+}
+
+fn last_tick(db: &TestDb) -> i64 {
+    db.conn()
+        .query_one(
+            "select max(tick_id) from pgq.tick t join pgq.queue q on q.queue_id = t.tick_queue \
+             where q.queue_name = 'q'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}

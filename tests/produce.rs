@@ -1,0 +1,192 @@
+//! Producing: single events, bulk COPY, inside the caller's transaction, refusals.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::{datas, TestDb};
+use pgq::{ErrorKind, NewEvent};
+
+fn setup(db: &TestDb) {
+    db.client.create_queue("q").unwrap();
+    db.client.register_consumer("q", "c").unwrap();
+}
+
+fn queue_event_count(db: &TestDb, queue: &str) -> i64 {
+    let mut c = db.conn();
+    let pfx: String = c
+        .query_one(
+            "select queue_data_pfx from pgq.queue where queue_name = $1",
+            &[&queue],
+        )
+        .unwrap()
+        .get(0);
+    c.query_one(format!("select count(*) from {pfx}").as_str(), &[])
+        .unwrap()
+        .get(0)
+}
+
+both_backends! {
+    fn send_round_trips_all_fields(db: &TestDb) {
+        setup(db);
+        let before = SystemTime::now() - Duration::from_secs(5);
+        let full = NewEvent::new("type.a", "payload ü")
+            .extra1("e1")
+            .extra2("e2")
+            .extra3("e3")
+            .extra4("e4");
+        let nulls = NewEvent::default();
+        let id1 = db.client.send("q", &full).unwrap();
+        let id2 = db.client.send("q", &nulls).unwrap();
+        assert!(id2 > id1);
+        db.tick("q");
+        let evs = db.consume_all("q", "c");
+        assert_eq!(evs.len(), 2);
+        let a = &evs[0];
+        assert_eq!(a.id, id1);
+        assert_eq!(a.ev_type.as_deref(), Some("type.a"));
+        assert_eq!(a.data.as_deref(), Some("payload ü"));
+        assert_eq!(a.extra1.as_deref(), Some("e1"));
+        assert_eq!(a.extra2.as_deref(), Some("e2"));
+        assert_eq!(a.extra3.as_deref(), Some("e3"));
+        assert_eq!(a.extra4.as_deref(), Some("e4"));
+        assert_eq!(a.retry, None);
+        assert!(a.time > before && a.time < SystemTime::now() + Duration::from_secs(5));
+        let b = &evs[1];
+        assert_eq!(b.id, id2);
+        assert_eq!((b.ev_type.as_ref(), b.data.as_ref(), b.extra1.as_ref()), (None, None, None));
+        assert_eq!((b.extra2.as_ref(), b.extra3.as_ref(), b.extra4.as_ref()), (None, None, None));
+        assert_ne!(a.txid, b.txid, "separate sends are separate transactions");
+    }
+
+    fn insert_in_callers_transaction(db: &TestDb) {
+        setup(db);
+        let mut conn = db.client.get().unwrap();
+        {
+            let mut tx = conn.transaction().unwrap();
+            let txid: i64 = tx.query_one("select txid_current()", &[]).unwrap().get(0);
+            pgq::producer::insert_event(&mut tx, "q", &NewEvent::new("t", "committed")).unwrap();
+            pgq::producer::insert_events(
+                &mut tx,
+                "q",
+                &[NewEvent::new("t", "bulk1"), NewEvent::new("t", "bulk2")],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+            db.tick("q");
+            let evs = db.consume_all("q", "c");
+            assert_eq!(datas(&evs), ["committed", "bulk1", "bulk2"]);
+            assert!(evs.iter().all(|e| e.txid == txid), "all in the caller's transaction");
+        }
+        {
+            let mut tx = conn.transaction().unwrap();
+            pgq::producer::insert_event(&mut tx, "q", &NewEvent::new("t", "rolled back")).unwrap();
+            pgq::producer::insert_events(&mut tx, "q", &[NewEvent::new("t", "bulk rolled back")])
+                .unwrap();
+            tx.rollback().unwrap();
+        }
+        db.client.send("q", &NewEvent::new("t", "after")).unwrap();
+        db.tick("q");
+        assert_eq!(datas(&db.consume_all("q", "c")), ["after"]);
+    }
+
+    fn bulk_copy_escaping_and_count(db: &TestDb) {
+        setup(db);
+        let tricky = [
+            "tab\there",
+            "new\nline",
+            "cr\rlf\r\n",
+            "back\\slash",
+            "\\N",
+            "\\.",
+            "",
+            "ünïcødé ✓ 𝄞",
+            "trailing\\",
+            "\t\n\\",
+        ];
+        let mut evs: Vec<NewEvent> = tricky
+            .iter()
+            .map(|s| NewEvent::new(*s, *s).extra1(*s).extra2(*s).extra3(*s).extra4(*s))
+            .collect();
+        evs.push(NewEvent::default());
+        evs.push(NewEvent::new("t", "x").ev_type(None::<String>));
+        let n = db.client.send_many("q", &evs).unwrap();
+        assert_eq!(n, evs.len() as u64);
+        // many more, to check count and id uniqueness
+        let many: Vec<NewEvent> = (0..5000).map(|i| NewEvent::new("n", i.to_string())).collect();
+        assert_eq!(db.client.send_many("q", &many).unwrap(), 5000);
+        assert_eq!(db.client.send_many("q", &[]).unwrap(), 0);
+        db.tick("q");
+        let got = db.consume_all("q", "c");
+        assert_eq!(got.len(), evs.len() + 5000);
+        for (sent, ev) in evs.iter().zip(&got) {
+            assert_eq!(ev.ev_type, sent.ev_type);
+            assert_eq!(ev.data, sent.data);
+            assert_eq!(ev.extra1, sent.extra1);
+            assert_eq!(ev.extra2, sent.extra2);
+            assert_eq!(ev.extra3, sent.extra3);
+            assert_eq!(ev.extra4, sent.extra4);
+        }
+        let rest: Vec<String> = datas(&got[evs.len()..]);
+        let want: Vec<String> = (0..5000).map(|i| i.to_string()).collect();
+        assert_eq!(rest, want);
+        let mut ids: Vec<i64> = got.iter().map(|e| e.id).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), got.len(), "ev_id unique");
+        // one COPY = one transaction
+        let first_txid = got[evs.len()].txid;
+        assert!(got[evs.len()..].iter().all(|e| e.txid == first_txid));
+    }
+
+    fn disabled_queue_refuses_inserts(db: &TestDb) {
+        setup(db);
+        db.client.send("q", &NewEvent::new("t", "before")).unwrap();
+        let mut su = db.superuser();
+        su.execute("update pgq.queue set queue_disable_insert = true where queue_name = 'q'", &[])
+            .unwrap();
+        let n0 = queue_event_count(db, "q");
+        let e = db.client.send("q", &NewEvent::new("t", "no")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InsertDisabled, "{e}");
+        let e = db.client.send_many("q", &[NewEvent::new("t", "no")]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InsertDisabled, "{e}");
+        assert_eq!(queue_event_count(db, "q"), n0, "nothing inserted");
+
+        // a replica (e.g. a replication apply process) may still write
+        let mut tx = su.transaction().unwrap();
+        tx.batch_execute("set local session_replication_role = replica").unwrap();
+        pgq::producer::insert_event(&mut tx, "q", &NewEvent::new("t", "replica1")).unwrap();
+        pgq::producer::insert_events(&mut tx, "q", &[NewEvent::new("t", "replica2")]).unwrap();
+        tx.commit().unwrap();
+        su.execute("update pgq.queue set queue_disable_insert = false where queue_name = 'q'", &[])
+            .unwrap();
+        db.tick("q");
+        assert_eq!(datas(&db.consume_all("q", "c")), ["before", "replica1", "replica2"]);
+    }
+
+    fn unknown_queue_and_nul_bytes(db: &TestDb) {
+        setup(db);
+        let e = db.client.send("nope", &NewEvent::new("t", "d")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NoSuchQueue, "{e}");
+        let e = db.client.send_many("nope", &[NewEvent::new("t", "d")]).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NoSuchQueue, "{e}");
+        let e = db.client.send("q", &NewEvent::new("t", "nul\0byte")).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        let e = db
+            .client
+            .send_many("q", &[NewEvent::new("t", "ok"), NewEvent::new("t", "x").extra3("\0")])
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        assert_eq!(queue_event_count(db, "q"), 0, "nothing inserted");
+    }
+
+    fn producer_handle(db: &TestDb) {
+        setup(db);
+        let p = pgq::Producer::new(&db.client, "q").unwrap();
+        assert_eq!(p.queue(), "q");
+        p.send(&NewEvent::new("t", "1")).unwrap();
+        p.send_many(&[NewEvent::new("t", "2"), NewEvent::new("t", "3")]).unwrap();
+        db.tick("q");
+        assert_eq!(datas(&db.consume_all("q", "c")), ["1", "2", "3"]);
+    }
+}
