@@ -245,12 +245,12 @@ fn kind_from_server_message(sqlstate: &str, msg: &str) -> ErrorKind {
     if lower.starts_with("cannot drop queue, consumers still attached") {
         return ErrorKind::ConsumersAttached;
     }
+    if lower.starts_with("event not found") {
+        return ErrorKind::NoSuchEvent;
+    }
     if lower.contains("batch not found") || (lower.contains("batch") && lower.contains("not found"))
     {
         return ErrorKind::NoSuchBatch;
-    }
-    if lower.starts_with("event not found") {
-        return ErrorKind::NoSuchEvent;
     }
     if lower.contains("tick not found") {
         return ErrorKind::NoSuchTick;
@@ -364,6 +364,7 @@ mod tests {
             ("batch not found", ErrorKind::NoSuchBatch),
             ("batch_retry: batch 5 not found", ErrorKind::NoSuchBatch),
             ("event not found", ErrorKind::NoSuchEvent),
+            ("event not found: 5 in batch 1", ErrorKind::NoSuchEvent),
             (
                 "cannot reposition, tick not found: 9",
                 ErrorKind::NoSuchTick,
