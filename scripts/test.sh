@@ -5,8 +5,9 @@
 #
 # Steps: system packages (scripts/install-deps.sh), cargo fmt --check, clippy with warnings
 # as errors, rustdoc with warnings as errors, one throwaway PostgreSQL cluster, cargo test
-# (unit, integration, bins, examples, doctests) against it, and the compatibility round trip
-# with the reference tools (tests/compat) on our schema and on the official extension.
+# (unit, integration, bins, examples, doctests) against it, the demo (scripts/demo.sh), and
+# the compatibility round trip with the reference tools (tests/compat) on our schema and on
+# the official extension.
 #
 # SERVER_DSN (or $PGQ_TEST_DSN): a superuser DSN of a running PostgreSQL 13+ server to test
 # on instead of a throwaway cluster. Tests create and drop their own databases there. The
@@ -98,7 +99,21 @@ else
 fi
 export PGQ_TEST_DSN=$dsn
 
-step "cargo test" cargo test
+# The README's demo, in a database of its own, so the demo cannot rot unnoticed.
+run_demo() {
+    local db=pgq_demo_test_$$ ddsn rc=0
+    psql "$dsn" -q -X -v ON_ERROR_STOP=1 -c "create database $db" >/dev/null || return 1
+    ddsn=$(/usr/bin/python3 -c 'import sys, psycopg2.extensions as e
+print(e.make_dsn(sys.argv[1], dbname=sys.argv[2]))' "$dsn" "$db") || return 1
+    scripts/demo.sh "$ddsn" || rc=$?
+    if [[ $rc -eq 0 ]]; then
+        psql "$dsn" -q -X -c "drop database $db" >/dev/null || true
+    fi
+    return $rc
+}
+
+step "cargo test" cargo test --no-fail-fast
+step "demo (scripts/demo.sh)" run_demo
 step "compat: pgqd + python3-pgq on our schema" tests/compat/run.sh ours "$dsn"
 step "compat: pgqd + python3-pgq on the official extension" tests/compat/run.sh official "$dsn"
 
