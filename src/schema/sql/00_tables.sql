@@ -21,8 +21,11 @@ begin
         if not exists (select 1 from pg_catalog.pg_roles where rolname = r) then
             begin
                 execute pg_catalog.format('create role %I nologin', r);
-            exception when insufficient_privilege then
-                raise notice 'libpgq: cannot create role % (no CREATEROLE); skipping its grants', r;
+            exception
+                when insufficient_privilege then
+                    raise notice 'libpgq: cannot create role % (no CREATEROLE); skipping its grants', r;
+                when duplicate_object or unique_violation then
+                    null; -- an install into another database of this cluster made it just now
             end;
         end if;
     end loop;

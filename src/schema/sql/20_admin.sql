@@ -102,7 +102,7 @@ begin
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 
--- Change one queue setting. Accepts the name with or without the "queue_" prefix.
+-- Change one queue setting; the parameter is named without its column's "queue_" prefix.
 create or replace function pgq.set_queue_config(
     x_queue_name    text,
     x_param_name    text,
@@ -111,13 +111,15 @@ returns integer as $$
 declare
     v_param text := x_param_name;
 begin
+    if x_queue_name is null or x_param_name is null then
+        raise exception 'Invalid NULL value';
+    end if;
     if not exists (select 1 from pgq.queue q where q.queue_name = x_queue_name) then
         raise exception 'No such event queue';
     end if;
-    if v_param like 'queue\_%' then
-        v_param := pg_catalog.substr(v_param, 7);
-    end if;
-    if v_param is null or v_param not in ('ticker_max_count', 'ticker_max_lag',
+    -- Names are given without the column's queue_ prefix, as the reference takes them:
+    -- 'queue_ticker_max_count' is not a parameter.
+    if v_param not in ('ticker_max_count', 'ticker_max_lag',
             'ticker_idle_period', 'ticker_paused', 'rotation_period', 'external_ticker') then
         raise exception 'cannot change parameter "%"', x_param_name;
     end if;
