@@ -2,6 +2,7 @@
 pub mod admin;
 pub mod client;
 pub mod consumer;
+pub mod coop;
 pub mod error;
 pub mod event;
 pub mod producer;

@@ -203,22 +203,38 @@ create or replace function pgq.unregister_consumer(
 returns integer as $$
 declare
     v_sub   record;
-    v_cnt   integer := 0;
+    v_cnt   integer;
 begin
-    for v_sub in
-        select s.sub_id, s.sub_queue, s.sub_consumer
-          from pgq.subscription s
-          join pgq.queue q on q.queue_id = s.sub_queue
-          join pgq.consumer c on c.co_id = s.sub_consumer
-         where q.queue_name = x_queue_name and c.co_name = x_consumer_name
-           for update of s
-    loop
-        delete from pgq.retry_queue r
-         where r.ev_owner = v_sub.sub_id and r.ev_queue = v_sub.sub_queue;
+    select s.sub_id, s.sub_queue, s.sub_consumer, c.co_name into v_sub
+      from pgq.subscription s
+      join pgq.queue q on q.queue_id = s.sub_queue
+      join pgq.consumer c on c.co_id = s.sub_consumer
+     where q.queue_name = x_queue_name and c.co_name = x_consumer_name
+       for update of s;
+    if not found then
+        return 0;
+    end if;
+
+    -- A sub-consumer of a cooperative consumer (pgq_coop) shares its consumer's sub_id and
+    -- is named '<consumer>.<subconsumer>': only its own row goes.
+    if exists (select 1
+                 from pgq.subscription m
+                 join pgq.consumer mc on mc.co_id = m.sub_consumer
+                where m.sub_queue = v_sub.sub_queue and m.sub_id = v_sub.sub_id
+                  and m.sub_consumer <> v_sub.sub_consumer
+                  and pg_catalog.starts_with(v_sub.co_name, mc.co_name || '.')) then
         delete from pgq.subscription s
          where s.sub_queue = v_sub.sub_queue and s.sub_consumer = v_sub.sub_consumer;
-        v_cnt := v_cnt + 1;
-    end loop;
+        return 1;
+    end if;
+
+    -- A consumer goes with its sub-consumers and its retry events; returns how many
+    -- subscriptions were removed.
+    delete from pgq.retry_queue r
+     where r.ev_owner = v_sub.sub_id and r.ev_queue = v_sub.sub_queue;
+    delete from pgq.subscription s
+     where s.sub_queue = v_sub.sub_queue and s.sub_id = v_sub.sub_id;
+    get diagnostics v_cnt = row_count;
     return v_cnt;
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
