@@ -225,6 +225,29 @@ both_backends! {
         assert_eq!(coop::next_batch(&mut conn, "q", "c", "a", None).unwrap(), None);
     }
 
+    fn idle_subconsumers_do_not_hold_back_rotation(db: &TestDb) {
+        setup(db);
+        db.client.register_subconsumer("q", "c", "a").unwrap();
+        db.client.register_subconsumer("q", "c", "idle").unwrap();
+        db.client
+            .set_queue_config("q", pgq::QueueParam::RotationPeriod(Duration::ZERO))
+            .unwrap();
+        send(db, "e1");
+        let a = sub(db, "a", None);
+        let mut seen = 0;
+        // as in admin.rs: parallel tests' transactions can hold rotation back for a moment
+        wait_until("rotation", Duration::from_secs(30), || {
+            db.tick("q");
+            while let Some(b) = a.next_batch().unwrap() {
+                seen += b.events().count();
+                b.finish().unwrap();
+            }
+            db.client.maintenance().unwrap();
+            db.client.queue_info("q").unwrap().cur_table == 1
+        });
+        assert_eq!(seen, 1);
+    }
+
     fn next_batch_custom_and_info_forms(db: &TestDb) {
         setup(db);
         db.client.register_subconsumer("q", "c", "a").unwrap();
