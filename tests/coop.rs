@@ -225,6 +225,29 @@ both_backends! {
         assert_eq!(coop::next_batch(&mut conn, "q", "c", "a", None).unwrap(), None);
     }
 
+    fn a_pgq_reader_can_consume_cooperatively(db: &TestDb) {
+        setup(db);
+        let role = format!("{}_rd", &db.name[..db.name.len().min(50)]);
+        let mut su = db.superuser();
+        su.batch_execute(&format!("create role \"{role}\" login in role pgq_reader"))
+            .unwrap();
+        let mut cfg = db.config.clone();
+        cfg.user(&role);
+        cfg.password("");
+        {
+            let reader = pgq::ClientBuilder::from_config(cfg).pool_size(2).build().unwrap();
+            reader.register_subconsumer("q", "c", "a").unwrap();
+            send(db, "e1");
+            db.tick("q");
+            let c = Consumer::new(&reader, "q", "c").unwrap().subconsumer("a", None).unwrap();
+            let b = c.next_batch().unwrap().unwrap();
+            assert_eq!(datas(&b.events().collect::<pgq::Result<Vec<_>>>().unwrap()), ["e1"]);
+            b.finish().unwrap();
+            assert!(c.unregister_subconsumer(BatchHandling::Fail).unwrap());
+        }
+        su.batch_execute(&format!("drop role \"{role}\"")).unwrap();
+    }
+
     fn idle_subconsumers_do_not_hold_back_rotation(db: &TestDb) {
         setup(db);
         db.client.register_subconsumer("q", "c", "a").unwrap();
