@@ -473,6 +473,10 @@ both_backends! {
         assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
         let e = coop::next_batch(&mut conn, "q", "c", "x", None).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotSubscribed, "{e}");
+        // sub-consumers of sub-consumers are refused
+        db.client.register_subconsumer("q", "c", "y").unwrap();
+        let e = db.client.register_subconsumer("q", "c.y", "z").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
 
         // bad names are refused before the server, NULLs and bad codes by it
         let e = db.client.register_subconsumer("q", "c", "").unwrap_err();

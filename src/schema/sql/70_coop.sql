@@ -76,6 +76,16 @@ begin
     if not found then
         raise exception 'Not subscriber to queue: %/%', i_queue_name, i_consumer_name;
     end if;
+    if exists (select 1
+                 from pgq.subscription m
+                 join pgq.consumer mc on mc.co_id = m.sub_consumer
+                where m.sub_queue = v_main.sub_queue and m.sub_id = v_main.sub_id
+                  and mc.co_name <> i_consumer_name
+                  and pg_catalog.starts_with(i_consumer_name, mc.co_name || '.')) then
+        raise exception 'Cannot register subconsumer %/%.%: % is itself a subconsumer',
+            i_queue_name, i_consumer_name, i_subconsumer_name, i_consumer_name
+            using errcode = 'invalid_parameter_value';
+    end if;
 
     v_name := i_consumer_name || '.' || i_subconsumer_name;
     insert into pgq.consumer (co_name) values (v_name) on conflict (co_name) do nothing;
