@@ -450,6 +450,15 @@ both_backends! {
         // on the main consumer it removes the sub-consumers too
         assert_eq!(db.client.unregister_consumer("q", "c").unwrap(), 2);
         assert_eq!(names(db), ["other"]);
+        let left: i64 = db
+            .conn()
+            .query_one("select count(*) from pgq.consumer where co_name = 'c'", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0, "the consumer's name is forgotten");
+        // and it can start over
+        assert!(db.client.register_subconsumer("q", "c", "a").unwrap());
+        assert_eq!(names(db), ["c", "c.a", "other"]);
     }
 
     fn errors_are_clear(db: &TestDb) {

@@ -43,6 +43,16 @@ begin
 end;
 $$ language plpgsql immutable set search_path = pg_catalog, pg_temp;
 
+-- Internal: a consumer name no subscription uses any more is forgotten, as pgq does.
+create or replace function pgq_coop._forget_name(i_co_id integer)
+returns void as $$
+begin
+    delete from pgq.consumer c
+     where c.co_id = i_co_id
+       and not exists (select 1 from pgq.subscription s where s.sub_consumer = c.co_id);
+end;
+$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+
 -- Register sub-consumer i_subconsumer_name of consumer i_consumer_name on a queue,
 -- registering the consumer itself first when needed. Returns 1 when registered now, 0 when
 -- it already was. A sub-consumer that unregistered while leaving its batch to the others
@@ -88,8 +98,13 @@ begin
     end if;
 
     v_name := i_consumer_name || '.' || i_subconsumer_name;
-    insert into pgq.consumer (co_name) values (v_name) on conflict (co_name) do nothing;
-    select c.co_id into v_co_id from pgq.consumer c where c.co_name = v_name;
+    -- Names no subscription uses are deleted by unregistering; the key-share lock keeps
+    -- this one until our row references it, the loop takes it again if it just went.
+    loop
+        insert into pgq.consumer (co_name) values (v_name) on conflict (co_name) do nothing;
+        select c.co_id into v_co_id from pgq.consumer c where c.co_name = v_name for key share;
+        exit when found;
+    end loop;
 
     select s.sub_id, s.sub_batch,
            exists (select 1 from pgq_coop.released_batch r where r.batch_id = s.sub_batch)
@@ -131,7 +146,8 @@ create or replace function pgq_coop.unregister_subconsumer(
     i_batch_handling integer)
 returns integer as $$
 declare
-    v_sub record;
+    v_main record;
+    v_sub  record;
 begin
     perform pgq_coop._check_args(i_queue_name, i_consumer_name, i_subconsumer_name,
                                  i_batch_handling::text);
@@ -141,20 +157,25 @@ begin
             using errcode = 'invalid_parameter_value';
     end if;
 
+    -- Same lock order as next_batch and register_subconsumer: the consumer's row first.
+    select m.sub_queue, m.sub_id into v_main
+      from pgq.queue q
+      join pgq.subscription m on m.sub_queue = q.queue_id
+      join pgq.consumer mc on mc.co_id = m.sub_consumer
+     where q.queue_name = i_queue_name and mc.co_name = i_consumer_name
+       for update of m;
+    if not found then
+        return 0;
+    end if;
+
     select s.sub_queue, s.sub_consumer, s.sub_batch,
            exists (select 1 from pgq_coop.released_batch r where r.batch_id = s.sub_batch)
              as released
       into v_sub
-      from pgq.queue q
-      join pgq.subscription s on s.sub_queue = q.queue_id
+      from pgq.subscription s
       join pgq.consumer c on c.co_id = s.sub_consumer
-     where q.queue_name = i_queue_name
+     where s.sub_queue = v_main.sub_queue and s.sub_id = v_main.sub_id
        and c.co_name = i_consumer_name || '.' || i_subconsumer_name
-       and exists (select 1
-                     from pgq.subscription m
-                     join pgq.consumer mc on mc.co_id = m.sub_consumer
-                    where m.sub_queue = s.sub_queue and m.sub_id = s.sub_id
-                      and mc.co_name = i_consumer_name)
        for update of s;
     if not found or v_sub.released then
         return 0;
@@ -173,6 +194,7 @@ begin
 
     delete from pgq.subscription s
      where s.sub_queue = v_sub.sub_queue and s.sub_consumer = v_sub.sub_consumer;
+    perform pgq_coop._forget_name(v_sub.sub_consumer);
     return 1;
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
@@ -260,6 +282,7 @@ begin
                 delete from pgq.subscription s
                  where s.sub_queue = v_queue and s.sub_consumer = v_other.sub_consumer;
                 delete from pgq_coop.released_batch r where r.batch_id = v_other.sub_batch;
+                perform pgq_coop._forget_name(v_other.sub_consumer);
             else
                 update pgq.subscription s
                    set sub_batch = null, sub_last_tick = null, sub_next_tick = null
@@ -388,10 +411,17 @@ $$ language sql security definer set search_path = pg_catalog, pg_temp;
 create or replace function pgq_coop.finish_batch(
     i_batch_id bigint)
 returns integer as $$
+declare
+    v_co_id integer;
 begin
     delete from pgq_coop.released_batch r where r.batch_id = i_batch_id;
     if found then
-        delete from pgq.subscription s where s.sub_batch = i_batch_id;
+        delete from pgq.subscription s where s.sub_batch = i_batch_id
+        returning s.sub_consumer into v_co_id;
+        if v_co_id is not null then
+            perform pgq_coop._forget_name(v_co_id);
+            return 1;
+        end if;
     else
         update pgq.subscription s
            set sub_active = pg_catalog.now(),
@@ -399,12 +429,12 @@ begin
                sub_next_tick = null,
                sub_batch = null
          where s.sub_batch = i_batch_id;
+        if found then
+            return 1;
+        end if;
     end if;
-    if not found then
-        raise warning 'coop_finish_batch: batch % not found', i_batch_id;
-        return 0;
-    end if;
-    return 1;
+    raise warning 'coop_finish_batch: batch % not found', i_batch_id;
+    return 0;
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 
