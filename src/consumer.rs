@@ -306,11 +306,11 @@ pub fn finish_batch(conn: &mut impl GenericClient, batch_id: i64) -> Result<bool
 #[derive(Debug, Clone)]
 pub struct Consumer {
     pub(crate) client: Client,
+    /// Coop mode (`pgq_coop`), set by [`Consumer::subconsumer`].
+    pub(crate) coop: Option<crate::coop::Subconsumer>,
     queue: String,
     name: String,
     fetch_size: usize,
-    /// Coop mode (`pgq_coop`), set by [`Consumer::subconsumer`].
-    pub(crate) coop: Option<crate::coop::Subconsumer>,
 }
 
 impl Consumer {
@@ -326,11 +326,11 @@ impl Consumer {
         check_name("queue", queue)?;
         check_name("consumer", consumer)?;
         Ok(Consumer {
+            coop: None,
             client: client.clone(),
             queue: queue.to_string(),
             name: consumer.to_string(),
             fetch_size: DEFAULT_FETCH_SIZE,
-            coop: None,
         })
     }
 
