@@ -421,6 +421,77 @@ both_backends! {
         }
     }
 
+    fn threads_take_over_a_dead_peers_batch(db: &TestDb) {
+        setup(db);
+        const WORKERS: usize = 3;
+        const ROUNDS: usize = 12;
+        let dead = Some(Duration::from_secs(2));
+        db.client.register_subconsumer("q", "c", "doomed").unwrap();
+        for w in 0..WORKERS {
+            db.client.register_subconsumer("q", "c", &format!("w{w}")).unwrap();
+        }
+        let mut expected: Vec<String> = Vec::new();
+        let mut produce = |round: usize| {
+            let evs: Vec<NewEvent> = (0..5)
+                .map(|i| {
+                    let d = format!("r{round}-{i}");
+                    expected.push(d.clone());
+                    NewEvent::new("t", d)
+                })
+                .collect();
+            db.client.send_many("q", &evs).unwrap();
+            db.tick("q");
+        };
+        // "doomed" takes the first batch and dies without finishing it
+        produce(0);
+        let doomed = sub(db, "doomed", dead).next_batch().unwrap().unwrap();
+        let doomed_id = doomed.id();
+        drop(doomed);
+
+        // Events only count once their batch is finished: a batch taken over from a live
+        // but slow thread (possible on a loaded machine) fails to finish and rolls back.
+        let done = Arc::new(Mutex::new(Vec::<(i64, Vec<String>)>::new()));
+        let total = 5 * ROUNDS;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut handles = Vec::new();
+        for w in 0..WORKERS {
+            let consumer = sub(db, &format!("w{w}"), dead);
+            let done = done.clone();
+            handles.push(std::thread::spawn(move || loop {
+                let finished: usize = done.lock().unwrap().iter().map(|b| b.1.len()).sum();
+                if finished >= total {
+                    return;
+                }
+                assert!(Instant::now() < deadline, "worker w{w} timed out");
+                let Some(batch) = consumer.next_batch().unwrap() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                let id = batch.id();
+                let evs = batch.events().collect::<pgq::Result<Vec<_>>>().unwrap();
+                match batch.finish() {
+                    Ok(()) => done.lock().unwrap().push((id, datas(&evs))),
+                    Err(e) if e.kind() == ErrorKind::NoSuchBatch => {}
+                    Err(e) => panic!("finish batch {id}: {e}"),
+                }
+            }));
+        }
+        for round in 1..ROUNDS {
+            produce(round);
+        }
+        for h in handles {
+            h.join().expect("worker thread");
+        }
+        let done = done.lock().unwrap();
+        let ids: HashSet<i64> = done.iter().map(|b| b.0).collect();
+        assert_eq!(ids.len(), done.len(), "a batch finished twice");
+        assert!(ids.contains(&doomed_id), "the dead peer's batch was taken over");
+        let mut got: Vec<String> = done.iter().flat_map(|b| b.1.clone()).collect();
+        got.sort();
+        expected.sort();
+        assert_eq!(got, expected, "every event exactly once");
+    }
+
     fn retried_events_come_back_to_the_shared_stream(db: &TestDb) {
         setup(db);
         db.client.register_subconsumer("q", "c", "a").unwrap();
