@@ -586,3 +586,38 @@ both_backends! {
         assert_eq!(n, 0);
     }
 }
+
+#[test]
+fn install_on_the_extension_without_privileges_leaves_pgq_coop_out() {
+    let db = TestDb::new(common::Backend::Official);
+    let role = format!("{}_np", &db.name[..db.name.len().min(50)]);
+    let mut su = db.superuser();
+    su.batch_execute(&format!("create role \"{role}\" login"))
+        .unwrap();
+    let mut cfg = db.config.clone();
+    cfg.user(&role);
+    cfg.password("");
+    {
+        let mut conn = cfg.connect(postgres::NoTls).unwrap();
+        let outcome = pgq::schema::install(&mut conn).unwrap();
+        assert!(
+            matches!(outcome, pgq::InstallOutcome::OfficialExtension { .. }),
+            "{outcome:?}"
+        );
+        let coop: bool = conn
+            .query_one("select to_regnamespace('pgq_coop') is not null", &[])
+            .unwrap()
+            .get(0);
+        assert!(!coop, "pgq_coop needs a role that may modify pgq's tables");
+    }
+    su.batch_execute(&format!("drop role \"{role}\"")).unwrap();
+    let e = db.client.register_subconsumer("q", "c", "a").unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NotInstalled, "{e}");
+    // the superuser's install adds it
+    db.client.install().unwrap();
+    let e = db
+        .client
+        .register_subconsumer("nope", "c", "a")
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::NoSuchQueue, "{e}");
+}
