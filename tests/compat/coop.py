@@ -18,7 +18,8 @@ ticking, moving retries and rotating, it then:
 and asserts: every event reaches exactly one sub-consumer, once; no batch goes to two live
 sub-consumers; the dead sub-consumer's batch is taken over; retried events come back once,
 with ev_retry = 1, through the shared stream; `--unregister`
-(pgq_coop.unregister_subconsumer(..., 0)) works. Exit status 0 means it passed.
+(pgq_coop.unregister_subconsumer(..., 0)) works; pgqd rotates the event tables while idle
+sub-consumers are registered. Exit status 0 means it passed.
 """
 
 import argparse
@@ -175,6 +176,25 @@ class CoopRun(roundtrip.Run):
             raise Failure("the crashed sub-consumer holds no batch")
         log(f"sub-consumer '{CRASH}' died holding batch {self.crashed_batch}")
 
+    def rotate_with_subconsumers(self):
+        """Idle sub-consumers have no position: they must not hold back table rotation."""
+        _, table0, switch0 = self.queue_state()
+        conn = self.connect()
+        n = [0]
+
+        def produce_until_rotated():
+            n[0] += 1
+            data = f"rot-{n[0]}"
+            with conn.cursor() as cur:
+                cur.execute("select pgq.insert_event(%s, %s, %s)", [QUEUE, "coop", data])
+            self.expected.add(data)
+            _, table, switch = self.queue_state()
+            return self.pgqd_alive() and table != table0 and switch != switch0
+
+        wait_for("pgqd to rotate the event tables", produce_until_rotated, 60, 0.05)
+        conn.close()
+        log(f"pgqd rotated the event tables with sub-consumers registered ({n[0]} events meanwhile)")
+
     def records(self):
         recs = []
         for name in LIVE:
@@ -260,6 +280,8 @@ class CoopRun(roundtrip.Run):
             for name in LIVE:
                 self.start(name)
             self.produce(30, 10, "main")
+            wait_for("every event at the sub-consumers", self.all_delivered, 120, 0.1)
+            self.rotate_with_subconsumers()
             wait_for("every event at the sub-consumers", self.all_delivered, 120, 0.1)
             self.stop_consumers()
             self.pgqd_alive()
