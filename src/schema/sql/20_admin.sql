@@ -172,9 +172,17 @@ begin
         v_tick := x_tick_pos;
     end if;
 
-    insert into pgq.consumer (co_name) values (x_consumer_name)
-        on conflict (co_name) do nothing;
-    select c.co_id into v_consumer from pgq.consumer c where c.co_name = x_consumer_name;
+    -- unregister_consumer deletes names no queue uses any more; the key-share lock keeps
+    -- this one alive until our subscription row references it, and the loop takes the name
+    -- again if a concurrent unregister removed it just before.
+    loop
+        insert into pgq.consumer (co_name) values (x_consumer_name)
+            on conflict (co_name) do nothing;
+        select c.co_id into v_consumer from pgq.consumer c
+         where c.co_name = x_consumer_name
+           for key share;
+        exit when found;
+    end loop;
 
     perform 1 from pgq.subscription s
       where s.sub_queue = v_queue and s.sub_consumer = v_consumer
@@ -195,8 +203,9 @@ begin
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 
--- Remove a consumer's subscription and its pending retry events. Returns the number of
--- subscriptions removed (0 when it was not registered).
+-- Remove a consumer's subscription and its pending retry events, and the consumer's name
+-- when no other queue has it. Returns the number of subscriptions removed (0 when it was
+-- not registered).
 create or replace function pgq.unregister_consumer(
     x_queue_name text,
     x_consumer_name text)
@@ -211,12 +220,17 @@ begin
           join pgq.queue q on q.queue_id = s.sub_queue
           join pgq.consumer c on c.co_id = s.sub_consumer
          where q.queue_name = x_queue_name and c.co_name = x_consumer_name
-           for update of s
+           for update of s, c
     loop
         delete from pgq.retry_queue r
          where r.ev_owner = v_sub.sub_id and r.ev_queue = v_sub.sub_queue;
         delete from pgq.subscription s
          where s.sub_queue = v_sub.sub_queue and s.sub_consumer = v_sub.sub_consumer;
+        -- A consumer name subscribed nowhere any more is forgotten, as in the reference.
+        delete from pgq.consumer c
+         where c.co_id = v_sub.sub_consumer
+           and not exists (select 1 from pgq.subscription s2
+                            where s2.sub_consumer = v_sub.sub_consumer);
         v_cnt := v_cnt + 1;
     end loop;
     return v_cnt;

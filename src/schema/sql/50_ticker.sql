@@ -181,6 +181,10 @@ begin
                    for update skip locked)
         returning rq.*
     loop
+        -- The reference re-inserts through insert_event_raw, which takes a sequence value
+        -- even for a given ev_id; do the same so event counters agree.
+        perform pg_catalog.nextval(qq.queue_event_seq::regclass)
+           from pgq.queue qq where qq.queue_id = r.ev_queue;
         perform pgq._insert_event_into(r.ev_queue, r.ev_id, r.ev_time, r.ev_owner, r.ev_retry,
             r.ev_type, r.ev_data, r.ev_extra1, r.ev_extra2, r.ev_extra3, r.ev_extra4);
         v_cnt := v_cnt + 1;
