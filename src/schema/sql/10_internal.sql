@@ -246,6 +246,10 @@ declare
     q       record;
     v_id    bigint := i_ev_id;
 begin
+    -- Take the txid before reading the current table: were it taken only by the INSERT,
+    -- a rotation completing (step 1 and step 2) in between would leave this row in the old
+    -- table with a txid after the step-2 mark, where no batch looks for it.
+    perform txid_current();
     select qq.queue_data_pfx, qq.queue_cur_table, qq.queue_event_seq
       into q
       from pgq.queue qq
