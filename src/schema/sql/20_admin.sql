@@ -49,7 +49,7 @@ begin
     perform pgq.grant_perms(i_queue_name);
 
     insert into pgq.tick (tick_queue, tick_id, tick_event_seq)
-    values (v_id, pg_catalog.nextval(v_tickseq::regclass), pgq._seq_used(v_evseq));
+    values (v_id, pg_catalog.nextval(v_tickseq::regclass), pgq.seq_getval(v_evseq));
 
     return 1;
 end;
