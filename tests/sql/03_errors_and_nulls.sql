@@ -122,6 +122,11 @@ select pgq.event_retry(:batch, null, 0);
 select pgq.event_retry(:batch, 999999, now());
 begin;
 select * from pgq.get_batch_cursor(:batch, null, 10);
+select * from pgq.get_batch_cursor(:batch, null, 10, null);
+select * from pgq.get_batch_cursor(null, 'cur', 10, null);
+select * from pgq.get_batch_cursor(:batch, 'cur', null, null);
+select * from pgq.get_batch_cursor(:batch, 'cur', null);
+fetch 1 from cur;
 rollback;
 -- (the error position inside the generated query differs: print the SQLSTATE only)
 \set VERBOSITY sqlstate

@@ -194,22 +194,26 @@ returns setof record as $$
 declare
     v_sql text;
 begin
-    if i_cursor_name is null or i_cursor_name = '' then
-        raise exception 'cursor name must be given';
+    -- Missing arguments: no cursor and no rows, as in the reference.
+    if i_batch_id is null or i_cursor_name is null or i_quick_limit is null then
+        return;
     end if;
     v_sql := pgq.batch_event_sql(i_batch_id);
     if i_extra_where is not null and pg_catalog.btrim(i_extra_where) <> '' then
-        -- The filter is the caller's own SQL by design (the reference API takes it too);
-        -- it runs with this function's owner rights, so only pgq_reader may call this.
+        -- The filter is the caller's own SQL by design (the reference API takes it too).
+        -- That is why this function is SECURITY INVOKER and keeps the caller's
+        -- search_path: the filter runs with the caller's rights and resolves names as the
+        -- caller would, never as the schema owner. The caller reads the event tables
+        -- itself, which pgq_reader may.
         v_sql := 'select * from (' || v_sql || ') ev where (' || i_extra_where || ') order by 1';
     end if;
     execute 'declare ' || pg_catalog.quote_ident(i_cursor_name) || ' no scroll cursor for ' || v_sql;
-    if coalesce(i_quick_limit, 0) > 0 then
+    if i_quick_limit > 0 then
         return query execute 'fetch forward ' || i_quick_limit::text
                           || ' from ' || pg_catalog.quote_ident(i_cursor_name);
     end if;
 end;
-$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+$$ language plpgsql;
 
 create or replace function pgq.get_batch_cursor(
     in i_batch_id       bigint,
@@ -229,7 +233,8 @@ returns setof record as $$
 begin
     return query select * from pgq.get_batch_cursor(i_batch_id, i_cursor_name, i_quick_limit, null);
 end;
-$$ language plpgsql strict security definer set search_path = pg_catalog, pg_temp;
+-- SECURITY INVOKER like the 4-argument form it calls.
+$$ language plpgsql strict set search_path = pg_catalog, pg_temp;
 
 -- Put one event of a batch into the consumer's retry queue, to come back to this consumer
 -- only, at i_retry_time, with ev_retry counting the attempt. Returns 1, or 0 when the
