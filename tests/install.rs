@@ -144,11 +144,15 @@ fn upgrade_from_an_older_revision_keeps_everything() {
     // e4: inserted, not yet ticked.
     c.send("q", &NewEvent::new("t", "e4")).unwrap();
 
-    // Make it look like an older libpgq revision: an older version row, a function that
-    // did not exist yet, another with an older body.
+    // Make it look like an older libpgq revision: an older version row, constraints named
+    // as revision 1 named them (one missing), a function that did not exist yet, another
+    // with an older body.
     let mut su = db.superuser();
     su.batch_execute(
         "update pgq.libpgq_schema set version = '0';
+         alter table pgq.retry_queue rename constraint rq_pkey to retry_queue_pkey;
+         alter table pgq.retry_queue drop constraint rq_queue_id_fkey;
+         alter table pgq.consumer rename constraint consumer_name_uq to consumer_co_name_key;
          drop function pgq.get_batch_info(bigint);
          create or replace function pgq.version() returns text
              language sql as $$ select '3.5.0 (libpgq 0)' $$;",
@@ -171,6 +175,26 @@ fn upgrade_from_an_older_revision_keeps_everything() {
     assert!(
         v.contains(&format!("libpgq {}", pgq::schema::SCHEMA_VERSION)),
         "{v}"
+    );
+    let names: Vec<String> = su
+        .query(
+            "select conname::text from pg_constraint
+              where conrelid in ('pgq.retry_queue'::regclass, 'pgq.consumer'::regclass)
+                and contype in ('p', 'u', 'f') order by 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "consumer_name_uq",
+            "consumer_pkey",
+            "rq_pkey",
+            "rq_queue_id_fkey"
+        ]
     );
     // the function that was missing is back, and sees b's open batch
     let info = c
