@@ -58,3 +58,18 @@ select queue_name, ev_per_sec, ev_new, last_tick_id from pgq.get_queue_info('ext
 select consumer_name, last_tick, pending_events from pgq.get_consumer_info('ext');
 select pgq.register_consumer_at('ext', 'c', 35);
 select consumer_name, last_tick, pending_events from pgq.get_consumer_info('ext');
+
+-- an external queue that is paused takes no ticks either
+select pgq.set_queue_config('ext', 'ticker_paused', 'true');
+select pgq.ticker('ext', 100, now(), 5000);
+select pgq.set_queue_config('ext', 'ticker_paused', 'false');
+select pgq.ticker('ext', 100, '2020-01-01 01:00:00+00', 5000);
+
+-- idle ticking: a new queue with one tick ticks at once, then waits (max_lag/2 = 30 min)
+select pgq.create_queue('quiet');
+select pgq.set_queue_config('quiet', 'ticker_max_lag', '1 hour');
+select pgq.ticker('quiet') is not null as ticked;
+select pgq.ticker('quiet') is not null as ticked;
+select pgq.ticker() >= 0;
+select count(*) from pgq.tick t join pgq.queue q on q.queue_id = t.tick_queue
+ where q.queue_name = 'quiet';

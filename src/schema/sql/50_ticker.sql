@@ -47,16 +47,16 @@ begin
             end if;
         else
             -- Idle: tick at most every max_lag/2, backing off to twice the previous gap
-            -- until idle_period.
-            if v_lag < q.queue_ticker_max_lag / 2 then
-                return null;
-            end if;
+            -- until idle_period. With only one tick there is no gap to go by, and the
+            -- reference ticks at once; so do we.
             select v_last.tick_time - t.tick_time into v_gap
               from pgq.tick t
              where t.tick_queue = i_queue_id and t.tick_id < v_last.tick_id
              order by t.tick_id desc
              limit 1;
-            if v_gap is not null and v_lag < v_gap * 2 and v_lag < q.queue_ticker_idle_period then
+            if v_gap is not null
+               and (v_lag < q.queue_ticker_max_lag / 2
+                    or (v_lag < v_gap * 2 and v_lag < q.queue_ticker_idle_period)) then
                 return null;
             end if;
         end if;
@@ -115,7 +115,7 @@ end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 
 -- Record a tick that comes from an external source (e.g. a cascaded queue copying its
--- provider's ticks). Only for queues with external_ticker set.
+-- provider's ticks). Only for queues with external_ticker set and not paused.
 create or replace function pgq.ticker(i_queue_name text, i_tick_id bigint,
                                       i_orig_timestamp timestamptz, i_event_seq bigint)
 returns bigint as $$
@@ -125,7 +125,8 @@ begin
     perform pgq._ticker_lock();
     select qq.queue_id, qq.queue_event_seq, qq.queue_tick_seq into q
       from pgq.queue qq
-     where qq.queue_name = i_queue_name and qq.queue_external_ticker;
+     where qq.queue_name = i_queue_name and qq.queue_external_ticker
+       and not qq.queue_ticker_paused;
     if not found then
         raise exception 'queue not found or ticker disabled: %', i_queue_name;
     end if;
