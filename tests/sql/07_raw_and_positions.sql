@@ -61,3 +61,8 @@ select count(*) from pgq.subscription;
 select count(*) from pgq.tick;
 select co_name from pgq.consumer;
 select count(*) from pg_class where relnamespace = 'pgq'::regnamespace and relname like 'event\_%';
+
+-- a queue whose ticks are all gone cannot take new consumers
+select pgq.create_queue('tickless');
+delete from pgq.tick where tick_queue = (select queue_id from pgq.queue where queue_name = 'tickless');
+select pgq.register_consumer('tickless', 'c');

@@ -167,7 +167,7 @@ begin
     if x_tick_pos is null then
         select max(t.tick_id) into v_tick from pgq.tick t where t.tick_queue = v_queue;
         if v_tick is null then
-            raise exception 'Queue % has no ticks', x_queue_name;
+            raise exception 'No ticks for this queue.  Please run ticker on database.';
         end if;
     else
         perform 1 from pgq.tick t where t.tick_queue = v_queue and t.tick_id = x_tick_pos;

@@ -50,7 +50,7 @@ begin
       from pgq.tick t
      where t.tick_queue = s.sub_queue and t.tick_id = s.sub_last_tick;
     if not found then
-        raise exception 'PgQ corruption: consumer % on queue %: last tick % not found',
+        raise exception 'PgQ corruption: Consumer % on queue % does not see tick %',
             i_consumer_name, i_queue_name, s.sub_last_tick;
     end if;
 
