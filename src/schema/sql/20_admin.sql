@@ -47,6 +47,7 @@ begin
     end loop;
 
     perform pgq.grant_perms(i_queue_name);
+    perform pgq.tune_storage(i_queue_name);
 
     insert into pgq.tick (tick_queue, tick_id, tick_event_seq)
     values (v_id, pg_catalog.nextval(v_tickseq::regclass), pgq.seq_getval(v_evseq));
