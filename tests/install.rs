@@ -353,3 +353,60 @@ fn definer_functions_pin_search_path_and_are_not_public() {
         "PUBLIC may execute {public_writers:?}"
     );
 }
+
+/// `pgqctl schema` output (pgq::schema::sql) installs the same schema when fed to psql, and
+/// feeding it again over an install with queued events keeps them.
+#[test]
+fn printed_schema_installs_with_psql() {
+    let db = TestDb::new(Backend::Ours);
+    wipe(&db);
+    let host = match db.config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(h)) => h.clone(),
+        other => panic!("the tests expect a TCP server, got {other:?}"),
+    };
+    let port = db.config.get_ports().first().copied().unwrap_or(5432);
+    let run_psql = || {
+        let psql = if std::path::Path::new("/usr/lib/postgresql/15/bin/psql").exists() {
+            "/usr/lib/postgresql/15/bin/psql"
+        } else {
+            "psql"
+        };
+        let mut child = std::process::Command::new(psql)
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+            .env("PGHOST", &host)
+            .env("PGPORT", port.to_string())
+            .env("PGUSER", db.config.get_user().unwrap_or("postgres"))
+            .env("PGDATABASE", &db.name)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run psql");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(pgq::schema::sql().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run_psql();
+    assert_eq!(
+        db.client.install().unwrap(),
+        InstallOutcome::AlreadyCurrent {
+            version: pgq::schema::SCHEMA_VERSION.to_string()
+        }
+    );
+    db.client.create_queue("q").unwrap();
+    db.client.register_consumer("q", "c").unwrap();
+    db.client.send("q", &NewEvent::new("t", "kept")).unwrap();
+    run_psql();
+    db.tick("q");
+    assert_eq!(datas(&db.consume_all("q", "c")), ["kept"]);
+}
