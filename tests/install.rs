@@ -14,12 +14,15 @@ use pgq::{Consumer, ErrorKind, InstallOutcome, NewEvent};
 fn schema_fingerprint(conn: &mut postgres::Client) -> String {
     conn.query_one(
         "select concat_ws(E'\\n',
-            (select string_agg(p.oid::regprocedure::text || '=' || md5(p.prosrc)
-                               || coalesce(array_to_string(p.proacl, ','), ''), E'\\n' order by 1)
-               from pg_proc p where p.pronamespace = to_regnamespace('pgq')),
-            (select string_agg(c.relname || ':' || c.relkind::text
-                               || coalesce(array_to_string(c.relacl, ','), ''), E'\\n' order by 1)
-               from pg_class c where c.relnamespace = to_regnamespace('pgq')),
+            (select string_agg(x, E'\\n' order by x) from (
+                select p.oid::regprocedure::text || '=' || md5(p.prosrc)
+                       || coalesce(array_to_string(p.proacl, ','), '') as x
+                  from pg_proc p where p.pronamespace = to_regnamespace('pgq')) f),
+            (select string_agg(x, E'\\n' order by x) from (
+                select c.relname || ':' || c.relkind::text
+                       || coalesce(array_to_string(c.relacl, ','), '')
+                       || coalesce(array_to_string(c.reloptions, ','), '') as x
+                  from pg_class c where c.relnamespace = to_regnamespace('pgq')) r),
             (select string_agg(e.extname || ' ' || e.extversion, ',') from pg_extension e
               where e.extname = 'pgq'))",
         &[],
@@ -409,4 +412,96 @@ fn printed_schema_installs_with_psql() {
     run_psql();
     db.tick("q");
     assert_eq!(datas(&db.consume_all("q", "c")), ["kept"]);
+}
+
+/// A database installed with libpgq's first released schema (tests/fixtures/schema-rev1.sql)
+/// and in use (queued, retried, unticked events, an open batch) upgrades to this revision
+/// with everything intact: the real upgrade path users take.
+#[test]
+fn upgrade_from_revision_1_keeps_everything() {
+    let db = TestDb::new(Backend::Ours);
+    wipe(&db);
+    let mut su = db.superuser();
+    su.batch_execute(include_str!("fixtures/schema-rev1.sql"))
+        .expect("install revision 1");
+    // One statement per transaction (a multi-statement string would be one transaction,
+    // and a tick cannot see events of its own transaction).
+    for sql in [
+        "select pgq.create_queue('q')",
+        "select pgq.register_consumer('q', 'a')",
+        "select pgq.register_consumer('q', 'b')",
+        "select pgq.insert_event('q', 't', 'e' || i) from generate_series(1, 5) i",
+        "select pgq.force_tick('q')",
+        "select pgq.ticker('q')",
+    ] {
+        su.batch_execute(sql).unwrap();
+    }
+    let a_batch: i64 = su
+        .query_one("select pgq.next_batch('q', 'a')", &[])
+        .unwrap()
+        .get(0);
+    let retried: i64 = su
+        .query_one(
+            "select ev_id from pgq.get_batch_events($1) where ev_data = 'e2'",
+            &[&a_batch],
+        )
+        .unwrap()
+        .get(0);
+    su.execute("select pgq.event_retry($1, $2, 0)", &[&a_batch, &retried])
+        .unwrap();
+    su.execute("select pgq.finish_batch($1)", &[&a_batch])
+        .unwrap();
+    let b_batch: i64 = su
+        .query_one("select pgq.next_batch('q', 'b')", &[])
+        .unwrap()
+        .get(0);
+    su.batch_execute("select pgq.insert_event('q', 't', 'late')")
+        .unwrap();
+    // Older than whatever revision this library is (the lead bumps it at release).
+    su.batch_execute("update pgq.libpgq_schema set version = '0'")
+        .unwrap();
+
+    let outcome = db.client.install().unwrap();
+    assert!(
+        matches!(outcome, InstallOutcome::Upgraded { .. }),
+        "{outcome:?}"
+    );
+    let c = &db.client;
+    let b = Consumer::new(c, "q", "b").unwrap();
+    let again = b.next_batch().unwrap().expect("b's open batch");
+    assert_eq!(again.id(), b_batch);
+    let got: Vec<_> = again.events().map(|e| e.unwrap()).collect();
+    assert_eq!(datas(&got), ["e1", "e2", "e3", "e4", "e5"]);
+    again.finish().unwrap();
+    assert_eq!(c.retry_events().unwrap(), 1);
+    db.tick("q");
+    let a_got = db.consume_all("q", "a");
+    assert_eq!(datas(&a_got), ["e2", "late"]);
+    assert_eq!(a_got[0].retry, Some(1));
+    assert_eq!(datas(&db.consume_all("q", "b")), ["late"]);
+    // and it is the current schema now: a fresh install would look the same
+    let fresh = TestDb::new(Backend::Ours);
+    let mut fresh_su = fresh.superuser();
+    fresh.client.create_queue("q").unwrap();
+    let shape = |conn: &mut postgres::Client| -> String {
+        conn.query_one(
+            "select string_agg(conname, ',' order by conname) from pg_constraint
+              where connamespace = 'pgq'::regnamespace",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    assert_eq!(shape(&mut su), shape(&mut fresh_su));
+    let funcs = |conn: &mut postgres::Client| -> String {
+        conn.query_one(
+            "select string_agg(oid::regprocedure::text || md5(prosrc), ','
+                               order by oid::regprocedure::text)
+               from pg_proc where pronamespace = 'pgq'::regnamespace",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    assert_eq!(funcs(&mut su), funcs(&mut fresh_su));
 }
