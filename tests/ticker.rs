@@ -434,3 +434,211 @@ fn survives_server_restart_and_vacuums() {
     drop(ticker);
     assert!(threads_named("pgq-ticker ours").is_empty());
 }
+
+// ---- pgqctl ticker ----------------------------------------------------------------------
+
+/// A `key=value` DSN for `config` (pgqctl gets it as text, like a user would).
+fn dsn_of(config: &postgres::Config) -> String {
+    let mut parts = Vec::new();
+    for h in config.get_hosts() {
+        if let postgres::config::Host::Tcp(s) = h {
+            parts.push(format!("host={s}"));
+        }
+    }
+    if let Some(p) = config.get_ports().first() {
+        parts.push(format!("port={p}"));
+    }
+    if let Some(u) = config.get_user() {
+        parts.push(format!("user={u}"));
+    }
+    if let Some(d) = config.get_dbname() {
+        parts.push(format!("dbname={d}"));
+    }
+    parts.join(" ")
+}
+
+/// A `pgqctl ticker` child process whose stderr goes to a file; killed on drop.
+struct Daemon {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl Daemon {
+    fn start(args: &[&str]) -> Daemon {
+        let log = std::path::PathBuf::from(format!(
+            "{}/pgqctl-ticker-{}-{}.log",
+            env!("CARGO_TARGET_TMPDIR"),
+            std::process::id(),
+            std::thread::current()
+                .name()
+                .unwrap_or("t")
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        ));
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pgqctl"));
+        cmd.arg("ticker").args(args);
+        for v in [
+            "PGQ_DSN",
+            "PGHOST",
+            "PGPORT",
+            "PGUSER",
+            "PGDATABASE",
+            "PGQ_LOG",
+        ] {
+            cmd.env_remove(v);
+        }
+        let child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start pgqctl ticker");
+        Daemon { child, log }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits for the process to exit; returns its status.
+    fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut status = None;
+        wait_until("pgqctl ticker to exit", DEADLINE, || {
+            status = self.child.try_wait().unwrap();
+            status.is_some()
+        });
+        status.unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Whether a backend with `application_name` holds the active-ticker lock of this database.
+fn holds_ticker_lock(conn: &mut postgres::Client, app: &str) -> bool {
+    conn.query_one(
+        "select exists (select 1 from pg_locks l join pg_stat_activity a on a.pid = l.pid \
+          where l.locktype = 'advisory' and l.granted and l.objid = 2 and l.objsubid = 2 \
+            and l.database = (select oid from pg_database where datname = current_database()) \
+            and a.application_name = $1)",
+        &[&app],
+    )
+    .unwrap()
+    .get(0)
+}
+
+/// Sends an event and waits until a tick covers it.
+fn send_and_see_tick(db: &TestDb, data: &str) {
+    let before = last_tick(&mut db.conn(), "q");
+    db.client.send("q", &NewEvent::new("t", data)).unwrap();
+    wait_until("a tick", DEADLINE, || {
+        last_tick(&mut db.conn(), "q") > before
+    });
+}
+
+#[test]
+fn pgqctl_ticker_ticks_reloads_and_stops_on_signals() {
+    let db = TestDb::new(Backend::Ours);
+    db.client.create_queue("q").unwrap();
+    db.client
+        .set_queue_config_raw("q", "ticker_max_count", "1")
+        .unwrap();
+    db.client.register_consumer("q", "c").unwrap();
+    let mut d = Daemon::start(&[&dsn_of(&db.config), "ticker_period=10ms"]);
+    send_and_see_tick(&db, "one");
+    assert!(holds_ticker_lock(&mut db.conn(), "pgqctl"), "{}", d.log());
+
+    d.signal("-HUP");
+    wait_until("reload logged", DEADLINE, || d.log().contains("reloading"));
+    send_and_see_tick(&db, "two");
+
+    d.signal("-TERM");
+    let status = d.wait_exit();
+    assert!(status.success(), "{status}: {}", d.log());
+    let log = d.log();
+    assert!(log.contains("active on"), "{log}");
+    assert!(log.contains("stopped:"), "{log}");
+    assert!(!holds_ticker_lock(&mut db.conn(), "pgqctl"));
+    assert_eq!(datas(&db.consume_all("q", "c")), vec!["one", "two"]);
+}
+
+#[test]
+fn standby_takes_over_when_the_active_process_is_killed() {
+    let db = TestDb::new(Backend::Ours);
+    db.client.create_queue("q").unwrap();
+    db.client
+        .set_queue_config_raw("q", "ticker_max_count", "1")
+        .unwrap();
+    let d = Daemon::start(&[&dsn_of(&db.config), "ticker_period=10ms"]);
+    let mut conn = db.conn();
+    wait_until("pgqctl active", DEADLINE, || {
+        holds_ticker_lock(&mut conn, "pgqctl")
+    });
+
+    let ticker = fast(Ticker::builder(&db.client)).start().unwrap();
+    wait_until("standby", DEADLINE, || ticker.stats().standby == 1);
+    send_and_see_tick(&db, "by pgqctl");
+    assert_eq!(ticker.stats().rounds, 0);
+
+    d.signal("-KILL");
+    let killed = Instant::now();
+    wait_until("takeover", Duration::from_secs(10), || ticker.is_active());
+    assert!(killed.elapsed() < Duration::from_secs(10));
+    send_and_see_tick(&db, "by the library");
+    assert!(ticker.stats().ticks >= 1);
+}
+
+#[test]
+fn pgqctl_ticker_reads_a_pgqd_config_file() {
+    let db = TestDb::new(Backend::Official);
+    db.client.create_queue("q").unwrap();
+    db.client
+        .set_queue_config_raw("q", "ticker_max_count", "1")
+        .unwrap();
+    let mut base = db.config.clone();
+    base.dbname("postgres");
+    let base = dsn_of(&base).replace(" dbname=postgres", "");
+    let path = format!(
+        "{}/pgqd-{}.ini",
+        env!("CARGO_TARGET_TMPDIR"),
+        std::process::id()
+    );
+    std::fs::write(
+        &path,
+        format!(
+            "# pgqd's format\n[pgqd]\nlogfile = /nonexistent/pgqd.log\nbase_connstr = {base}\n\
+             database_list = {}\nticker_period = 0.01\nmaint_period = 60\n",
+            db.name
+        ),
+    )
+    .unwrap();
+    let mut d = Daemon::start(&["--config", &path]);
+    send_and_see_tick(&db, "x");
+    d.signal("-INT");
+    assert!(d.wait_exit().success(), "{}", d.log());
+
+    std::fs::write(&path, "[pgqd]\nticker_perod = 1\n").unwrap();
+    let mut bad = Daemon::start(&["--config", &path]);
+    let status = bad.wait_exit();
+    assert_eq!(status.code(), Some(1), "{}", bad.log());
+    assert!(
+        bad.log().contains("unknown setting \"ticker_perod\""),
+        "{}",
+        bad.log()
+    );
+    let _ = std::fs::remove_file(&path);
+}

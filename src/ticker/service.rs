@@ -88,10 +88,8 @@ const PAUSE_PER_ROUND_COST: u32 = 9;
 /// stopping ticker may have to wait for it.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-// Advisory lock keys: (hashtext('pgq'), n). Key 1 is the tick lock our schema's ticker()
-// also takes; key 2 is the active-ticker election.
-const TICK_LOCK_SQL: &str =
-    "select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgq'), 1)";
+// Advisory lock keys: (hashtext('pgq'), n). Key 1 is the tick lock (taken by every round;
+// our schema's ticker() takes it too); key 2 is the active-ticker election.
 const LEADER_LOCK_SQL: &str =
     "select pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext('pgq'), 2)";
 
@@ -925,29 +923,33 @@ fn try_leader_lock(conn: &mut postgres::Client) -> Result<bool> {
     Ok(row.try_get(0)?)
 }
 
-/// One ticker round in one transaction (one round trip): the tick lock, then
-/// `pgq.ticker(queue)` for every queue the ticker handles, then a notification per ticked
-/// queue. Returns the ticked queues.
+// One ticker round in one transaction (one round trip): a multi-statement simple query runs
+// as one implicit transaction, and each statement takes its own snapshot, so the ticks'
+// snapshots are taken after the tick lock is held. The CTE calls the volatile
+// pgq.ticker(queue) exactly once per queue; pg_notify runs only for the queues it ticked.
+const TICK_ROUND_SQL: &str =
+    "select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgq'), 1); \
+     with t as (select q.queue_name, pgq.ticker(q.queue_name) as tick_id from pgq.queue q \
+     where not q.queue_external_ticker and not q.queue_ticker_paused order by q.queue_id) \
+     select t.queue_name, pg_catalog.pg_notify('pgq_tick', t.queue_name) \
+     from t where t.tick_id is not null";
+
+/// [`TICK_ROUND_SQL`] without notifications.
+const TICK_ROUND_QUIET_SQL: &str =
+    "select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgq'), 1); \
+     with t as (select q.queue_name, pgq.ticker(q.queue_name) as tick_id from pgq.queue q \
+     where not q.queue_external_ticker and not q.queue_ticker_paused order by q.queue_id) \
+     select t.queue_name from t where t.tick_id is not null";
+
+/// Runs one ticker round; returns the ticked queues.
 fn tick_round(conn: &mut postgres::Client, notify: bool) -> Result<Vec<String>> {
-    // A multi-statement simple query runs as one implicit transaction; each statement takes
-    // its own snapshot, so the ticks' snapshots are taken after the lock is held. The CTE
-    // with a volatile function is evaluated exactly once per queue.
-    let tail = if notify {
-        ", pg_catalog.pg_notify('pgq_tick', t.queue_name)"
+    let sql = if notify {
+        TICK_ROUND_SQL
     } else {
-        ""
+        TICK_ROUND_QUIET_SQL
     };
-    let sql = format!(
-        "{TICK_LOCK_SQL};
-         with t as (
-             select q.queue_name, pgq.ticker(q.queue_name) as tick_id
-               from pgq.queue q
-              where not q.queue_external_ticker and not q.queue_ticker_paused
-              order by q.queue_id)
-         select t.queue_name{tail} from t where t.tick_id is not null"
-    );
     let msgs = conn
-        .simple_query(&sql)
+        .simple_query(sql)
         .map_err(|e| Error::from(e).context("tick"))?;
     let mut ticked = Vec::new();
     let mut statement = 0;
