@@ -31,10 +31,12 @@ fn threads_named(prefix: &str) -> Vec<String> {
     names
 }
 
-/// A ticker tuned for tests: fast rounds, fast takeover and reconnects.
+/// A ticker tuned for tests: fast rounds, fast takeover and reconnects, and no full rounds
+/// after the first, so ticks come from the cheap due pre-check alone.
 fn fast(builder: pgq::TickerBuilder) -> pgq::TickerBuilder {
     builder
         .ticker_period(Duration::from_millis(10))
+        .full_round_every(Duration::from_secs(3600))
         .takeover_period(Duration::from_millis(50))
         .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(300))
 }
@@ -175,6 +177,25 @@ both_backends! {
 
         let events = db.consume_all("q", "c");
         assert_eq!(datas(&events), vec!["hello"]);
+
+        // Due by lag: fewer events than max_count, ticked once max_lag has passed.
+        let mut conn = db.conn();
+        db.client.set_queue_config_raw("other", "ticker_max_lag", "300 ms").unwrap();
+        let before = last_tick(&mut conn, "other");
+        db.client.send("other", &NewEvent::new("t", "lag")).unwrap();
+        wait_until("a tick by lag", DEADLINE, || last_tick(&mut conn, "other") > before);
+        // Due by force_tick.
+        db.client.set_queue_config_raw("other", "ticker_max_lag", "1 hour").unwrap();
+        let before = last_tick(&mut conn, "other");
+        db.client.force_tick("other").unwrap();
+        wait_until("a forced tick", DEADLINE, || last_tick(&mut conn, "other") > before);
+        // A queue created while the ticker runs gets its ticks too.
+        db.client.create_queue("late").unwrap();
+        db.client.set_queue_config_raw("late", "ticker_max_count", "1").unwrap();
+        let before = last_tick(&mut conn, "late");
+        db.client.send("late", &NewEvent::new("t", "late")).unwrap();
+        wait_until("a tick on a new queue", DEADLINE, || last_tick(&mut conn, "late") > before);
+        assert_eq!(ticker.stats().errors, 0);
     }
 
     fn one_active_ticker_and_takeover(db: &TestDb) {

@@ -25,6 +25,7 @@ use crate::{connection_config, describe, rfc3339, usage, with_causes, Failure, R
 /// The settings `pgqctl ticker KEY=VALUE` and the config file take, besides connections.
 pub(crate) const SETTINGS: &[&str] = &[
     "ticker_period",
+    "idle_ticker_period",
     "retry_period",
     "maint_period",
     "check_period",
