@@ -663,3 +663,79 @@ fn pgqctl_ticker_reads_a_pgqd_config_file() {
     );
     let _ = std::fs::remove_file(&path);
 }
+
+/// A multi-host DSN follows the read-write server: two clusters play primary and standby
+/// (a read-only server is refused by target_session_attrs=read-write, as a hot standby is).
+/// The ticker starts on the writable one, moves when that one turns read-only under it
+/// (SQLSTATE 25006 ends the session), and moves back when that one goes down.
+#[test]
+fn multi_host_dsn_follows_the_read_write_server() {
+    let a = Cluster::start("ticker-ha-a");
+    let b = Cluster::start("ticker-ha-b");
+    let mut clients = Vec::new();
+    for c in [&a, &b] {
+        let (_, client) = c.database("app", Backend::Ours);
+        client.create_queue("q").unwrap();
+        // Idle ticks every 100 ms or so show where the ticker runs, with no events needed.
+        client
+            .set_queue_config_raw("q", "ticker_max_lag", "50 ms")
+            .unwrap();
+        client
+            .set_queue_config_raw("q", "ticker_idle_period", "100 ms")
+            .unwrap();
+        clients.push(client);
+    }
+    let read_only = |c: &Cluster, on: bool| {
+        let mut su = c.superuser("postgres");
+        let sql = if on {
+            "alter system set default_transaction_read_only = on"
+        } else {
+            "alter system reset default_transaction_read_only"
+        };
+        su.batch_execute(sql).unwrap();
+        su.batch_execute("select pg_reload_conf()").unwrap();
+        let want = if on { "on" } else { "off" };
+        wait_until("the setting to apply", DEADLINE, || {
+            let mut fresh = c.superuser("postgres");
+            let v: String = fresh
+                .query_one("show default_transaction_read_only", &[])
+                .unwrap()
+                .get(0);
+            v == want
+        });
+    };
+    let ticks_on = |c: &Cluster| -> i64 {
+        let mut conn = c.superuser("app");
+        conn.batch_execute("set default_transaction_read_only = off")
+            .unwrap();
+        last_tick(&mut conn, "q")
+    };
+    let port = |c: &Cluster| c.config.get_ports()[0];
+    read_only(&a, true);
+    let dsn = format!(
+        "host=127.0.0.1,127.0.0.1 port={},{} user=postgres dbname=app",
+        port(&a),
+        port(&b)
+    );
+    let ticker = fast(pgq::TickerBuilder::new().dsn(&dsn)).start().unwrap();
+    wait_active(&ticker);
+    let (a0, b0) = (ticks_on(&a), ticks_on(&b));
+    wait_until("ticks on b", DEADLINE, || ticks_on(&b) > b0 + 1);
+    assert_eq!(ticks_on(&a), a0, "ticked the read-only server");
+
+    // "Switchover": b turns read-only, a writable.
+    read_only(&a, false);
+    read_only(&b, true);
+    let a1 = ticks_on(&a);
+    wait_until("ticks on a", DEADLINE, || ticks_on(&a) > a1 + 1);
+    let s = ticker.stats();
+    assert!(s.reconnects >= 1, "{s:?}");
+
+    // "Failover": a goes down, b is promoted.
+    read_only(&b, false);
+    a.stop();
+    let b1 = ticks_on(&b);
+    wait_until("ticks on b again", DEADLINE, || ticks_on(&b) > b1 + 1);
+    assert!(ticker.stats().reconnects >= 2);
+    drop(ticker);
+}
