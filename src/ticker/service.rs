@@ -119,6 +119,7 @@ const LEADER_LOCK_SQL: &str =
 /// # Ok::<(), pgq::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum TickerState {
     /// Opening the connection (at start, or after losing it).
     Connecting,
@@ -162,6 +163,7 @@ impl fmt::Display for TickerState {
 /// # Ok::<(), pgq::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TickerDatabaseStats {
     /// `host:port/dbname` (never the password).
     pub target: String,
@@ -227,6 +229,7 @@ impl TickerDatabaseStats {
 /// # Ok::<(), pgq::Error>(())
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TickerStats {
     /// Ticks created (one per queue ticked).
     pub ticks: u64,
@@ -577,12 +580,22 @@ impl Default for TickerBuilder {
 }
 
 /// The settings for the ticker's own connection: read-write only (so a multi-host DSN
-/// follows the primary), keepalives (so a vanished server is noticed), a connect timeout.
+/// follows the primary), keepalives and a TCP user timeout (so a vanished server is noticed
+/// in seconds, not when the kernel gives up after many minutes), a connect timeout.
 fn ticker_config(base: &postgres::Config) -> postgres::Config {
     let mut config = base.clone();
     config.target_session_attrs(TargetSessionAttrs::ReadWrite);
     config.keepalives(true);
-    config.keepalives_idle(Duration::from_secs(30));
+    config.keepalives_idle(Duration::from_secs(10));
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(Duration::from_secs(5));
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(3);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(Duration::from_secs(20));
+    }
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
     }
@@ -792,12 +805,13 @@ impl DbWorker {
         loop {
             self.set_state(TickerState::Connecting);
             match self.config.connect(NoTls) {
-                Ok(conn) => {
+                Ok(mut conn) => {
                     if connected_before {
                         self.stats.lock().reconnects += 1;
                         log::info!("pgq ticker {}: reconnected to {}", self.label, self.target);
                     }
                     connected_before = true;
+                    self.tune_server_keepalives(&mut conn);
                     let since = Instant::now();
                     match self.session(conn) {
                         SessionEnd::Stop => break,
@@ -933,6 +947,22 @@ impl DbWorker {
             let due = next_tick.min(next_retry).min(next_maint);
             if self.wait(due.saturating_duration_since(Instant::now())) {
                 return SessionEnd::Stop;
+            }
+        }
+    }
+
+    /// Asks the server to notice within about 25 s when this ticker's host vanishes without
+    /// closing the connection (power loss, network partition), so the session and its
+    /// election lock go away and a standby takes over; the server's defaults wait two hours.
+    /// Only affects TCP connections; failures (an old server) are harmless.
+    fn tune_server_keepalives(&self, conn: &mut postgres::Client) {
+        for sql in [
+            "set tcp_keepalives_idle = 10; set tcp_keepalives_interval = 5; \
+             set tcp_keepalives_count = 3",
+            "set tcp_user_timeout = 20000",
+        ] {
+            if let Err(e) = conn.batch_execute(sql) {
+                log::debug!("pgq ticker {}: {sql}: {e}", self.label);
             }
         }
     }
