@@ -341,6 +341,38 @@ both_backends! {
         assert!(s.maintenance_runs >= 2 && s.maintenance_calls >= 2, "{s:?}");
         assert_eq!(s.errors, 0, "{s:?}");
     }
+
+    fn a_failing_maintenance_operation_does_not_stop_the_others(db: &TestDb) {
+        db.client.create_queue("q").unwrap();
+        db.conn()
+            .batch_execute(
+                "create table maint_log (queue text); \
+                 create function bad_maint(text) returns int language plpgsql \
+                     as $$ begin raise exception 'bad_maint fails'; end $$; \
+                 create function good_maint(text) returns int language sql \
+                     as $$ insert into maint_log values ($1); select 0 $$; \
+                 update pgq.queue set queue_extra_maint = \
+                     array['public.bad_maint', 'public.good_maint'] where queue_name = 'q'",
+            )
+            .unwrap();
+        let ticker = fast(Ticker::builder(&db.client))
+            .maint_period(Duration::from_millis(20))
+            .start()
+            .unwrap();
+        let mut conn = db.conn();
+        wait_until("good_maint ran twice", DEADLINE, || {
+            let n: i64 = conn
+                .query_one("select count(*) from maint_log", &[])
+                .unwrap()
+                .get(0);
+            n >= 2
+        });
+        let s = ticker.stats();
+        assert!(s.errors >= 1, "{s:?}");
+        assert!(s.databases[0].last_error.as_deref().unwrap_or("").contains("bad_maint fails"));
+        assert!(ticker.is_active(), "a maintenance error is not a lost connection");
+        assert_eq!(s.reconnects, 0);
+    }
 }
 
 #[test]

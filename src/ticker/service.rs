@@ -799,6 +799,16 @@ enum SessionEnd {
 
 impl DbWorker {
     fn run(self) {
+        // Marks the database stopped however the thread ends, a panic included.
+        struct MarkStopped(Arc<Mutex<TickerDatabaseStats>>);
+        impl Drop for MarkStopped {
+            fn drop(&mut self) {
+                let mut s = self.0.lock();
+                s.state = TickerState::Stopped;
+                s.active_since = None;
+            }
+        }
+        let _mark = MarkStopped(Arc::clone(&self.stats));
         log::debug!("pgq ticker {}: started for {}", self.label, self.target);
         let mut backoff = Backoff::new(self.settings.backoff.0, self.settings.backoff.1);
         let mut connected_before = false;
@@ -833,17 +843,15 @@ impl DbWorker {
                 break;
             }
         }
-        let mut s = self.stats.lock();
-        s.state = TickerState::Stopped;
-        s.active_since = None;
-        drop(s);
         log::debug!("pgq ticker {}: stopped", self.label);
     }
 
     /// Runs on one connection until it breaks or a stop is asked.
     fn session(&self, mut conn: postgres::Client) -> SessionEnd {
         let st = self.settings;
-        let mut error_backoff = Backoff::new(st.backoff.0, st.backoff.1);
+        // Per step, so one step failing for good does not hurry another's retries.
+        let mut tick_backoff = Backoff::new(st.backoff.0, st.backoff.1);
+        let mut retry_backoff = Backoff::new(st.backoff.0, st.backoff.1);
         loop {
             // Standby until the election lock is ours.
             match try_leader_lock(&mut conn) {
@@ -866,7 +874,9 @@ impl DbWorker {
         log::info!("pgq ticker {}: active on {}", self.label, self.target);
 
         let now = Instant::now();
-        let (mut next_tick, mut next_retry, mut next_maint) = (now, now, now);
+        // Maintenance (perhaps a VACUUM) waits for the first tick round.
+        let (mut next_tick, mut next_retry) = (now, now);
+        let mut next_maint = now + st.ticker_period;
         let mut planner = RoundPlanner::new(st.full_round_every);
         let mut last_activity = now;
         loop {
@@ -875,6 +885,7 @@ impl DbWorker {
                 match retry_events(&mut conn) {
                     Ok(moved) => {
                         next_retry = Instant::now() + st.retry_period;
+                        retry_backoff.reset();
                         if moved > 0 {
                             self.stats.lock().retry_events_moved += moved;
                             log::debug!("pgq ticker {}: moved {moved} retry events", self.label);
@@ -885,15 +896,19 @@ impl DbWorker {
                     }
                     Err(e) => match self.step_failed(&conn, e, "retry events") {
                         Some(end) => return end,
-                        None => next_retry = Instant::now() + error_backoff.next(),
+                        None => next_retry = Instant::now() + retry_backoff.next(),
                     },
                 }
             }
             let now = Instant::now();
             if now >= next_maint {
-                match super::maintenance(&mut conn) {
-                    Ok(report) => {
-                        next_maint = Instant::now() + st.maint_period;
+                // A failed operation waits for the next run: maintenance is never urgent.
+                next_maint = now + st.maint_period;
+                match super::maintenance_keep_going(&mut conn) {
+                    Ok((report, errors)) => {
+                        for e in &errors {
+                            self.record_error(e, "maintenance");
+                        }
                         let mut s = self.stats.lock();
                         s.maintenance_runs += 1;
                         s.maintenance_calls += report.function_calls;
@@ -906,10 +921,11 @@ impl DbWorker {
                             report.tables_vacuumed
                         );
                     }
-                    Err(e) => match self.step_failed(&conn, e, "maintenance") {
-                        Some(end) => return end,
-                        None => next_maint = Instant::now() + error_backoff.next(),
-                    },
+                    Err(e) => {
+                        if let Some(end) = self.step_failed(&conn, e, "maintenance") {
+                            return end;
+                        }
+                    }
                 }
             }
             let now = Instant::now();
@@ -926,7 +942,7 @@ impl DbWorker {
                             st.idle_ticker_period
                         };
                         next_tick = now + period.max(cost * PAUSE_PER_ROUND_COST);
-                        error_backoff.reset();
+                        tick_backoff.reset();
                         let mut s = self.stats.lock();
                         s.rounds += 1;
                         if !ticked.is_empty() {
@@ -940,7 +956,7 @@ impl DbWorker {
                     }
                     Err(e) => match self.step_failed(&conn, e, "tick") {
                         Some(end) => return end,
-                        None => next_tick = Instant::now() + error_backoff.next(),
+                        None => next_tick = Instant::now() + tick_backoff.next(),
                     },
                 }
             }
@@ -1293,6 +1309,14 @@ mod tests {
         assert!(b.next() <= max);
         b.reset();
         assert!(b.next() <= min);
+    }
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Ticker>();
+        check::<TickerBuilder>();
+        check::<TickerStats>();
     }
 
     #[test]
