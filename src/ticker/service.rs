@@ -30,8 +30,18 @@
 //! **Failures are never fatal.** A lost connection or a server restart is logged through
 //! [`log`], counted, and followed by reconnect attempts with capped exponential back-off and
 //! jitter. The connection always asks for `target_session_attrs=read-write`, so with a
-//! multi-host DSN (`host=db1,db2`) the ticker follows a promoted standby. Other errors (e.g.
-//! PGQ not installed yet) are logged, counted and retried with the same back-off.
+//! multi-host DSN (`host=db1,db2`) the ticker follows a promoted standby (and leaves a
+//! server that turned read-only). Other errors (e.g. PGQ not installed yet) are logged,
+//! counted and retried: ticks and retry moves with the same back-off, a failed maintenance
+//! operation at the next `maint_period` (the other operations still run). A ticker whose host
+//! vanishes without closing its connection is dropped by the server within about 25 s (the
+//! ticker sets TCP keepalives for its session), and a standby takes over then.
+//!
+//! **Latency.** The ticker checks often, but a queue gets a tick only when PGQ's rule says it
+//! is due: after `ticker_max_count` events (default 500) or `ticker_max_lag` (default 3 s).
+//! For consumers to see events within milliseconds, lower the queue's `ticker_max_lag`
+//! (e.g. `'10 ms'`; idle queues still back off to `ticker_idle_period`); the ticker then
+//! ticks it on the first round after an event.
 //!
 //! Behind PgBouncer in transaction mode session locks do not work: point the ticker at the
 //! server directly.
