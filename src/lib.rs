@@ -7,6 +7,8 @@ pub mod event;
 pub mod producer;
 pub mod schema;
 pub mod ticker;
+pub mod wakeup;
+pub mod worker;
 
 pub use admin::{BatchInfo, ConsumerInfo, QueueInfo, QueueParam};
 pub use client::{Client, ClientBuilder, PooledConnection};
@@ -16,3 +18,4 @@ pub use event::{Event, NewEvent};
 pub use producer::Producer;
 pub use schema::InstallOutcome;
 pub use ticker::MaintenanceReport;
+pub use worker::{ErrorPolicy, WorkBatch, WorkEvents, Worker, WorkerBuilder, WorkerStats};
