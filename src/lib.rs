@@ -19,5 +19,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, NewEvent};
 pub use producer::Producer;
 pub use schema::InstallOutcome;
-pub use ticker::MaintenanceReport;
+pub use ticker::{
+    MaintenanceReport, Ticker, TickerBuilder, TickerDatabaseStats, TickerState, TickerStats,
+};
 pub use worker::{ErrorPolicy, WorkBatch, WorkEvents, Worker, WorkerBuilder, WorkerStats};

@@ -17,6 +17,8 @@ use serde_json::{json, Value};
 // In a directory of its own so cargo does not take it for a binary.
 #[path = "pgqctl/events.rs"]
 mod events;
+#[path = "pgqctl/ticker.rs"]
+mod ticker;
 
 /// The subcommands: name, usage, description (lines of the help text).
 const COMMANDS: &[(&str, &str, &str)] = &[
@@ -84,6 +86,20 @@ const COMMANDS: &[(&str, &str, &str)] = &[
          first). Needs a ticker (pgqctl ticker, or pgqd). --register registers\n\
          the consumer first. Waits with LISTEN pgq_tick, or only polls with\n\
          --poll-only (behind PgBouncer). Database errors are logged and retried.",
+    ),
+    (
+        "ticker",
+        "ticker [DSN...] [KEY=VALUE...] [--config FILE]",
+        "Run the ticker daemon (a pgqd replacement) until SIGINT or SIGTERM:\n\
+         ticks, retry events and maintenance for each database (--dsn, the DSN\n\
+         arguments, or PGQ_DSN). With several tickers on one database one is\n\
+         active, the others take over when it goes. KEY=VALUE: ticker_period,\n\
+         idle_ticker_period, retry_period, maint_period, takeover_period\n\
+         (20ms, 1.5s, 2min).\n\
+         --config FILE reads a pgqd config ([pgqd] base_connstr,\n\
+         database_list, initial_database, *_period, check_period; without\n\
+         database_list every database with PGQ). SIGHUP re-reads it. Logs to\n\
+         stderr; PGQ_LOG=debug for more.",
     ),
 ];
 
@@ -214,6 +230,7 @@ struct Args {
     ev_type: Option<String>,
     register: bool,
     poll_only: bool,
+    config: Option<String>,
     positional: Vec<String>,
 }
 
@@ -245,6 +262,7 @@ fn parse_args(raw: impl IntoIterator<Item = String>) -> Res<Args> {
             "--type" => args.ev_type = Some(value("an event type")?),
             "--register" => args.register = true,
             "--poll-only" => args.poll_only = true,
+            "--config" => args.config = Some(value("a file")?),
             "-h" | "--help" => args.help = true,
             "-V" | "--version" => args.version = true,
             "--json" => args.json = true,
@@ -309,6 +327,7 @@ fn run(raw: impl IntoIterator<Item = String>) -> Res<()> {
         "register" => &["--at"],
         "produce" => &["--type", "--json"],
         "consume" => &["--register", "--poll-only"],
+        "ticker" => &["--config"],
         _ => &[],
     };
     for (flag, set) in [
@@ -318,6 +337,7 @@ fn run(raw: impl IntoIterator<Item = String>) -> Res<()> {
         ("--type", args.ev_type.is_some()),
         ("--register", args.register),
         ("--poll-only", args.poll_only),
+        ("--config", args.config.is_some()),
     ] {
         if set && !allowed.contains(&flag) {
             return Err(usage(format!("{command} does not take {flag}")));
@@ -493,6 +513,7 @@ fn run(raw: impl IntoIterator<Item = String>) -> Res<()> {
                 args.poll_only,
             )
         }
+        "ticker" => ticker::run(args.dsn.as_deref(), rest, args.config.as_deref()),
         _ => Err(usage(format!("unknown command {command:?}"))),
     }
 }

@@ -194,6 +194,8 @@ pub fn consume(
     if queue.is_empty() || consumer.is_empty() {
         return Err(usage("queue and consumer names must not be empty"));
     }
+    // Database trouble is retried in the background; say so on stderr.
+    super::ticker::init_logging();
     let client = client(dsn, 2)?;
     if register && client.register_consumer(queue, consumer)? {
         eprintln!("pgqctl: registered consumer {consumer} on queue {queue}");

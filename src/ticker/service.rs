@@ -1,0 +1,1344 @@
+//! [`Ticker`]: the ticker and maintenance service on its own OS threads (a `pgqd` in your
+//! process).
+//!
+//! One named thread per database (`pgq-ticker <name>`) owns one dedicated connection (never a
+//! pooled one: it holds a session lock) and runs three schedules on it:
+//!
+//! * every `ticker_period` (10 ms) while events flow, every `idle_ticker_period` (50 ms) once
+//!   nothing has happened for a few seconds, one round. A round is first one prepared
+//!   statement that tells, from the queues' tick rows and event sequences, whether any queue
+//!   may be due (PGQ-SPEC section 4). Usually none is, and that is the whole round: tens of
+//!   microseconds of server time for a few queues, about 10 us per queue for many. When one
+//!   may be due, `pgq.ticker(queue)` runs for those queues and `pg_notify('pgq_tick', queue)`
+//!   for each queue that got a tick, in one transaction, so a notification arrives only for a
+//!   committed tick. PGQ's own function still decides, so an idle queue gets no more ticks
+//!   than its idle back-off allows. Every 5 s a round calls `pgq.ticker(queue)` for every
+//!   queue, as a safety net. The pause after a round is at least 9 times the round's
+//!   duration, so thousands of queues never keep a server backend busy;
+//! * every `retry_period`, `pgq.maint_retry_events()` until it returns 0;
+//! * every `maint_period`, every operation `pgq.maint_operations()` lists, each in its own
+//!   transaction (rotation step 1 and step 2 separately), `VACUUM` outside a transaction.
+//!
+//! **One active ticker per database.** Each database thread first takes a session advisory
+//! lock; whoever holds it is *active*, every other ticker on that database (in this process or
+//! another) is a hot *standby* that retries the lock every `takeover_period` and so takes over
+//! within about that time after the active one stops, dies or loses its connection. Every
+//! round also takes a transaction advisory lock before ticking, so two tickers can never
+//! interleave ticks (tick order follows snapshot order) even while a dead peer's session is
+//! still being cleaned up.
+//!
+//! **Failures are never fatal.** A lost connection or a server restart is logged through
+//! [`log`], counted, and followed by reconnect attempts with capped exponential back-off and
+//! jitter. The connection always asks for `target_session_attrs=read-write`, so with a
+//! multi-host DSN (`host=db1,db2`) the ticker follows a promoted standby. Other errors (e.g.
+//! PGQ not installed yet) are logged, counted and retried with the same back-off.
+//!
+//! Behind PgBouncer in transaction mode session locks do not work: point the ticker at the
+//! server directly.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! # fn main() -> pgq::Result<()> {
+//! let client = pgq::Client::connect("host=localhost dbname=app")?;
+//! let ticker = pgq::Ticker::builder(&client)
+//!     .ticker_period(Duration::from_millis(20))
+//!     .start()?;
+//! // ... produce and consume ...
+//! println!("{} ticks so far", ticker.stats().ticks);
+//! drop(ticker); // stops and joins its threads
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use parking_lot::Mutex;
+use postgres::config::TargetSessionAttrs;
+use postgres::{NoTls, SimpleQueryMessage};
+
+use crate::client::{describe_target, Client};
+use crate::error::{Error, ErrorKind, Result};
+
+/// Default pause between ticker rounds while events flow (pgqd: 1 s). A round when nothing is
+/// due is one short prepared statement, so this can be small; it bounds how late a due
+/// queue gets its tick.
+pub const DEFAULT_TICKER_PERIOD: Duration = Duration::from_millis(10);
+
+/// Default pause between ticker rounds once no queue has had new events for a while
+/// ([`IDLE_AFTER`]): an idle ticker costs next to nothing, and the first event after a quiet
+/// spell waits at most this long for the ticker to notice it.
+pub const DEFAULT_IDLE_TICKER_PERIOD: Duration = Duration::from_millis(50);
+
+/// How long without new events before the ticker slows to its idle period.
+pub const IDLE_AFTER: Duration = Duration::from_secs(5);
+
+/// Default pause between moves of due retry events back into their queues (pgqd: 30 s).
+/// Moving nothing costs one indexed lookup.
+pub const DEFAULT_RETRY_PERIOD: Duration = Duration::from_secs(1);
+
+/// Default pause between maintenance runs (pgqd's `maint_period`: 120 s).
+pub const DEFAULT_MAINT_PERIOD: Duration = Duration::from_secs(120);
+
+/// Default pause between a standby's attempts to become the active ticker.
+pub const DEFAULT_TAKEOVER_PERIOD: Duration = Duration::from_millis(500);
+
+/// Default first and longest pause between reconnect attempts.
+pub const DEFAULT_RECONNECT_BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(10));
+
+/// The notification channel the ticker signals after a round that created ticks; the payload
+/// is the queue name. Consumers `LISTEN` on it to fetch at once instead of at their next poll.
+pub const TICK_CHANNEL: &str = "pgq_tick";
+
+/// A round's cost is kept below this share of wall time: the pause after a round is at least
+/// this many times the round's duration. With thousands of queues a round takes milliseconds,
+/// and ticking them back to back would keep a server backend busy.
+const PAUSE_PER_ROUND_COST: u32 = 9;
+
+/// Connect timeout for the ticker's connection when the DSN gives none: short, since a
+/// stopping ticker may have to wait for it.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+// Advisory lock keys: (hashtext('pgq'), n). Key 1 is the tick lock (taken by every round;
+// our schema's ticker() takes it too); key 2 is the active-ticker election.
+const LEADER_LOCK_SQL: &str =
+    "select pg_catalog.pg_try_advisory_lock(pg_catalog.hashtext('pgq'), 2)";
+
+/// What one database's ticker thread is doing.
+///
+/// ```no_run
+/// # let client = pgq::Client::connect("dbname=app")?;
+/// let ticker = pgq::Ticker::builder(&client).start()?;
+/// for db in ticker.stats().databases {
+///     println!("{}: {}", db.target, db.state);
+/// }
+/// # Ok::<(), pgq::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TickerState {
+    /// Opening the connection (at start, or after losing it).
+    Connecting,
+    /// Connected, waiting for the active ticker of this database to go away.
+    Standby,
+    /// Connected and ticking this database.
+    Active,
+    /// The thread has ended.
+    Stopped,
+}
+
+impl TickerState {
+    /// Lower-case name: `connecting`, `standby`, `active`, `stopped`.
+    ///
+    /// ```
+    /// assert_eq!(pgq::TickerState::Active.as_str(), "active");
+    /// ```
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TickerState::Connecting => "connecting",
+            TickerState::Standby => "standby",
+            TickerState::Active => "active",
+            TickerState::Stopped => "stopped",
+        }
+    }
+}
+
+impl fmt::Display for TickerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Counters and state of one database served by a [`Ticker`]; part of [`TickerStats`].
+///
+/// ```no_run
+/// # let client = pgq::Client::connect("dbname=app")?;
+/// # let ticker = pgq::Ticker::builder(&client).start()?;
+/// let db = &ticker.stats().databases[0];
+/// println!("{} is {}, {} ticks, {} errors", db.target, db.state, db.ticks, db.errors);
+/// # Ok::<(), pgq::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TickerDatabaseStats {
+    /// `host:port/dbname` (never the password).
+    pub target: String,
+    /// What the thread is doing now.
+    pub state: TickerState,
+    /// Ticks created (one per queue ticked).
+    pub ticks: u64,
+    /// Ticker rounds run while active (most create no tick).
+    pub rounds: u64,
+    /// Retry events moved back into their queues.
+    pub retry_events_moved: u64,
+    /// Completed maintenance runs.
+    pub maintenance_runs: u64,
+    /// Maintenance function calls made.
+    pub maintenance_calls: u64,
+    /// Tables vacuumed by maintenance.
+    pub tables_vacuumed: u64,
+    /// Errors (failed connects, lost connections, failed statements).
+    pub errors: u64,
+    /// Connections opened after the first one.
+    pub reconnects: u64,
+    /// Times this ticker became the active one.
+    pub takeovers: u64,
+    /// When the last tick was created.
+    pub last_tick: Option<SystemTime>,
+    /// When this ticker last became active (None while not active).
+    pub active_since: Option<SystemTime>,
+    /// The last error's message.
+    pub last_error: Option<String>,
+}
+
+impl TickerDatabaseStats {
+    fn new(target: String) -> TickerDatabaseStats {
+        TickerDatabaseStats {
+            target,
+            state: TickerState::Connecting,
+            ticks: 0,
+            rounds: 0,
+            retry_events_moved: 0,
+            maintenance_runs: 0,
+            maintenance_calls: 0,
+            tables_vacuumed: 0,
+            errors: 0,
+            reconnects: 0,
+            takeovers: 0,
+            last_tick: None,
+            active_since: None,
+            last_error: None,
+        }
+    }
+}
+
+/// A snapshot of a [`Ticker`]'s counters: totals over its databases, and each database's.
+///
+/// ```no_run
+/// # let client = pgq::Client::connect("dbname=app")?;
+/// # let ticker = pgq::Ticker::builder(&client).start()?;
+/// let s = ticker.stats();
+/// println!(
+///     "{} ticks, {} retry events moved, {} maintenance runs, {} errors; active on {} of {}",
+///     s.ticks, s.retry_events_moved, s.maintenance_runs, s.errors, s.active, s.databases.len()
+/// );
+/// # Ok::<(), pgq::Error>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TickerStats {
+    /// Ticks created (one per queue ticked).
+    pub ticks: u64,
+    /// Ticker rounds run while active.
+    pub rounds: u64,
+    /// Retry events moved back into their queues.
+    pub retry_events_moved: u64,
+    /// Completed maintenance runs.
+    pub maintenance_runs: u64,
+    /// Maintenance function calls made.
+    pub maintenance_calls: u64,
+    /// Tables vacuumed by maintenance.
+    pub tables_vacuumed: u64,
+    /// Errors, all databases together.
+    pub errors: u64,
+    /// Reconnections, all databases together.
+    pub reconnects: u64,
+    /// Databases on which this ticker is the active one.
+    pub active: usize,
+    /// Databases on which this ticker is a standby.
+    pub standby: usize,
+    /// When the last tick was created, on any database.
+    pub last_tick: Option<SystemTime>,
+    /// Per database, in the order they were added to the builder.
+    pub databases: Vec<TickerDatabaseStats>,
+}
+
+/// Configures and starts a [`Ticker`]; made by [`Ticker::builder`].
+///
+/// ```no_run
+/// use std::time::Duration;
+/// # let orders = pgq::Client::connect("dbname=orders")?;
+/// # let billing = pgq::Client::connect("dbname=billing")?;
+/// let ticker = pgq::Ticker::builder(&orders)
+///     .database(&billing)
+///     .dsn("host=db3 dbname=audit")
+///     .ticker_period(Duration::from_millis(50))
+///     .retry_period(Duration::from_secs(5))
+///     .maint_period(Duration::from_secs(60))
+///     .name("main")
+///     .start()?;
+/// # Ok::<(), pgq::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "call start() to run the ticker"]
+pub struct TickerBuilder {
+    databases: Vec<std::result::Result<postgres::Config, String>>,
+    ticker_period: Duration,
+    idle_ticker_period: Duration,
+    retry_period: Duration,
+    maint_period: Duration,
+    takeover_period: Duration,
+    backoff: (Duration, Duration),
+    notify: bool,
+    name: Option<String>,
+    full_round_every: Duration,
+}
+
+impl TickerBuilder {
+    /// A builder with no database yet; add them with [`database`](Self::database) or
+    /// [`dsn`](Self::dsn).
+    ///
+    /// ```no_run
+    /// let ticker = pgq::TickerBuilder::new()
+    ///     .dsn("host=db1 dbname=app")
+    ///     .dsn("host=db1 dbname=app2")
+    ///     .start()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn new() -> TickerBuilder {
+        TickerBuilder {
+            databases: Vec::new(),
+            ticker_period: DEFAULT_TICKER_PERIOD,
+            idle_ticker_period: DEFAULT_IDLE_TICKER_PERIOD,
+            retry_period: DEFAULT_RETRY_PERIOD,
+            maint_period: DEFAULT_MAINT_PERIOD,
+            takeover_period: DEFAULT_TAKEOVER_PERIOD,
+            backoff: DEFAULT_RECONNECT_BACKOFF,
+            notify: true,
+            name: None,
+            full_round_every: FULL_ROUND_EVERY,
+        }
+    }
+
+    /// Adds the database `client` connects to. The ticker opens its own connection with the
+    /// client's settings; it does not use the client's pool.
+    ///
+    /// ```no_run
+    /// # let a = pgq::Client::connect("dbname=a")?;
+    /// # let b = pgq::Client::connect("dbname=b")?;
+    /// let ticker = pgq::Ticker::builder(&a).database(&b).start()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn database(mut self, client: &Client) -> TickerBuilder {
+        self.databases.push(Ok(client.config().clone()));
+        self
+    }
+
+    /// Adds a database by connection string. Nothing is opened here: a database that is
+    /// down at start is retried like a lost connection. A malformed DSN makes
+    /// [`start`](Self::start) fail.
+    ///
+    /// ```no_run
+    /// let ticker = pgq::TickerBuilder::new()
+    ///     .dsn("host=db1,db2 dbname=app target_session_attrs=read-write")
+    ///     .start()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn dsn(mut self, dsn: &str) -> TickerBuilder {
+        self.databases.push(
+            postgres::Config::from_str(dsn).map_err(|e| format!("invalid connection string: {e}")),
+        );
+        self
+    }
+
+    /// Adds a database by parsed settings; see [`dsn`](Self::dsn).
+    ///
+    /// ```no_run
+    /// let mut cfg = postgres::Config::new();
+    /// cfg.host("localhost").user("app").dbname("app");
+    /// let ticker = pgq::TickerBuilder::new().config(cfg).start()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn config(mut self, config: postgres::Config) -> TickerBuilder {
+        self.databases.push(Ok(config));
+        self
+    }
+
+    /// Pause between ticker rounds (default [`DEFAULT_TICKER_PERIOD`]; pgqd's
+    /// `ticker_period`). At least 1 ms. The pause also grows with a round's cost, so a
+    /// database with very many queues is checked less often.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let ticker = pgq::Ticker::builder(&client)
+    ///     .ticker_period(std::time::Duration::from_millis(10))
+    ///     .start()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn ticker_period(mut self, period: Duration) -> TickerBuilder {
+        self.ticker_period = period.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Pause between ticker rounds once no queue has had new events for [`IDLE_AFTER`]
+    /// (default [`DEFAULT_IDLE_TICKER_PERIOD`]); never shorter than the ticker period. The
+    /// ticker returns to `ticker_period` as soon as it sees new events.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let ticker = pgq::Ticker::builder(&client)
+    ///     .idle_ticker_period(std::time::Duration::from_millis(200))
+    ///     .start()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn idle_ticker_period(mut self, period: Duration) -> TickerBuilder {
+        self.idle_ticker_period = period.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Pause between moving due retry events back into their queues (default
+    /// [`DEFAULT_RETRY_PERIOD`]; pgqd's `retry_period`). At least 1 ms.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let ticker = pgq::Ticker::builder(&client)
+    ///     .retry_period(std::time::Duration::from_secs(30))
+    ///     .start()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn retry_period(mut self, period: Duration) -> TickerBuilder {
+        self.retry_period = period.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Pause between maintenance runs (default [`DEFAULT_MAINT_PERIOD`]; pgqd's
+    /// `maint_period`). At least 1 ms.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let ticker = pgq::Ticker::builder(&client)
+    ///     .maint_period(std::time::Duration::from_secs(600))
+    ///     .start()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn maint_period(mut self, period: Duration) -> TickerBuilder {
+        self.maint_period = period.max(Duration::from_millis(1));
+        self
+    }
+
+    /// How often a standby tries to become the active ticker (default
+    /// [`DEFAULT_TAKEOVER_PERIOD`]); a standby takes over about this long after the active
+    /// ticker is gone. At least 1 ms.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let ticker = pgq::Ticker::builder(&client)
+    ///     .takeover_period(std::time::Duration::from_millis(100))
+    ///     .start()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn takeover_period(mut self, period: Duration) -> TickerBuilder {
+        self.takeover_period = period.max(Duration::from_millis(1));
+        self
+    }
+
+    /// First and longest pause between reconnect attempts (default
+    /// [`DEFAULT_RECONNECT_BACKOFF`]). The pause doubles after each failure up to `max`, with
+    /// random jitter, so many clients do not reconnect in step after a server restart.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let ticker = pgq::Ticker::builder(&client)
+    ///     .reconnect_backoff(Duration::from_millis(50), Duration::from_secs(2))
+    ///     .start()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> TickerBuilder {
+        let min = min.max(Duration::from_millis(1));
+        self.backoff = (min, max.max(min));
+        self
+    }
+
+    /// Whether to `NOTIFY` [`TICK_CHANNEL`] after a round that created ticks (default on).
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let ticker = pgq::Ticker::builder(&client).notify(false).start()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn notify(mut self, on: bool) -> TickerBuilder {
+        self.notify = on;
+        self
+    }
+
+    /// How often a round calls `pgq.ticker(queue)` for every queue rather than only for the
+    /// queues the cheap pre-check lists (default 5 s). For tests, which set it very long to
+    /// show that the pre-check alone never misses a due queue.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let ticker = pgq::Ticker::builder(&client)
+    ///     .full_round_every(std::time::Duration::from_secs(3600))
+    ///     .start()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    #[doc(hidden)]
+    pub fn full_round_every(mut self, period: Duration) -> TickerBuilder {
+        self.full_round_every = period;
+        self
+    }
+
+    /// A label for thread names (`pgq-ticker <name>`) and log lines; defaults to the
+    /// database name.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let ticker = pgq::Ticker::builder(&client).name("app").start()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> TickerBuilder {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Starts one thread per database and returns at once; connecting happens on the
+    /// threads. Fails only for a builder without databases, a malformed DSN, or when the
+    /// OS refuses a thread.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let ticker = pgq::Ticker::builder(&client).start()?;
+    /// assert!(!ticker.stats().databases.is_empty());
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn start(self) -> Result<Ticker> {
+        if self.databases.is_empty() {
+            return Err(Error::invalid_input("the ticker has no database to tick"));
+        }
+        let mut configs = Vec::with_capacity(self.databases.len());
+        for db in &self.databases {
+            match db {
+                Ok(c) => configs.push(ticker_config(c)),
+                Err(msg) => return Err(Error::new(ErrorKind::Connect, msg.clone())),
+            }
+        }
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let several = configs.len() > 1;
+        let mut ticker = Ticker {
+            stop: Mutex::new(Some(stop_tx)),
+            threads: Vec::new(),
+            shared: Vec::new(),
+        };
+        for config in configs {
+            let target = describe_target(&config);
+            let dbname = config.get_dbname().unwrap_or("postgres").to_string();
+            let label = match (&self.name, several) {
+                (Some(n), false) => n.clone(),
+                (Some(n), true) => format!("{n}/{dbname}"),
+                (None, _) => dbname,
+            };
+            let shared = Arc::new(Mutex::new(TickerDatabaseStats::new(target.clone())));
+            let worker = DbWorker {
+                label: label.clone(),
+                target,
+                config,
+                settings: Settings {
+                    ticker_period: self.ticker_period,
+                    idle_ticker_period: self.idle_ticker_period.max(self.ticker_period),
+                    retry_period: self.retry_period,
+                    maint_period: self.maint_period,
+                    takeover_period: self.takeover_period,
+                    backoff: self.backoff,
+                    notify: self.notify,
+                    full_round_every: self.full_round_every,
+                },
+                stop: stop_rx.clone(),
+                stats: Arc::clone(&shared),
+            };
+            let handle = thread::Builder::new()
+                .name(format!("pgq-ticker {label}"))
+                .spawn(move || worker.run())
+                .map_err(|e| {
+                    Error::new(
+                        ErrorKind::Other,
+                        format!("cannot start a ticker thread: {e}"),
+                    )
+                    .with_source(e)
+                });
+            match handle {
+                Ok(h) => {
+                    ticker.threads.push(h);
+                    ticker.shared.push(shared);
+                }
+                // Dropping `ticker` stops and joins the threads already started.
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(ticker)
+    }
+}
+
+impl Default for TickerBuilder {
+    fn default() -> TickerBuilder {
+        TickerBuilder::new()
+    }
+}
+
+/// The settings for the ticker's own connection: read-write only (so a multi-host DSN
+/// follows the primary), keepalives and a TCP user timeout (so a vanished server is noticed
+/// in seconds, not when the kernel gives up after many minutes), a connect timeout.
+fn ticker_config(base: &postgres::Config) -> postgres::Config {
+    let mut config = base.clone();
+    config.target_session_attrs(TargetSessionAttrs::ReadWrite);
+    config.keepalives(true);
+    config.keepalives_idle(Duration::from_secs(10));
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(Duration::from_secs(5));
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(3);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(Duration::from_secs(20));
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
+    }
+    match config.get_application_name() {
+        None | Some("libpgq") => {
+            config.application_name("libpgq ticker");
+        }
+        Some(_) => {}
+    }
+    config
+}
+
+/// A running ticker service: ticks, retry-event moves and maintenance for one or more
+/// databases, on its own threads, until stopped.
+///
+/// `Ticker` is `Send + Sync`: [`stop`](Self::stop) and [`stats`](Self::stats) may be called
+/// from any thread. Dropping it stops and joins the threads.
+///
+/// ```no_run
+/// # fn main() -> pgq::Result<()> {
+/// let client = pgq::Client::connect("host=localhost dbname=app")?;
+/// let mut ticker = pgq::Ticker::builder(&client).start()?;
+/// // ...
+/// ticker.stop();      // returns at once
+/// ticker.join()?;     // waits for the threads
+/// # Ok(()) }
+/// ```
+pub struct Ticker {
+    /// Dropping the sender is the stop signal: every thread's receiver disconnects.
+    stop: Mutex<Option<Sender<()>>>,
+    threads: Vec<JoinHandle<()>>,
+    shared: Vec<Arc<Mutex<TickerDatabaseStats>>>,
+}
+
+impl fmt::Debug for Ticker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ticker")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+impl Ticker {
+    /// Starts configuring a ticker for the database `client` connects to; see
+    /// [`TickerBuilder`].
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let ticker = pgq::Ticker::builder(&client).start()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn builder(client: &Client) -> TickerBuilder {
+        TickerBuilder::new().database(client)
+    }
+
+    /// Asks every thread to stop and returns at once. Idempotent. A thread in the middle of a
+    /// statement finishes it first (a tick round takes milliseconds; a connect attempt gives
+    /// up after its timeout). Standbys and the active ticker release their locks by closing
+    /// their connections, so another ticker takes over.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let ticker = pgq::Ticker::builder(&client).start()?;
+    /// ticker.stop();
+    /// ticker.stop(); // no effect
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn stop(&self) {
+        self.stop.lock().take();
+    }
+
+    /// Stops (if not yet asked to) and waits until every thread has ended. Idempotent.
+    /// Fails only if a thread panicked, which is a bug.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let mut ticker = pgq::Ticker::builder(&client).start()?;
+    /// ticker.join()?;
+    /// assert!(ticker.is_stopped());
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn join(&mut self) -> Result<()> {
+        // Drop order matters: the threads only end once the sender is gone.
+        self.stop();
+        let mut panicked = 0;
+        for handle in self.threads.drain(..) {
+            if handle.join().is_err() {
+                panicked += 1;
+            }
+        }
+        if panicked > 0 {
+            return Err(Error::new(
+                ErrorKind::Other,
+                format!("{panicked} ticker thread(s) panicked"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A snapshot of the counters; see [`TickerStats`].
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let ticker = pgq::Ticker::builder(&client).start()?;
+    /// let s = ticker.stats();
+    /// println!("{} ticks, {} errors", s.ticks, s.errors);
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn stats(&self) -> TickerStats {
+        let mut total = TickerStats::default();
+        for shared in &self.shared {
+            let db = shared.lock().clone();
+            total.ticks += db.ticks;
+            total.rounds += db.rounds;
+            total.retry_events_moved += db.retry_events_moved;
+            total.maintenance_runs += db.maintenance_runs;
+            total.maintenance_calls += db.maintenance_calls;
+            total.tables_vacuumed += db.tables_vacuumed;
+            total.errors += db.errors;
+            total.reconnects += db.reconnects;
+            match db.state {
+                TickerState::Active => total.active += 1,
+                TickerState::Standby => total.standby += 1,
+                TickerState::Connecting | TickerState::Stopped => {}
+            }
+            total.last_tick = total.last_tick.max(db.last_tick);
+            total.databases.push(db);
+        }
+        total
+    }
+
+    /// True when this ticker is the active one on every database it serves (false while it
+    /// is a standby or connecting on any of them).
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let ticker = pgq::Ticker::builder(&client).start()?;
+    /// if !ticker.is_active() {
+    ///     println!("another ticker is active; this one is a standby");
+    /// }
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn is_active(&self) -> bool {
+        self.shared
+            .iter()
+            .all(|s| s.lock().state == TickerState::Active)
+    }
+
+    /// True when every thread has ended (after [`stop`](Self::stop) they end shortly).
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let ticker = pgq::Ticker::builder(&client).start()?;
+    /// ticker.stop();
+    /// while !ticker.is_stopped() {
+    ///     std::thread::sleep(std::time::Duration::from_millis(10));
+    /// }
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn is_stopped(&self) -> bool {
+        self.shared
+            .iter()
+            .all(|s| s.lock().state == TickerState::Stopped)
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        // A panicked thread was already logged by the panic hook; nothing else to do here.
+        let _ = self.join();
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    ticker_period: Duration,
+    idle_ticker_period: Duration,
+    retry_period: Duration,
+    maint_period: Duration,
+    takeover_period: Duration,
+    backoff: (Duration, Duration),
+    notify: bool,
+    full_round_every: Duration,
+}
+
+/// One database's thread.
+struct DbWorker {
+    label: String,
+    target: String,
+    config: postgres::Config,
+    settings: Settings,
+    stop: Receiver<()>,
+    stats: Arc<Mutex<TickerDatabaseStats>>,
+}
+
+/// Why a session on one connection ended.
+enum SessionEnd {
+    Stop,
+    Lost(Error),
+}
+
+impl DbWorker {
+    fn run(self) {
+        // Marks the database stopped however the thread ends, a panic included.
+        struct MarkStopped(Arc<Mutex<TickerDatabaseStats>>);
+        impl Drop for MarkStopped {
+            fn drop(&mut self) {
+                let mut s = self.0.lock();
+                s.state = TickerState::Stopped;
+                s.active_since = None;
+            }
+        }
+        let _mark = MarkStopped(Arc::clone(&self.stats));
+        log::debug!("pgq ticker {}: started for {}", self.label, self.target);
+        let mut backoff = Backoff::new(self.settings.backoff.0, self.settings.backoff.1);
+        let mut connected_before = false;
+        loop {
+            self.set_state(TickerState::Connecting);
+            match self.config.connect(NoTls) {
+                Ok(mut conn) => {
+                    if connected_before {
+                        self.stats.lock().reconnects += 1;
+                        log::info!("pgq ticker {}: reconnected to {}", self.label, self.target);
+                    }
+                    connected_before = true;
+                    self.tune_server_keepalives(&mut conn);
+                    let since = Instant::now();
+                    match self.session(conn) {
+                        SessionEnd::Stop => break,
+                        SessionEnd::Lost(e) => {
+                            self.record_error(&e, "lost the connection");
+                            // A connection that lasted is no sign of a flapping server.
+                            if since.elapsed() >= self.settings.backoff.1 {
+                                backoff.reset();
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    let e = Error::from(e);
+                    self.record_error(&e, "cannot connect");
+                }
+            }
+            if self.wait(backoff.next()) {
+                break;
+            }
+        }
+        log::debug!("pgq ticker {}: stopped", self.label);
+    }
+
+    /// Runs on one connection until it breaks or a stop is asked.
+    fn session(&self, mut conn: postgres::Client) -> SessionEnd {
+        let st = self.settings;
+        // Per step, so one step failing for good does not hurry another's retries.
+        let mut tick_backoff = Backoff::new(st.backoff.0, st.backoff.1);
+        let mut retry_backoff = Backoff::new(st.backoff.0, st.backoff.1);
+        loop {
+            // Standby until the election lock is ours.
+            match try_leader_lock(&mut conn) {
+                Ok(true) => break,
+                Ok(false) => {
+                    self.set_state(TickerState::Standby);
+                    if self.wait(st.takeover_period) {
+                        return SessionEnd::Stop;
+                    }
+                }
+                Err(e) => return SessionEnd::Lost(e),
+            }
+        }
+        {
+            let mut s = self.stats.lock();
+            s.state = TickerState::Active;
+            s.takeovers += 1;
+            s.active_since = Some(SystemTime::now());
+        }
+        log::info!("pgq ticker {}: active on {}", self.label, self.target);
+
+        let now = Instant::now();
+        // Maintenance (perhaps a VACUUM) waits for the first tick round.
+        let (mut next_tick, mut next_retry) = (now, now);
+        let mut next_maint = now + st.ticker_period;
+        let mut planner = RoundPlanner::new(st.full_round_every);
+        let mut last_activity = now;
+        loop {
+            let now = Instant::now();
+            if now >= next_retry {
+                match retry_events(&mut conn) {
+                    Ok(moved) => {
+                        next_retry = Instant::now() + st.retry_period;
+                        retry_backoff.reset();
+                        if moved > 0 {
+                            self.stats.lock().retry_events_moved += moved;
+                            log::debug!("pgq ticker {}: moved {moved} retry events", self.label);
+                            // The moved events become visible with the next tick.
+                            next_tick = Instant::now();
+                            last_activity = next_tick;
+                        }
+                    }
+                    Err(e) => match self.step_failed(&conn, e, "retry events") {
+                        Some(end) => return end,
+                        None => next_retry = Instant::now() + retry_backoff.next(),
+                    },
+                }
+            }
+            let now = Instant::now();
+            if now >= next_maint {
+                // A failed operation waits for the next run: maintenance is never urgent.
+                next_maint = now + st.maint_period;
+                match super::maintenance_keep_going(&mut conn) {
+                    Ok((report, errors)) => {
+                        for e in &errors {
+                            self.record_error(e, "maintenance");
+                        }
+                        let mut s = self.stats.lock();
+                        s.maintenance_runs += 1;
+                        s.maintenance_calls += report.function_calls;
+                        s.tables_vacuumed += report.tables_vacuumed;
+                        drop(s);
+                        log::debug!(
+                            "pgq ticker {}: maintenance: {} calls, {} tables vacuumed",
+                            self.label,
+                            report.function_calls,
+                            report.tables_vacuumed
+                        );
+                    }
+                    Err(e) => {
+                        if let Some(end) = self.step_failed(&conn, e, "maintenance") {
+                            return end;
+                        }
+                    }
+                }
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                match planner.round(&mut conn, st.notify, &self.label) {
+                    Ok(Round { ticked, activity }) => {
+                        let cost = now.elapsed();
+                        if activity {
+                            last_activity = now;
+                        }
+                        let period = if last_activity.elapsed() < IDLE_AFTER {
+                            st.ticker_period
+                        } else {
+                            st.idle_ticker_period
+                        };
+                        next_tick = now + period.max(cost * PAUSE_PER_ROUND_COST);
+                        tick_backoff.reset();
+                        let mut s = self.stats.lock();
+                        s.rounds += 1;
+                        if !ticked.is_empty() {
+                            s.ticks += ticked.len() as u64;
+                            s.last_tick = Some(SystemTime::now());
+                        }
+                        drop(s);
+                        if !ticked.is_empty() {
+                            log::trace!("pgq ticker {}: ticked {:?}", self.label, ticked);
+                        }
+                    }
+                    Err(e) => match self.step_failed(&conn, e, "tick") {
+                        Some(end) => return end,
+                        None => next_tick = Instant::now() + tick_backoff.next(),
+                    },
+                }
+            }
+            let due = next_tick.min(next_retry).min(next_maint);
+            if self.wait(due.saturating_duration_since(Instant::now())) {
+                return SessionEnd::Stop;
+            }
+        }
+    }
+
+    /// Asks the server to notice within about 25 s when this ticker's host vanishes without
+    /// closing the connection (power loss, network partition), so the session and its
+    /// election lock go away and a standby takes over; the server's defaults wait two hours.
+    /// Only affects TCP connections; failures (an old server) are harmless.
+    fn tune_server_keepalives(&self, conn: &mut postgres::Client) {
+        for sql in [
+            "set tcp_keepalives_idle = 10; set tcp_keepalives_interval = 5; \
+             set tcp_keepalives_count = 3",
+            "set tcp_user_timeout = 20000",
+        ] {
+            if let Err(e) = conn.batch_execute(sql) {
+                log::debug!("pgq ticker {}: {sql}: {e}", self.label);
+            }
+        }
+    }
+
+    /// Decides what a failed step means: a broken connection (or one that went read-only,
+    /// e.g. a demoted primary) ends the session so it is reopened; anything else is recorded
+    /// and the step retried later on the same connection.
+    fn step_failed(&self, conn: &postgres::Client, e: Error, what: &str) -> Option<SessionEnd> {
+        let read_only = e.sqlstate() == Some("25006");
+        if conn.is_closed() || e.kind() == ErrorKind::ConnectionLost || read_only {
+            return Some(SessionEnd::Lost(e));
+        }
+        self.record_error(&e, what);
+        None
+    }
+
+    fn record_error(&self, e: &Error, what: &str) {
+        let mut s = self.stats.lock();
+        s.errors += 1;
+        s.last_error = Some(format!("{what}: {e}"));
+        drop(s);
+        log::warn!(
+            "pgq ticker {}: {} on {}: {}",
+            self.label,
+            what,
+            self.target,
+            e
+        );
+    }
+
+    fn set_state(&self, state: TickerState) {
+        let mut s = self.stats.lock();
+        if s.state != state {
+            s.state = state;
+            if state != TickerState::Active {
+                s.active_since = None;
+            }
+        }
+    }
+
+    /// Waits `d` or until stop is asked; true means stop.
+    fn wait(&self, d: Duration) -> bool {
+        match self.stop.recv_timeout(d) {
+            Err(RecvTimeoutError::Timeout) => false,
+            // Nothing is ever sent: a message or a disconnect both mean stop.
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => true,
+        }
+    }
+}
+
+fn try_leader_lock(conn: &mut postgres::Client) -> Result<bool> {
+    let row = conn
+        .query_one(LEADER_LOCK_SQL, &[])
+        .map_err(|e| Error::from(e).context("take the ticker lock"))?;
+    Ok(row.try_get(0)?)
+}
+
+/// The queues the ticker handles that may be due for a tick now, as `(queue_id, queue_name)`.
+///
+/// This mirrors PGQ's rule (PGQ-SPEC section 4) in plain SQL, which the planner runs in
+/// microseconds per queue, while calling the PL/pgSQL `pgq.ticker(queue)` costs about 0.1 ms
+/// per queue. It must never leave out a due queue, so where our schema and the official
+/// extension differ it takes the union: the official one ticks an idle queue that has a
+/// single tick at once, ours waits for `max_lag / 2`. `new` is read as both do, from the
+/// event sequence's `last_value` (NULL until the first event: nothing new).
+macro_rules! queue_state_sql {
+    () => {
+        " from pgq.queue q \
+           left join lateral (select t.tick_id, t.tick_time, t.tick_event_seq from pgq.tick t \
+                               where t.tick_queue = q.queue_id \
+                               order by t.tick_id desc limit 1) lt on true \
+           left join lateral (select t.tick_time from pgq.tick t \
+                               where t.tick_queue = q.queue_id and t.tick_id < lt.tick_id \
+                               order by t.tick_id desc limit 1) pt on true \
+           cross join lateral (select coalesce(pg_catalog.pg_sequence_last_value( \
+                                         q.queue_event_seq::pg_catalog.regclass), \
+                                       lt.tick_event_seq) - lt.tick_event_seq as new, \
+                                      pg_catalog.now() - lt.tick_time as lag) s \
+          where not q.queue_external_ticker and not q.queue_ticker_paused "
+    };
+}
+
+macro_rules! due_sql {
+    () => {
+        "(lt.tick_id is null \
+          or s.new < 0 \
+          or (s.new > 0 and (s.new >= q.queue_ticker_max_count \
+                             or s.lag >= q.queue_ticker_max_lag)) \
+          or (s.new = 0 and (pt.tick_time is null \
+               or (s.lag >= q.queue_ticker_max_lag / 2 \
+                   and (s.lag >= (lt.tick_time - pt.tick_time) * 2 \
+                        or s.lag >= q.queue_ticker_idle_period)))))"
+    };
+}
+
+macro_rules! due_queues_sql {
+    () => {
+        concat!(
+            "select q.queue_id, q.queue_name",
+            queue_state_sql!(),
+            " and ",
+            due_sql!()
+        )
+    };
+}
+
+/// The whole of a round when nothing is due, as one prepared statement: whether any queue
+/// may be due, and whether any has events not yet covered by a tick (activity, which keeps
+/// the ticker at its fast period).
+const PRECHECK_SQL: &str = concat!(
+    "select coalesce(bool_or(",
+    due_sql!(),
+    "), false), coalesce(bool_or(s.new <> 0), false)",
+    queue_state_sql!()
+);
+
+/// A ticker round in one transaction and one round trip: a multi-statement simple query runs
+/// as one implicit transaction, and each statement takes its own snapshot, so the ticks'
+/// snapshots are taken after the tick lock is held (tick order follows snapshot order). The
+/// CTE calls the volatile `pgq.ticker(queue)` exactly once per queue it lists; `pg_notify`
+/// runs only for the queues that got a tick, and is delivered only if the round commits.
+macro_rules! round_sql {
+    ($queues:expr, $notify:expr) => {
+        concat!(
+            "select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgq'), 1); ",
+            "with t as (select d.queue_name, pgq.ticker(d.queue_name) as tick_id from (",
+            $queues,
+            ") d order by d.queue_id) select t.queue_name",
+            $notify,
+            " from t where t.tick_id is not null"
+        )
+    };
+}
+
+macro_rules! all_queues_sql {
+    () => {
+        "select q.queue_id, q.queue_name from pgq.queue q \
+          where not q.queue_external_ticker and not q.queue_ticker_paused"
+    };
+}
+
+macro_rules! notify_sql {
+    () => {
+        ", pg_catalog.pg_notify('pgq_tick', t.queue_name)"
+    };
+}
+
+/// Round SQL by (only possibly due queues?, notify?).
+const ROUNDS: [[&str; 2]; 2] = [
+    [
+        round_sql!(all_queues_sql!(), ""),
+        round_sql!(all_queues_sql!(), notify_sql!()),
+    ],
+    [
+        round_sql!(due_queues_sql!(), ""),
+        round_sql!(due_queues_sql!(), notify_sql!()),
+    ],
+];
+
+/// By default, every this often a round calls `pgq.ticker(queue)` for every queue, not only those the
+/// pre-check lists: a safety net should a PGQ variant decide due-ness in a way the
+/// pre-check does not foresee.
+const FULL_ROUND_EVERY: Duration = Duration::from_secs(5);
+
+/// Decides, per round, between the cheap pre-check and a full round.
+struct RoundPlanner {
+    /// False once the pre-check failed on this connection (e.g. no privilege on the event
+    /// sequences): then every round is a full one.
+    precheck: bool,
+    full_every: Duration,
+    /// The pre-check, prepared once per connection so the server plans it once.
+    statement: Option<postgres::Statement>,
+    last_full: Option<Instant>,
+}
+
+impl RoundPlanner {
+    fn new(full_every: Duration) -> RoundPlanner {
+        RoundPlanner {
+            full_every,
+            precheck: true,
+            statement: None,
+            last_full: None,
+        }
+    }
+
+    /// Runs one round.
+    fn round(&mut self, conn: &mut postgres::Client, notify: bool, label: &str) -> Result<Round> {
+        let full = !self.precheck
+            || self
+                .last_full
+                .map_or(true, |t| t.elapsed() >= self.full_every);
+        if !full {
+            let prepared = match self.statement.take() {
+                Some(st) => Ok(st),
+                None => conn.prepare(PRECHECK_SQL),
+            };
+            let result = prepared.and_then(|st| {
+                let row = conn.query_one(&st, &[]);
+                self.statement = Some(st);
+                row
+            });
+            match result {
+                Ok(row) => {
+                    let due: bool = row.try_get(0)?;
+                    let pending: bool = row.try_get(1)?;
+                    if !due {
+                        return Ok(Round {
+                            ticked: Vec::new(),
+                            activity: pending,
+                        });
+                    }
+                }
+                Err(e) if e.is_closed() || e.as_db_error().is_none() => {
+                    return Err(Error::from(e).context("tick"))
+                }
+                Err(e) => {
+                    log::warn!(
+                        "pgq ticker {label}: cheap due check unavailable, calling pgq.ticker() for \
+                         every queue every round: {}",
+                        Error::from(e)
+                    );
+                    self.precheck = false;
+                }
+            }
+        }
+        let sql = ROUNDS[usize::from(!full)][usize::from(notify)];
+        let msgs = conn
+            .simple_query(sql)
+            .map_err(|e| Error::from(e).context("tick"))?;
+        if full {
+            self.last_full = Some(Instant::now());
+        }
+        let mut ticked = Vec::new();
+        let mut statement = 0;
+        for m in msgs {
+            match m {
+                SimpleQueryMessage::CommandComplete(_) => statement += 1,
+                SimpleQueryMessage::Row(row) if statement == 1 => {
+                    if let Some(q) = row.get(0) {
+                        ticked.push(q.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(Round {
+            activity: !ticked.is_empty(),
+            ticked,
+        })
+    }
+}
+
+/// What a round did.
+struct Round {
+    /// Queues that got a tick.
+    ticked: Vec<String>,
+    /// Whether events were waiting for a tick (or got one).
+    activity: bool,
+}
+
+/// [`super::retry_events`] with each call in its own implicit transaction.
+fn retry_events(conn: &mut postgres::Client) -> Result<u64> {
+    super::retry_events(conn)
+}
+
+/// Capped exponential back-off with "equal jitter": the pause is between half and all of
+/// the current step, so it never collapses to zero but clients still spread out.
+struct Backoff {
+    min: Duration,
+    max: Duration,
+    cur: Duration,
+    rng: u64,
+}
+
+impl Backoff {
+    fn new(min: Duration, max: Duration) -> Backoff {
+        // Seed from the clock and a stack address: different per thread and per process.
+        let local = 0u8;
+        let nanos = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        let seed = nanos ^ ((&local as *const u8 as u64).rotate_left(32)) | 1;
+        Backoff {
+            min,
+            max,
+            cur: min,
+            rng: seed,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.cur = self.min;
+    }
+
+    fn next(&mut self) -> Duration {
+        let step = self.cur;
+        self.cur = (self.cur * 2).min(self.max);
+        // xorshift64*
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        let r = self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d);
+        let half = step / 2;
+        let jitter_nanos = (half.as_nanos() as u64).checked_add(1).map_or(0, |n| r % n);
+        half + Duration::from_nanos(jitter_nanos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_within_cap_and_jitters() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(2));
+        let mut b = Backoff::new(min, max);
+        let mut step = min;
+        for _ in 0..10 {
+            let d = b.next();
+            assert!(
+                d >= step / 2 && d <= step,
+                "{d:?} outside [{:?}, {step:?}]",
+                step / 2
+            );
+            step = (step * 2).min(max);
+        }
+        assert!(b.next() <= max);
+        b.reset();
+        assert!(b.next() <= min);
+    }
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Ticker>();
+        check::<TickerBuilder>();
+        check::<TickerStats>();
+    }
+
+    #[test]
+    fn builder_needs_a_database() {
+        let e = TickerBuilder::new().start().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        let e = TickerBuilder::new()
+            .dsn("port=notaport")
+            .start()
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Connect);
+    }
+
+    #[test]
+    fn ticker_connection_settings() {
+        let base = postgres::Config::from_str("host=a,b dbname=x").unwrap();
+        let c = ticker_config(&base);
+        assert_eq!(c.get_target_session_attrs(), TargetSessionAttrs::ReadWrite);
+        assert_eq!(c.get_connect_timeout(), Some(&DEFAULT_CONNECT_TIMEOUT));
+        assert_eq!(c.get_application_name(), Some("libpgq ticker"));
+        let mut named = base.clone();
+        named.application_name("mine");
+        assert_eq!(ticker_config(&named).get_application_name(), Some("mine"));
+    }
+}
