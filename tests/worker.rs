@@ -636,3 +636,39 @@ fn coop_worker_takes_over_a_dead_peers_batch() {
     let datas: Vec<&str> = seen.iter().map(|(_, d)| d.as_str()).collect();
     assert_eq!(datas, ["x0", "x1", "x2"]);
 }
+
+// ---- with the ticker service --------------------------------------------------------------
+
+#[test]
+fn ticker_notification_wakes_the_worker_end_to_end() {
+    let db = TestDb::new(common::Backend::Ours);
+    setup(&db);
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    // Polling once an hour: the ticker's NOTIFY is what brings the batch.
+    let w = Worker::builder(&db.client, "q", "c")
+        .poll_interval(Duration::from_secs(3600))
+        .handler(move |b| {
+            for ev in b.events() {
+                s.lock().push((b.id(), ev?.data.unwrap_or_default()));
+            }
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    wait_until("listening and idle", WAIT, || {
+        let s = w.stats();
+        s.listening && s.empty_polls >= 2
+    });
+    let mut ticker = pgq::Ticker::builder(&db.client).start().unwrap();
+    produce(&db, "e", 3);
+    wait_until("events through ticker + NOTIFY", WAIT, || {
+        seen.lock().len() == 3
+    });
+    assert!(w.stats().wakeups >= 1);
+    ticker.stop();
+    ticker.join().unwrap();
+    drop(w);
+    let datas: Vec<String> = seen.lock().iter().map(|(_, d)| d.clone()).collect();
+    assert_eq!(datas, ["e0", "e1", "e2"]);
+}
