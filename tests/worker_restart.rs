@@ -39,6 +39,21 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// A new private cluster named `name` (plus this process id); returns it and its DSN.
+    fn start(name: &str) -> (Cluster, String) {
+        let dir = format!(
+            "{}/{name}-{}",
+            env!("CARGO_TARGET_TMPDIR"),
+            std::process::id()
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        let cluster = Cluster { dir };
+        let dsn = cluster.script("start");
+        (cluster, dsn)
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         self.script("stop");
@@ -53,14 +68,7 @@ fn tick(client: &pgq::Client) {
 
 #[test]
 fn server_restart_mid_stream_loses_and_skips_nothing() {
-    let dir = format!(
-        "{}/worker-restart-{}",
-        env!("CARGO_TARGET_TMPDIR"),
-        std::process::id()
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    let cluster = Cluster { dir };
-    let dsn = cluster.script("start");
+    let (cluster, dsn) = Cluster::start("worker-restart");
     let config = postgres::Config::from_str(&dsn).unwrap();
     // The throwaway cluster runs with synchronous_commit off and `restart` is an immediate
     // stop: make commits durable so the restart cannot lose committed work.
@@ -148,4 +156,92 @@ fn server_restart_mid_stream_loses_and_skips_nothing() {
     // once), nothing is skipped.
     let seen: BTreeSet<i64> = seen.lock().iter().copied().collect();
     assert_eq!(seen, produced);
+}
+
+/// Sets or resets `default_transaction_read_only` server-wide and waits until new sessions
+/// see it: a read-only server is refused by `target_session_attrs=read-write`, as a hot
+/// standby is.
+fn set_read_only(dsn: &str, on: bool) {
+    let config = postgres::Config::from_str(dsn).unwrap();
+    let mut su = config.connect(postgres::NoTls).unwrap();
+    let sql = if on {
+        "alter system set default_transaction_read_only = on"
+    } else {
+        "alter system reset default_transaction_read_only"
+    };
+    su.batch_execute(sql).unwrap();
+    su.batch_execute("select pg_reload_conf()").unwrap();
+    let want = if on { "on" } else { "off" };
+    wait_until("the setting to apply", WAIT, || {
+        let mut fresh = config.connect(postgres::NoTls).unwrap();
+        let v: String = fresh
+            .query_one("show default_transaction_read_only", &[])
+            .unwrap()
+            .get(0);
+        v == want
+    });
+}
+
+/// A multi-host DSN with target_session_attrs=read-write: the worker consumes from the
+/// writable server and, when that one goes down and the other is promoted (turned
+/// writable), reconnects there and goes on consuming.
+#[test]
+fn multi_host_dsn_follows_the_promoted_server() {
+    let (a, dsn_a) = Cluster::start("worker-ha-a");
+    let (_b, dsn_b) = Cluster::start("worker-ha-b");
+    let mut clients = Vec::new();
+    for dsn in [&dsn_a, &dsn_b] {
+        let client = pgq::Client::connect(dsn).unwrap();
+        client.install().unwrap();
+        client.create_queue("q").unwrap();
+        client.register_consumer("q", "c").unwrap();
+        clients.push(client);
+    }
+    set_read_only(&dsn_b, true);
+    let port = |dsn: &str| postgres::Config::from_str(dsn).unwrap().get_ports()[0];
+    let dsn = format!(
+        "host=127.0.0.1,127.0.0.1 port={},{} user=postgres dbname=postgres \
+         target_session_attrs=read-write",
+        port(&dsn_a),
+        port(&dsn_b)
+    );
+    let client = pgq::ClientBuilder::from_config(postgres::Config::from_str(&dsn).unwrap())
+        .pool_size(4)
+        .min_idle(0)
+        .connect_timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let s = seen.clone();
+    let w = Worker::builder(&client, "q", "c")
+        .poll_interval(Duration::from_millis(50))
+        .reconnect_backoff(Duration::from_millis(50), Duration::from_millis(500))
+        .handler(move |b| {
+            for ev in b.events() {
+                s.lock().push(ev?.data.unwrap_or_default());
+            }
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    let produce_on = |c: &pgq::Client, prefix: &str| {
+        for i in 0..3 {
+            c.send("q", &NewEvent::new("t", format!("{prefix}{i}")))
+                .unwrap();
+        }
+        tick(c);
+    };
+    produce_on(&clients[0], "a");
+    wait_until("events from a", WAIT, || seen.lock().len() == 3);
+
+    // Failover: a goes down, b is promoted.
+    set_read_only(&dsn_b, false);
+    drop(a);
+    produce_on(&clients[1], "b");
+    wait_until("events from b", WAIT, || seen.lock().len() == 6);
+    let stats = w.stats();
+    assert!(stats.db_errors >= 1, "{stats:?}");
+    assert!(stats.reconnects >= 1, "{stats:?}");
+    drop(w);
+    assert_eq!(*seen.lock(), ["a0", "a1", "a2", "b0", "b1", "b2"]);
 }
