@@ -621,7 +621,9 @@ pub struct WorkerStats {
     pub handler_errors: u64,
     /// Handler calls that panicked (the batch was not finished).
     pub handler_panics: u64,
-    /// Database errors (lost connection, server restart, failed query), each retried.
+    /// Database errors (lost connection, server restart, failed query), each retried; also
+    /// batches that could not be finished because they were no longer this worker's (a
+    /// cooperative sibling took one over after the dead interval).
     pub db_errors: u64,
     /// Recoveries: a thread got through to the database again after database errors.
     pub reconnects: u64,
@@ -763,6 +765,10 @@ enum Outcome {
     Database(Error),
     /// The handler failed: the policy decides.
     Handler(Error),
+    /// The batch was no longer ours to finish (a coop sibling took it over after the dead
+    /// interval, or it was finished or repositioned elsewhere): its work rolled back, and the
+    /// worker simply goes on.
+    Lost(Error),
 }
 
 fn work_loop(
@@ -818,6 +824,10 @@ fn work_loop(
         };
         match outcome {
             Outcome::Finished => handler_backoff.reset(),
+            Outcome::Lost(e) => {
+                log::warn!("{}: {e}", ctx.label);
+                counters.error(&counters.db_errors, &e);
+            }
             Outcome::Database(e) => {
                 failing = true;
                 registered = consumer.subconsumer_name().is_none();
@@ -877,6 +887,12 @@ fn run_batch(ctx: &Ctx, batch: Batch, stop: &Receiver<()>) -> Outcome {
         catch_unwind(AssertUnwindSafe(|| (ctx.handler)(&mut wb)))
     };
     let lost = tally.lost.get() || batch.with_client(|c| c.is_closed());
+    let gone = |e: &dyn fmt::Display| {
+        Outcome::Lost(Error::new(
+            ErrorKind::NoSuchBatch,
+            format!("batch {batch_id} is no longer open for this consumer: {e}"),
+        ))
+    };
     match result {
         Ok(Ok(())) => {
             let tick_time = batch.info().cur_tick_time;
@@ -896,6 +912,8 @@ fn run_batch(ctx: &Ctx, batch: Batch, stop: &Receiver<()>) -> Outcome {
                     Outcome::Finished
                 }
                 Err(e) if lost || is_connection_error(&e) => Outcome::Database(e),
+                Err(e) if e.kind() == ErrorKind::NoSuchBatch => Outcome::Lost(e),
+                Err(e) if tally.gone.get() => gone(&e),
                 Err(e) => {
                     let e = Error::new(
                         e.kind(),
@@ -911,6 +929,7 @@ fn run_batch(ctx: &Ctx, batch: Batch, stop: &Receiver<()>) -> Outcome {
             ErrorKind::ConnectionLost,
             format!("batch {batch_id}: the connection was lost: {e}"),
         )),
+        Ok(Err(e)) if tally.gone.get() => gone(&e),
         Ok(Err(e)) => {
             let e = Error::new(
                 ErrorKind::Other,
@@ -942,6 +961,8 @@ struct Tally {
     retries: Cell<u64>,
     /// A read failed because the connection broke.
     lost: Cell<bool>,
+    /// A read failed because the batch is no longer open (taken over, finished elsewhere).
+    gone: Cell<bool>,
 }
 
 impl Tally {
@@ -954,6 +975,9 @@ impl Tally {
     fn failed(&self, e: &Error) {
         if is_connection_error(e) {
             self.lost.set(true);
+        }
+        if e.kind() == ErrorKind::NoSuchBatch {
+            self.gone.set(true);
         }
     }
 }
