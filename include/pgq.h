@@ -196,7 +196,8 @@ typedef struct pgq_queue_list pgq_queue_list;
 // A database transaction on one pooled connection: events sent through it (and SQL run
 // with `pgq_tx_execute`) commit or roll back together. Not thread-safe: one thread at a
 // time. After a failed call the transaction is aborted on the server; only
-// `pgq_tx_rollback` / `pgq_tx_free` (or a commit, which then fails) make sense.
+// `pgq_tx_rollback` / `pgq_tx_free` make sense (`pgq_tx_commit` then rolls back and
+// returns `PGQ_STATUS_INVALID_STATE`).
 //
 // ```c
 // pgq_tx *tx = NULL;
@@ -758,7 +759,9 @@ pgq_status pgq_tx_execute(struct pgq_tx *tx,
                           struct pgq_error **err);
 
 // Commits the transaction and frees `tx`, also when the commit fails (then nothing was
-// committed).
+// committed). If an earlier call on this transaction failed (other than for a NULL
+// pointer or invalid UTF-8 argument, which change nothing), it rolls back instead and
+// returns `PGQ_STATUS_INVALID_STATE`.
 pgq_status pgq_tx_commit(struct pgq_tx *tx, struct pgq_error **err);
 
 // Rolls the transaction back and frees `tx`. NULL is a no-op.
