@@ -67,9 +67,9 @@ g++ -std=c++11 -Wall -Wextra -Werror -pedantic tests/c/cxx_header.cpp \
 LD_LIBRARY_PATH=$work/prefix/lib "$work/cxx_header"
 
 echo "-- examples under valgrind"
-for ex in producer pull_consumer; do
+for ex in producer pull_consumer worker_consumer; do
     # shellcheck disable=SC2046
-    cc "${cflags[@]}" "examples/c/$ex.c" $(pkg-config --cflags --libs pgq) -o "$work/$ex"
+    cc "${cflags[@]}" "examples/c/$ex.c" $(pkg-config --cflags --libs pgq) -lpthread -o "$work/$ex"
 done
 vg=(valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect
     --errors-for-leak-kinds=definite,indirect)
@@ -87,6 +87,8 @@ expect() {
 expect "$work/out1" "queue orders created"
 "${vg[@]}" "$work/pull_consumer" "$dsn" orders mailer 0 >"$work/out2"
 expect "$work/out2" "consumer mailer registered on orders"
+"${vg[@]}" "$work/worker_consumer" "$dsn" orders auditor 0 >"$work/out2w"
+expect "$work/out2w" "consumer auditor registered on orders"
 "${vg[@]}" "$work/producer" "$dsn" orders 10 >"$work/out3"
 expect "$work/out3" "sent 10 events to orders"
 "${vg[@]}" "$work/pull_consumer" "$dsn" orders mailer 10 60 >"$work/out4"
@@ -94,6 +96,14 @@ expect "$work/out4" "consumed 10 events in 1 batches"
 for i in 1 2 3; do expect "$work/out4" "event $i type=example.single data=$i extra1=NULL retry=-1"; done
 for i in 4 5 6; do expect "$work/out4" "event $i type=example.bulk data=$i extra1=bulk retry=-1"; done
 for i in 7 8 9 10; do expect "$work/out4" "event $i type=example.tx data=$i extra1=NULL retry=-1"; done
+# The worker gets the same 10 events through its handler, with the in-process ticker.
+"${vg[@]}" "$work/worker_consumer" "$dsn" orders auditor 10 120 >"$work/out5"
+expect "$work/out5" "consumed 10 events"
+for i in $(seq 1 10); do grep -q "^event $i type=example\.[a-z]* data=$i\$" "$work/out5" || {
+    echo "$prog: worker_consumer did not print event $i:" >&2
+    cat "$work/out5" >&2
+    exit 1
+}; done
 echo "examples: output as expected, valgrind clean"
 
 drop_dbs

@@ -8,9 +8,11 @@
  * Every test prints "ok NAME" or the failed checks; the exit status is the number of
  * failed tests (capped at 100).
  */
+#define _POSIX_C_SOURCE 200809L /* nanosleep under -std=c11 */
 #include <pgq.h>
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -693,6 +695,352 @@ static void test_dead_server(void) {
         EXPECT(PGQ_STATUS_OK, pgq_tick, CLIENT, NULL);
 }
 
+
+/* ---- workers and ticker ------------------------------------------------------------- */
+
+/* Waits (bounded) until cond() holds; a condition wait, not a timing assumption. */
+static int wait_until(int (*cond)(void *), void *arg, int timeout_ms) {
+    struct timespec pause = {0, 5 * 1000 * 1000};
+    for (int waited = 0; waited < timeout_ms; waited += 5) {
+        if (cond(arg))
+            return 1;
+        nanosleep(&pause, NULL);
+    }
+    return cond(arg);
+}
+
+struct wstate {
+    atomic_long events;
+    atomic_long calls;
+    atomic_int fail_first;   /* handler returns 1 for this many calls */
+    atomic_int stop_in_handler;
+    atomic_int free_in_handler;
+    atomic_int join_status;  /* status of pgq_worker_join called inside the handler */
+    atomic_int finish_status;
+    atomic_int freed;
+    _Atomic(pgq_worker *) worker;
+    long want;
+};
+
+static void wstate_init(struct wstate *w, long want) {
+    atomic_init(&w->events, 0);
+    atomic_init(&w->calls, 0);
+    atomic_init(&w->fail_first, 0);
+    atomic_init(&w->stop_in_handler, 0);
+    atomic_init(&w->free_in_handler, 0);
+    atomic_init(&w->join_status, -1);
+    atomic_init(&w->finish_status, -1);
+    atomic_init(&w->freed, 0);
+    atomic_init(&w->worker, NULL);
+    w->want = want;
+}
+
+static int32_t count_handler(void *ud, pgq_batch *b) {
+    struct wstate *w = ud;
+    atomic_fetch_add(&w->calls, 1);
+    const pgq_event *ev = NULL;
+    long n = 0;
+    while (pgq_batch_next_event(b, &ev, NULL) == PGQ_STATUS_OK && ev) {
+        n++;
+        if (pgq_event_retry(ev) == -1 && str_eq(pgq_event_type(ev), "retry-me"))
+            pgq_batch_retry(b, pgq_event_id(ev), 0, NULL);
+    }
+    /* The worker owns the batch: finishing or freeing it here is refused. */
+    atomic_store(&w->finish_status, (int)pgq_batch_finish(b, NULL));
+    pgq_batch_free(b);
+    if (atomic_load(&w->fail_first) > 0) {
+        atomic_fetch_sub(&w->fail_first, 1);
+        return 1;
+    }
+    atomic_fetch_add(&w->events, n);
+    pgq_worker *self = atomic_load(&w->worker);
+    if (self && atomic_load(&w->stop_in_handler)) {
+        atomic_store(&w->join_status, (int)pgq_worker_join(self, NULL));
+        pgq_worker_stop(self, NULL);
+        pgq_worker_stop(self, NULL); /* idempotent */
+    }
+    if (self && atomic_load(&w->free_in_handler))
+        pgq_worker_free(self); /* deferred until this call returns */
+    return 0;
+}
+
+static void free_wstate(void *ud) {
+    atomic_fetch_add(&((struct wstate *)ud)->freed, 1);
+}
+
+static int reached(void *p) {
+    struct wstate *w = p;
+    return atomic_load(&w->events) >= w->want;
+}
+
+static int was_freed(void *p) {
+    return atomic_load(&((struct wstate *)p)->freed) > 0;
+}
+
+static int retry_queued(void *p) {
+    pgq_worker_stats s;
+    memset(&s, 0, sizeof s);
+    s.struct_size = sizeof s;
+    return pgq_worker_stats_get(p, &s, NULL) == PGQ_STATUS_OK && s.retries >= 1;
+}
+
+struct stats_goal {
+    pgq_worker *w;
+    uint64_t events;
+};
+
+/* Counters are updated after the batch is finished, i.e. after the handler returned. */
+static int stats_reached(void *p) {
+    struct stats_goal *g = p;
+    pgq_worker_stats s;
+    memset(&s, 0, sizeof s);
+    s.struct_size = sizeof s;
+    return pgq_worker_stats_get(g->w, &s, NULL) == PGQ_STATUS_OK && s.events >= g->events;
+}
+
+static pgq_worker_options *fast_options(void) {
+    pgq_worker_options *o = pgq_worker_options_new();
+    EXPECT(PGQ_STATUS_OK, pgq_worker_options_set_poll_interval_ms, o, 10);
+    EXPECT(PGQ_STATUS_OK, pgq_worker_options_set_retry_backoff_ms, o, 1, 20);
+    EXPECT(PGQ_STATUS_OK, pgq_worker_options_set_fetch_size, o, 3);
+    return o;
+}
+
+static void send_n(const char *q, int n, const char *type) {
+    for (int i = 0; i < n; i++) {
+        pgq_new_event ev;
+        memset(&ev, 0, sizeof ev);
+        ev.type = text(type);
+        ev.data = text("x");
+        EXPECT(PGQ_STATUS_OK, pgq_send, CLIENT, q, strlen(q), &ev, NULL);
+    }
+    tick(q);
+}
+
+static void test_worker(void) {
+    setup_queue("wq", "w");
+    struct wstate st;
+    wstate_init(&st, 7);
+    pgq_worker *w = NULL;
+    EXPECT(PGQ_STATUS_OK, pgq_worker_start, CLIENT, S("wq"), S("w"), fast_options(),
+           count_handler, &st, free_wstate, &w);
+    CHECK(w != NULL);
+    if (!w)
+        return;
+    send_n("wq", 6, "plain");
+    send_n("wq", 1, "retry-me");
+    CHECK(wait_until(reached, &st, 10000));
+    CHECK(atomic_load(&st.finish_status) == PGQ_STATUS_INVALID_STATE);
+    /* the tagged event comes back once the retry queue is processed and ticked; the
+     * worker queues the retry when it finishes the batch, after the handler returned */
+    CHECK(wait_until(retry_queued, w, 10000));
+    st.want = 8;
+    EXPECT(PGQ_STATUS_OK, pgq_retry_events, CLIENT, NULL);
+    tick("wq");
+    CHECK(wait_until(reached, &st, 10000));
+    struct stats_goal goal = {w, 8};
+    CHECK(wait_until(stats_reached, &goal, 10000));
+
+    pgq_worker_stats s;
+    memset(&s, 0, sizeof s);
+    EXPECT(PGQ_STATUS_OUT_OF_RANGE, pgq_worker_stats_get, w, &s); /* struct_size unset */
+    s.struct_size = sizeof s;
+    EXPECT(PGQ_STATUS_OK, pgq_worker_stats_get, w, &s);
+    CHECK(s.events >= 8);
+    CHECK(s.batches >= 2);
+    CHECK(s.retries >= 1);
+    CHECK(s.handler_errors == 0);
+    CHECK(s.threads >= 1);
+    CHECK(s.last_batch_time_us > 0);
+
+    /* Stop from another thread, join, join again, free: user_data_free runs once. */
+    EXPECT(PGQ_STATUS_OK, pgq_worker_stop, w);
+    EXPECT(PGQ_STATUS_OK, pgq_worker_join, w);
+    EXPECT(PGQ_STATUS_OK, pgq_worker_join, w);
+    CHECK(atomic_load(&st.freed) == 0);
+    pgq_worker_free(w);
+    CHECK(atomic_load(&st.freed) == 1);
+}
+
+static void test_worker_handler_error(void) {
+    setup_queue("weq", "w");
+    struct wstate st;
+    wstate_init(&st, 3);
+    atomic_store(&st.fail_first, 2); /* the batch fails twice, then succeeds */
+    pgq_worker *w = NULL;
+    EXPECT(PGQ_STATUS_OK, pgq_worker_start, CLIENT, S("weq"), S("w"), fast_options(),
+           count_handler, &st, free_wstate, &w);
+    if (!w)
+        return;
+    send_n("weq", 3, "plain");
+    CHECK(wait_until(reached, &st, 10000));
+    CHECK(atomic_load(&st.events) == 3); /* counted once: the failed calls did not count */
+    CHECK(atomic_load(&st.calls) >= 3);
+    pgq_worker_stats s;
+    memset(&s, 0, sizeof s);
+    s.struct_size = sizeof s;
+    EXPECT(PGQ_STATUS_OK, pgq_worker_stats_get, w, &s);
+    CHECK(s.handler_errors == 2);
+    pgq_worker_free(w);
+    CHECK(atomic_load(&st.freed) == 1);
+
+    /* stop-on-error: join reports the handler's failure. */
+    setup_queue("weq2", "w");
+    wstate_init(&st, 1);
+    atomic_store(&st.fail_first, 1000);
+    pgq_worker_options *o = fast_options();
+    EXPECT(PGQ_STATUS_OK, pgq_worker_options_set_stop_on_error, o, true);
+    w = NULL;
+    EXPECT(PGQ_STATUS_OK, pgq_worker_start, CLIENT, S("weq2"), S("w"), o, count_handler, &st,
+           free_wstate, &w);
+    if (!w)
+        return;
+    send_n("weq2", 1, "plain");
+    EXPECT(PGQ_STATUS_HANDLER, pgq_worker_join, w);
+    pgq_worker_free(w);
+    /* the batch was not finished: a pull consumer gets it */
+    CHECK(drain("weq2", "w", NULL, 0) == 1);
+}
+
+static void test_worker_stop_from_handler(void) {
+    setup_queue("wsq", "w");
+    struct wstate st;
+    wstate_init(&st, 2);
+    atomic_store(&st.stop_in_handler, 1);
+    pgq_worker *w = NULL;
+    EXPECT(PGQ_STATUS_OK, pgq_worker_start, CLIENT, S("wsq"), S("w"), fast_options(),
+           count_handler, &st, free_wstate, &w);
+    if (!w)
+        return;
+    atomic_store(&st.worker, w);
+    send_n("wsq", 2, "plain");
+    /* The handler stops its own worker; the join here then returns. */
+    EXPECT(PGQ_STATUS_OK, pgq_worker_join, w);
+    CHECK(atomic_load(&st.join_status) == PGQ_STATUS_WOULD_DEADLOCK);
+    CHECK(atomic_load(&st.events) == 2);
+    pgq_worker_stats s;
+    memset(&s, 0, sizeof s);
+    s.struct_size = sizeof s;
+    EXPECT(PGQ_STATUS_OK, pgq_worker_stats_get, w, &s);
+    CHECK(s.batches == 1); /* the handler's batch was still finished */
+    CHECK(s.threads == 0);
+    pgq_worker_free(w);
+    CHECK(drain("wsq", "w", NULL, 0) == 0);
+
+    /* Freeing the worker from its own handler: deferred, then user_data_free runs. */
+    setup_queue("wfq", "w");
+    wstate_init(&st, 1);
+    atomic_store(&st.free_in_handler, 1);
+    w = NULL;
+    EXPECT(PGQ_STATUS_OK, pgq_worker_start, CLIENT, S("wfq"), S("w"), fast_options(),
+           count_handler, &st, free_wstate, &w);
+    if (!w)
+        return;
+    atomic_store(&st.worker, w);
+    send_n("wfq", 1, "plain");
+    CHECK(wait_until(was_freed, &st, 10000));
+    CHECK(atomic_load(&st.events) == 1);
+}
+
+static void test_worker_start_errors(void) {
+    struct wstate st;
+    wstate_init(&st, 0);
+    pgq_worker *w = NULL;
+    EXPECT(PGQ_STATUS_NULL_POINTER, pgq_worker_start, NULL, S("q"), S("c"), NULL,
+           count_handler, &st, free_wstate, &w);
+    EXPECT(PGQ_STATUS_NULL_POINTER, pgq_worker_start, CLIENT, S("q"), S("c"),
+           pgq_worker_options_new(), NULL, &st, free_wstate, &w);
+    EXPECT(PGQ_STATUS_NULL_POINTER, pgq_worker_start, CLIENT, S("q"), S("c"), NULL,
+           count_handler, &st, free_wstate, NULL);
+    EXPECT(PGQ_STATUS_INVALID_UTF8, pgq_worker_start, CLIENT, "\xff", 1, S("c"), NULL,
+           count_handler, &st, free_wstate, &w);
+    pgq_worker_options *o = pgq_worker_options_new();
+    EXPECT(PGQ_STATUS_INVALID_INPUT, pgq_worker_options_set_workers, o, 0);
+    EXPECT(PGQ_STATUS_INVALID_INPUT, pgq_worker_options_set_fetch_size, o, 0);
+    EXPECT(PGQ_STATUS_INVALID_INPUT, pgq_worker_options_set_poll_interval_ms, o, 0);
+    EXPECT(PGQ_STATUS_INVALID_INPUT, pgq_worker_options_set_retry_backoff_ms, o, 0, 10);
+    EXPECT(PGQ_STATUS_INVALID_INPUT, pgq_worker_options_set_retry_backoff_ms, o, 20, 10);
+    EXPECT(PGQ_STATUS_OK, pgq_worker_options_set_workers, o, 2);
+    /* two threads need cooperative mode */
+    EXPECT(PGQ_STATUS_INVALID_INPUT, pgq_worker_start, CLIENT, S("q"), S("c"), o,
+           count_handler, &st, free_wstate, &w);
+    CHECK(w == NULL);
+    CHECK(atomic_load(&st.freed) == 0); /* on failure the caller keeps user_data */
+    EXPECT(PGQ_STATUS_NULL_POINTER, pgq_worker_options_set_workers, NULL, 1);
+    EXPECT(PGQ_STATUS_NULL_POINTER, pgq_worker_options_set_subconsumer, NULL, S("s"), 0);
+    EXPECT(PGQ_STATUS_NULL_POINTER, pgq_worker_stop, NULL);
+    EXPECT(PGQ_STATUS_NULL_POINTER, pgq_worker_join, NULL);
+    pgq_worker_stats s;
+    s.struct_size = sizeof s;
+    EXPECT(PGQ_STATUS_NULL_POINTER, pgq_worker_stats_get, NULL, &s);
+    pgq_worker_free(NULL);
+    pgq_worker_options_free(NULL);
+}
+
+static int ticker_ticked(void *p) {
+    pgq_ticker_stats s;
+    memset(&s, 0, sizeof s);
+    s.struct_size = sizeof s;
+    if (pgq_ticker_stats_get(p, &s, NULL) != PGQ_STATUS_OK)
+        return 0;
+    return s.active == 1 && s.rounds > 0;
+}
+
+/* A ticker makes a worker's batches without anyone ticking by hand, and wakes it. */
+static void test_ticker(void) {
+    pgq_ticker_options *o = pgq_ticker_options_new();
+    EXPECT(PGQ_STATUS_INVALID_INPUT, pgq_ticker_options_set_ticker_period_ms, o, 0);
+    EXPECT(PGQ_STATUS_OK, pgq_ticker_options_set_ticker_period_ms, o, 20);
+    EXPECT(PGQ_STATUS_OK, pgq_ticker_options_set_retry_period_ms, o, 50);
+    EXPECT(PGQ_STATUS_OK, pgq_ticker_options_set_maint_period_ms, o, 1000);
+    EXPECT(PGQ_STATUS_OK, pgq_ticker_options_set_notify, o, true);
+    EXPECT(PGQ_STATUS_OK, pgq_ticker_options_set_name, o, S("c-test"));
+    pgq_ticker *t = NULL;
+    EXPECT(PGQ_STATUS_OK, pgq_ticker_start, CLIENT, o, &t);
+    if (!t)
+        return;
+    CHECK(wait_until(ticker_ticked, t, 10000));
+
+    setup_queue("tq", "w");
+    EXPECT(PGQ_STATUS_OK, pgq_set_queue_config, CLIENT, S("tq"), S("ticker_max_lag"),
+           S("10 milliseconds"));
+    struct wstate st;
+    wstate_init(&st, 5);
+    pgq_worker_options *wo = pgq_worker_options_new();
+    EXPECT(PGQ_STATUS_OK, pgq_worker_options_set_poll_interval_ms, wo, 60000); /* rely on NOTIFY */
+    pgq_worker *w = NULL;
+    EXPECT(PGQ_STATUS_OK, pgq_worker_start, CLIENT, S("tq"), S("w"), wo, count_handler, &st,
+           NULL, &w);
+    pgq_new_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.data = text("t");
+    for (int i = 0; i < 5; i++)
+        EXPECT(PGQ_STATUS_OK, pgq_send, CLIENT, S("tq"), &ev, NULL);
+    CHECK(wait_until(reached, &st, 15000));
+    pgq_worker_free(w);
+
+    pgq_ticker_stats s;
+    memset(&s, 0, sizeof s);
+    EXPECT(PGQ_STATUS_OUT_OF_RANGE, pgq_ticker_stats_get, t, &s);
+    s.struct_size = sizeof s;
+    EXPECT(PGQ_STATUS_OK, pgq_ticker_stats_get, t, &s);
+    CHECK(s.ticks > 0);
+    CHECK(s.last_tick_us > 0);
+    EXPECT(PGQ_STATUS_OK, pgq_ticker_stop, t);
+    EXPECT(PGQ_STATUS_OK, pgq_ticker_join, t);
+    EXPECT(PGQ_STATUS_OK, pgq_ticker_join, t);
+    pgq_ticker_free(t);
+
+    EXPECT(PGQ_STATUS_NULL_POINTER, pgq_ticker_start, NULL, NULL, &t);
+    EXPECT(PGQ_STATUS_NULL_POINTER, pgq_ticker_start, CLIENT, pgq_ticker_options_new(), NULL);
+    EXPECT(PGQ_STATUS_NULL_POINTER, pgq_ticker_stop, NULL);
+    EXPECT(PGQ_STATUS_NULL_POINTER, pgq_ticker_join, NULL);
+    EXPECT(PGQ_STATUS_NULL_POINTER, pgq_ticker_stats_get, NULL, &s);
+    EXPECT(PGQ_STATUS_NULL_POINTER, pgq_ticker_stats_get, t, NULL);
+    pgq_ticker_free(NULL);
+    pgq_ticker_options_free(NULL);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s DSN\n", argv[0]);
@@ -725,6 +1073,11 @@ int main(int argc, char **argv) {
         {"panic_boundary", test_panic_boundary},
         {"logger", test_logger},
         {"dead_server", test_dead_server},
+        {"worker", test_worker},
+        {"worker_handler_error", test_worker_handler_error},
+        {"worker_stop_from_handler", test_worker_stop_from_handler},
+        {"worker_start_errors", test_worker_start_errors},
+        {"ticker", test_ticker},
     };
     int failed = 0;
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
