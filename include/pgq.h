@@ -338,7 +338,8 @@ typedef int32_t (*pgq_batch_handler)(void *user_data, struct pgq_batch *batch);
 // A snapshot of a worker's counters, filled by `pgq_worker_stats_get`. Set `struct_size` to
 // `sizeof(pgq_worker_stats)` before the call: the library writes at most that many bytes,
 // so a program built against an older (smaller) struct keeps working when fields are
-// appended.
+// appended (a size below this first version's is `PGQ_STATUS_OUT_OF_RANGE`). After the
+// call `struct_size` holds the library's own size of the struct.
 typedef struct pgq_worker_stats {
     // In: `sizeof(pgq_worker_stats)` as the caller knows it.
     uint32_t struct_size;

@@ -10,7 +10,9 @@ use super::client::{client_arg, pgq_client};
 use super::consumer::pgq_batch;
 use super::error::{pgq_error, pgq_status, FfiError};
 use super::log::pgq_free_fn;
-use super::text::{handle, handle_mut, opt_ms, out_arg, str_arg, time_us};
+use super::text::{
+    check_struct_size, handle, handle_mut, opt_ms, out_arg, str_arg, time_us, write_prefix,
+};
 use crate::worker::{ErrorPolicy, WorkBatch, Worker, WorkerStats};
 
 /// Handles one batch for a worker.
@@ -65,7 +67,8 @@ pub struct pgq_worker {
 /// A snapshot of a worker's counters, filled by `pgq_worker_stats_get`. Set `struct_size` to
 /// `sizeof(pgq_worker_stats)` before the call: the library writes at most that many bytes,
 /// so a program built against an older (smaller) struct keeps working when fields are
-/// appended.
+/// appended (a size below this first version's is `PGQ_STATUS_OUT_OF_RANGE`). After the
+/// call `struct_size` holds the library's own size of the struct.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct pgq_worker_stats {
@@ -453,17 +456,13 @@ pub unsafe extern "C" fn pgq_worker_stats_get(
         let w = handle("worker", worker)?;
         let out = out_arg("out", out)?;
         let size = (*out).struct_size as usize;
-        if size < std::mem::size_of::<pgq_worker_stats>() {
-            return Err(FfiError::new(
-                pgq_status::PGQ_STATUS_OUT_OF_RANGE,
-                format!(
-                    "pgq_worker_stats.struct_size is {size}; set it to sizeof(pgq_worker_stats) ({})",
-                    std::mem::size_of::<pgq_worker_stats>()
-                ),
-            ));
-        }
+        check_struct_size(
+            "pgq_worker_stats",
+            size,
+            std::mem::size_of::<pgq_worker_stats>(),
+        )?;
         let s: WorkerStats = w.worker.as_ref().map(Worker::stats).unwrap_or_default();
-        out.write(pgq_worker_stats {
+        let full = pgq_worker_stats {
             struct_size: std::mem::size_of::<pgq_worker_stats>() as u32,
             threads: u32::try_from(s.threads).unwrap_or(u32::MAX),
             events: s.events,
@@ -478,7 +477,8 @@ pub unsafe extern "C" fn pgq_worker_stats_get(
             lag_ms: opt_ms(s.lag),
             last_batch_time_us: s.last_batch_time.map_or(-1, time_us),
             listening: s.listening,
-        });
+        };
+        write_prefix(out, &full, size);
         Ok(())
     })
 }
