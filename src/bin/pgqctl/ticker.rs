@@ -25,6 +25,7 @@ use crate::{connection_config, describe, rfc3339, usage, with_causes, Failure, R
 /// The settings `pgqctl ticker KEY=VALUE` and the config file take, besides connections.
 pub(crate) const SETTINGS: &[&str] = &[
     "ticker_period",
+    "idle_ticker_period",
     "retry_period",
     "maint_period",
     "check_period",
@@ -409,7 +410,7 @@ impl log::Log for StderrLog {
     fn flush(&self) {}
 }
 
-fn init_logging() {
+pub(super) fn init_logging() {
     let level = match std::env::var("PGQ_LOG").ok().as_deref().map(str::trim) {
         Some("error") => log::LevelFilter::Error,
         Some("warn") => log::LevelFilter::Warn,
