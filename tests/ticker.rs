@@ -611,8 +611,15 @@ fn pgqctl_ticker_ticks_reloads_and_stops_on_signals() {
         .set_queue_config_raw("q", "ticker_max_count", "1")
         .unwrap();
     db.client.register_consumer("q", "c").unwrap();
-    let mut d = Daemon::start(&[&dsn_of(&db.config), "ticker_period=10ms"]);
+    let mut d = Daemon::start(&[
+        &dsn_of(&db.config),
+        "ticker_period=10ms",
+        "stats_period=50ms",
+    ]);
     send_and_see_tick(&db, "one");
+    wait_until("a line of counters", DEADLINE, || {
+        d.log().contains("since the last report: 1 ticks")
+    });
     assert!(holds_ticker_lock(&mut db.conn(), "pgqctl"), "{}", d.log());
 
     d.signal("-HUP");

@@ -94,8 +94,8 @@ const COMMANDS: &[(&str, &str, &str)] = &[
          ticks, retry events and maintenance for each database (--dsn, the DSN\n\
          arguments, or PGQ_DSN). With several tickers on one database one is\n\
          active, the others take over when it goes. KEY=VALUE: ticker_period,\n\
-         idle_ticker_period, retry_period, maint_period, takeover_period\n\
-         (20ms, 1.5s, 2min).\n\
+         idle_ticker_period, retry_period, maint_period, takeover_period,\n\
+         stats_period (20ms, 1.5s, 2min).\n\
          --config FILE reads a pgqd config ([pgqd] base_connstr,\n\
          database_list, initial_database, *_period, check_period; without\n\
          database_list every database with PGQ). SIGHUP re-reads it. Logs to\n\
