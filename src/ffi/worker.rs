@@ -234,8 +234,9 @@ pub unsafe extern "C" fn pgq_worker_options_set_poll_only(
 /// Cooperative mode: the worker consumes as subconsumer `sub` of its consumer (with
 /// several threads: `sub-0`, `sub-1`, ...), sharing the consumer's batches with other
 /// subconsumers. `dead_interval_ms` > 0 lets it take over the batch of a subconsumer
-/// silent for that long (0: never). (The worker runtime of this build may still refuse
-/// cooperative mode: `pgq_worker_start` then fails with `PGQ_STATUS_INVALID_INPUT`.)
+/// silent for that long (0: never). Each thread registers its subconsumer before its
+/// first batch; register them beforehand (`pgq_consumer_register_subconsumer`) if events
+/// produced before the worker first runs must be seen. They stay registered after a stop.
 #[no_mangle]
 pub unsafe extern "C" fn pgq_worker_options_set_subconsumer(
     opts: *mut pgq_worker_options,

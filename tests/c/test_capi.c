@@ -1052,6 +1052,43 @@ static void test_worker_start_errors(void) {
     pgq_worker_options_free(NULL);
 }
 
+/* Cooperative worker: two threads, each its own subconsumer, share the batches. */
+static void test_worker_coop(void) {
+    setup_queue("wcq", NULL);
+    const char *subs[2] = {"s-0", "s-1"};
+    for (int i = 0; i < 2; i++) {
+        pgq_consumer *c = NULL;
+        EXPECT(PGQ_STATUS_OK, pgq_consumer_new, CLIENT, S("wcq"), S("w"), &c);
+        EXPECT(PGQ_STATUS_OK, pgq_consumer_set_subconsumer, c, subs[i], 3, 0);
+        EXPECT(PGQ_STATUS_OK, pgq_consumer_register_subconsumer, c, NULL);
+        pgq_consumer_free(c);
+    }
+    struct wstate st;
+    wstate_init(&st, 12);
+    pgq_worker_options *o = fast_options();
+    EXPECT(PGQ_STATUS_OK, pgq_worker_options_set_workers, o, 2);
+    EXPECT(PGQ_STATUS_OK, pgq_worker_options_set_subconsumer, o, S("s"), 60000);
+    pgq_worker *w = NULL;
+    EXPECT(PGQ_STATUS_OK, pgq_worker_start, CLIENT, S("wcq"), S("w"), o, count_handler, &st,
+           free_wstate, &w);
+    if (!w)
+        return;
+    for (int i = 0; i < 4; i++)
+        send_n("wcq", 3, "plain"); /* four batches */
+    CHECK(wait_until(reached, &st, 15000));
+    struct stats_goal goal = {w, 12};
+    CHECK(wait_until(stats_reached, &goal, 10000));
+    pgq_worker_stats s;
+    memset(&s, 0, sizeof s);
+    s.struct_size = sizeof s;
+    EXPECT(PGQ_STATUS_OK, pgq_worker_stats_get, w, &s);
+    CHECK(s.events == 12);
+    CHECK(s.batches >= 4);
+    pgq_worker_free(w);
+    CHECK(atomic_load(&st.events) == 12); /* each event handled once */
+    CHECK(atomic_load(&st.freed) == 1);
+}
+
 static int ticker_ticked(void *p) {
     pgq_ticker_stats s;
     memset(&s, 0, sizeof s);
@@ -1153,6 +1190,7 @@ int main(int argc, char **argv) {
         {"worker_handler_error", test_worker_handler_error},
         {"worker_stop_from_handler", test_worker_stop_from_handler},
         {"worker_start_errors", test_worker_start_errors},
+        {"worker_coop", test_worker_coop},
         {"ticker", test_ticker},
     };
     int failed = 0;
