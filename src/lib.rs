@@ -5,6 +5,7 @@ pub mod consumer;
 pub mod coop;
 pub mod error;
 pub mod event;
+pub mod ffi;
 pub mod producer;
 pub mod schema;
 pub mod ticker;
