@@ -5,9 +5,10 @@
 #
 # Steps: system packages (scripts/install-deps.sh), cargo fmt --check, clippy with warnings
 # as errors, rustdoc with warnings as errors, one throwaway PostgreSQL cluster, cargo test
-# (unit, integration, bins, examples, doctests) against it, the demo (scripts/demo.sh), and
-# the compatibility round trip with the reference tools (tests/compat) on our schema and on
-# the official extension.
+# (unit, integration, bins, examples, doctests) against it, the demo (scripts/demo.sh), the
+# compatibility round trip with the reference tools (tests/compat) on our schema and on
+# the official extension, and the Python binding (bindings/python/run-tests.sh: venv, mypy,
+# pytest).
 #
 # SERVER_DSN (or $PGQ_TEST_DSN): a superuser DSN of a running PostgreSQL 13+ server to test
 # on instead of a throwaway cluster. Tests create and drop their own databases there. The
@@ -116,5 +117,6 @@ step "cargo test" cargo test --no-fail-fast
 step "demo (scripts/demo.sh)" run_demo
 step "compat: pgqd + python3-pgq on our schema" tests/compat/run.sh ours "$dsn"
 step "compat: pgqd + python3-pgq on the official extension" tests/compat/run.sh official "$dsn"
+step "python binding (bindings/python)" bindings/python/run-tests.sh
 
 summary
