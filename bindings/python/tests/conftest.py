@@ -156,11 +156,14 @@ def queue(client: libpgq.Client) -> str:
 
 
 def drain(consumer: libpgq.Consumer, timeout: float = 0) -> list:
-    """Every event of every batch available now, finishing the batches."""
-    events = []
-    for batch in consumer.batches(timeout=timeout):
+    """Every event of every batch there is: waits up to ``timeout`` for the first batch,
+    then takes the ones already there; finishes them all."""
+    events: list = []
+    batch = consumer.next_batch(timeout=timeout)
+    while batch is not None:
         with batch:
             events.extend(batch)
+        batch = consumer.next_batch(timeout=0)
     return events
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime
-from ctypes import byref, c_bool, c_int64, c_void_p
+from ctypes import byref, c_bool, c_int64, c_uint64, c_void_p
 from types import TracebackType
-from typing import Any, Iterable, List, Mapping, Optional, Type, Union
+from typing import Any, Iterable, List, Optional, Type, Union
 
 from . import _ffi
 from ._consumer import Consumer
@@ -139,6 +139,20 @@ class Client(Handle):
                                         byref(err)), err)
         return bool(created.value)
 
+    def register_consumer_at(self, queue: Text, consumer: Text, tick_id: int) -> bool:
+        """Register a consumer to start after tick ``tick_id``, or move an existing one
+        there (dropping its open batch); True if it was new."""
+        if isinstance(tick_id, bool) or not isinstance(tick_id, int):
+            raise TypeError(f"tick_id must be an int, not {type(tick_id).__name__}")
+        lib = _ffi.lib()
+        q = encode(queue, "queue")
+        c = encode(consumer, "consumer")
+        created = c_bool()
+        err = c_void_p()
+        check(lib.pgq_register_consumer_at(self._ptr(), q, len(q), c, len(c), tick_id,
+                                           byref(created), byref(err)), err)
+        return bool(created.value)
+
     def unregister_consumer(self, queue: Text, consumer: Text) -> None:
         """Unregister a consumer (its pending retries are dropped)."""
         lib = _ffi.lib()
@@ -162,6 +176,33 @@ class Client(Handle):
         q = encode(queue, "queue")
         err = c_void_p()
         check(lib.pgq_force_tick(self._ptr(), q, len(q), byref(err)), err)
+
+    def tick_queue(self, queue: Text) -> Optional[int]:
+        """Tick one queue if it is due (``pgq.ticker(queue)``); the new tick id, or ``None``
+        when it was not due."""
+        lib = _ffi.lib()
+        q = encode(queue, "queue")
+        tick = c_int64()
+        err = c_void_p()
+        check(lib.pgq_tick_queue(self._ptr(), q, len(q), byref(tick), byref(err)), err)
+        return None if tick.value < 0 else int(tick.value)
+
+    def retry_events(self) -> int:
+        """Move retry events whose time has come back into their queues
+        (``pgq.maint_retry_events()`` until nothing is left); returns how many moved."""
+        lib = _ffi.lib()
+        n = c_uint64()
+        err = c_void_p()
+        check(lib.pgq_retry_events(self._ptr(), byref(n), byref(err)), err)
+        return int(n.value)
+
+    def maintenance(self) -> int:
+        """Run the due maintenance operations (table rotation, vacuum); returns how many."""
+        lib = _ffi.lib()
+        n = c_uint64()
+        err = c_void_p()
+        check(lib.pgq_maintenance(self._ptr(), byref(n), byref(err)), err)
+        return int(n.value)
 
     def queue_info(self, queue: Text) -> QueueInfo:
         """One queue's state (:class:`QueueInfo`)."""
@@ -342,5 +383,3 @@ class Transaction(Handle):
         else:
             self.rollback()
 
-
-__all__ = ["Client", "Transaction", "connect", "Mapping"]

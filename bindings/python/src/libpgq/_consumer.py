@@ -71,6 +71,13 @@ class Consumer(Handle):
             check(lib.pgq_consumer_register(self._ptr(), byref(created), byref(err)), err)
         return bool(created.value)
 
+    def unregister(self) -> None:
+        """Unregister this consumer from its queue (its pending retries are dropped)."""
+        lib = _ffi.lib()
+        err = c_void_p()
+        with self._lock:
+            check(lib.pgq_consumer_unregister(self._ptr(), byref(err)), err)
+
     def set_fetch_size(self, n: int) -> None:
         """How many events libpgq reads from the server per round trip."""
         if isinstance(n, bool) or not isinstance(n, int):
@@ -151,7 +158,8 @@ class Batch(Handle):
     As a context manager it finishes when the block ends normally and is released
     unfinished (delivered again later) when the block raises.
 
-    Attributes: ``id`` (batch id), ``tick_id`` (the tick the batch ends at).
+    Attributes: ``id`` (batch id), ``tick_id`` (the tick the batch ends at),
+    ``prev_tick_id`` (the tick it starts after, when known).
     """
 
     _what = "batch"
@@ -162,6 +170,8 @@ class Batch(Handle):
         self._consumer = consumer
         self.id: int = lib.pgq_batch_id(ptr)
         self.tick_id: int = lib.pgq_batch_tick_id(ptr)
+        prev = lib.pgq_batch_prev_tick_id(ptr)
+        self.prev_tick_id: Optional[int] = None if prev < 0 else prev
         self._done = False
 
     @property

@@ -140,6 +140,11 @@ _PROTOTYPES: "dict[str, Tuple[Any, List[Any]]]" = {
     "pgq_unregister_consumer": (status, [_p, *_s, *_s, _err]),
     "pgq_tick": (status, [_p, POINTER(c_int64), _err]),
     "pgq_force_tick": (status, [_p, *_s, _err]),
+    "pgq_tick_queue": (status, [_p, *_s, POINTER(c_int64), _err]),
+    "pgq_retry_events": (status, [_p, POINTER(c_uint64), _err]),
+    "pgq_maintenance": (status, [_p, POINTER(c_uint64), _err]),
+    "pgq_register_consumer_at": (status, [_p, *_s, *_s, c_int64, POINTER(c_bool), _err]),
+    "pgq_status_name": (c_char_p, [c_uint32]),
     # info
     "pgq_queue_info_get": (status, [_p, *_s, POINTER(_p), _err]),
     "pgq_queue_info_free": (None, [_p]),
@@ -164,11 +169,13 @@ _PROTOTYPES: "dict[str, Tuple[Any, List[Any]]]" = {
     # pull consumer
     "pgq_consumer_new": (status, [_p, *_s, *_s, POINTER(_p), _err]),
     "pgq_consumer_register": (status, [_p, POINTER(c_bool), _err]),
+    "pgq_consumer_unregister": (status, [_p, _err]),
     "pgq_consumer_set_fetch_size": (status, [_p, c_uint32, _err]),
     "pgq_consumer_next_batch": (status, [_p, c_uint64, POINTER(_p), _err]),
     "pgq_consumer_free": (None, [_p]),
     "pgq_batch_id": (c_int64, [_p]),
     "pgq_batch_tick_id": (c_int64, [_p]),
+    "pgq_batch_prev_tick_id": (c_int64, [_p]),
     "pgq_batch_next_event": (status, [_p, POINTER(_p), _err]),
     "pgq_batch_retry": (status, [_p, c_int64, c_uint64, _err]),
     "pgq_batch_finish": (status, [_p, _err]),
@@ -184,10 +191,6 @@ _PROTOTYPES: "dict[str, Tuple[Any, List[Any]]]" = {
     "pgq_event_extra3": (pgq_str, [_p]),
     "pgq_event_extra4": (pgq_str, [_p]),
 }
-
-# Info accessors are declared from these tables: (suffix, restype).
-QUEUE_INFO_FIELDS: List[Tuple[str, Any]] = []
-CONSUMER_INFO_FIELDS: List[Tuple[str, Any]] = []
 
 
 class Lib:

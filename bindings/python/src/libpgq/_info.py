@@ -74,7 +74,8 @@ def _opt_int(v: int) -> Optional[int]:
 
 
 def _opt_float(v: float) -> Optional[float]:
-    return None if math.isnan(v) else v
+    # libpgq says -1.0 for "unknown"; a real rate is never negative.
+    return None if v < 0 or math.isnan(v) else v
 
 
 # field: (C accessor suffix, C return type, conversion)
