@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 import time
-from ctypes import byref, c_bool, c_void_p, string_at
+from ctypes import byref, c_bool, c_void_p
 from types import TracebackType
 from typing import TYPE_CHECKING, Iterator, List, Optional, Type, Union
 
@@ -197,14 +197,8 @@ class Batch(Handle):
         new = Event.__new__
         lock = self._lock
 
-        def text(fn: object, ev: int) -> Optional[str]:
-            s = fn(ev)  # type: ignore[operator]
-            if s.data is None:
-                return None
-            if s.len == 0:
-                return ""
-            return string_at(s.data, s.len).decode("utf-8")
-
+        # Hot loop: everything is a local, and the text fields are copied with pointer
+        # slices (see _ffi.pgq_str); the event view is only valid until the next call.
         while True:
             with lock:
                 st = next_event(self._ptr(), pout, perr)
@@ -219,12 +213,24 @@ class Batch(Handle):
                 e.ev_txid = ev_txid(p)
                 r = ev_retry(p)
                 e.ev_retry = None if r < 0 else r
-                e.ev_type = text(t_type, p)
-                e.ev_data = text(t_data, p)
-                e.ev_extra1 = text(t_e1, p)
-                e.ev_extra2 = text(t_e2, p)
-                e.ev_extra3 = text(t_e3, p)
-                e.ev_extra4 = text(t_e4, p)
+                s = t_type(p)
+                d = s.data
+                e.ev_type = d[: s.len].decode() if d else None
+                s = t_data(p)
+                d = s.data
+                e.ev_data = d[: s.len].decode() if d else None
+                s = t_e1(p)
+                d = s.data
+                e.ev_extra1 = d[: s.len].decode() if d else None
+                s = t_e2(p)
+                d = s.data
+                e.ev_extra2 = d[: s.len].decode() if d else None
+                s = t_e3(p)
+                d = s.data
+                e.ev_extra3 = d[: s.len].decode() if d else None
+                s = t_e4(p)
+                d = s.data
+                e.ev_extra4 = d[: s.len].decode() if d else None
                 e._batch = self
             yield e
 

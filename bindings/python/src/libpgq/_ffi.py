@@ -80,9 +80,13 @@ class LibraryError(OSError):
 
 
 class pgq_str(Structure):
-    """``pgq_str``: a borrowed view, ``data == NULL`` meaning SQL NULL (outputs)."""
+    """``pgq_str``: a borrowed view, ``data == NULL`` meaning SQL NULL (outputs).
 
-    _fields_ = [("data", c_void_p), ("len", c_size_t)]
+    ``data`` is a ``char`` pointer so that ``s.data[:s.len]`` copies the bytes in one C-level
+    slice (several times faster than ``ctypes.string_at``, which is itself a foreign call).
+    """
+
+    _fields_ = [("data", POINTER(ctypes.c_char)), ("len", c_size_t)]
 
 
 class pgq_str_in(Structure):

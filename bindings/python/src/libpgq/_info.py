@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 import math
-from ctypes import c_bool, c_double, c_int32, c_int64, c_void_p, string_at
+from ctypes import c_bool, c_double, c_int32, c_int64, c_void_p
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -56,9 +56,9 @@ class ConsumerInfo:
 
 
 def _text(v: Any) -> str:
-    if v.data is None:
+    if not v.data:
         return ""
-    return string_at(v.data, v.len).decode("utf-8", "replace")
+    return bytes(v.data[: v.len]).decode("utf-8", "replace")
 
 
 def _ms(v: int) -> datetime.timedelta:
