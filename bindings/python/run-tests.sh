@@ -7,8 +7,9 @@
 # --system-site-packages, so SkyTools' python3-pgq (module `pgq`) and psycopg2 are importable
 # next to ours (module `libpgq`) for the interop tests; pip-installs this package and the
 # test tools (pytest, mypy: from PyPI the first time, then already there); builds libpgq
-# (`cargo build --lib`, the cdylib) and points LIBPGQ_PATH at it; runs mypy --strict on the
-# package, then pytest on bindings/python/tests with any arguments given.
+# (`cargo build --lib`, the cdylib) and installs the package with that build bundled in it
+# (setup.py), which is the library the tests then load; runs mypy --strict on the package,
+# then pytest on bindings/python/tests with any arguments given.
 #
 # The tests use PGQ_TEST_DSN (a superuser DSN) when set, else start their own throwaway
 # cluster. Exit status: non-zero when anything failed, also when pytest collected no tests
@@ -29,11 +30,12 @@ if [[ ! -x $venv/bin/python ]]; then
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 "$venv/bin/python" -c 'import pytest, mypy' 2>/dev/null || "${pip[@]}" install pytest mypy
-# --no-build-isolation: setuptools comes from the system, so installing needs no network.
-"${pip[@]}" install --no-build-isolation --no-deps --force-reinstall ./bindings/python >/dev/null
 
 cargo build --quiet --lib
-export LIBPGQ_PATH=$target/debug/libpgq.so
+# --no-build-isolation: setuptools comes from the system, so installing needs no network.
+LIBPGQ_PATH=$target/debug/libpgq.so LIBPGQ_BUNDLE=1 \
+    "${pip[@]}" install --no-build-isolation --no-deps --force-reinstall ./bindings/python >/dev/null
+unset LIBPGQ_PATH
 
 echo "python binding: mypy --strict" >&2
 (cd bindings/python && "$venv/bin/python" -m mypy --strict src/libpgq)

@@ -46,6 +46,10 @@ def build_fake(tmp_path: Path, body: str) -> Path:
 def test_loads_the_built_library_and_reports_versions() -> None:
     path = libpgq.library_path()
     assert Path(path).name == "libpgq.so"
+    bundled = Path(libpgq.__file__).parent / "libpgq.so"
+    if not os.environ.get("LIBPGQ_PATH") and bundled.is_file():
+        # Installed with a bundled copy (setup.py): that copy comes first.
+        assert path == str(bundled)
     cargo = (REPO / "Cargo.toml").read_text()
     version = re.search(r'^version = "([^"]+)"', cargo, re.M)
     assert version is not None
