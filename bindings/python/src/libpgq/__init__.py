@@ -60,6 +60,7 @@ from ._error import (
 from ._event import Event, NewEvent
 from ._ffi import ABI_VERSION, LibraryError
 from ._info import ConsumerInfo, QueueInfo
+from ._log import forward_logs
 from ._ticker import Ticker
 from ._worker import Worker
 
@@ -121,6 +122,7 @@ __all__ = [
     "Worker",
     "WouldDeadlockError",
     "connect",
+    "forward_logs",
     "library_path",
     "library_version",
 ]
