@@ -146,3 +146,20 @@ def test_error_objects_carry_status_sqlstate_message(client: libpgq.Client) -> N
             tx.execute("select 1/0")
     assert ei.value.sqlstate == "22012"
     assert "division by zero" in ei.value.message
+
+
+def test_objects_outlive_their_closed_client(dsn: str) -> None:
+    client = libpgq.connect(dsn)
+    client.install()
+    client.create_queue("q")
+    consumer = client.consumer("q", "c", register=True)
+    tx = client.transaction()
+    client.close()
+    # The library keeps the pool alive for what was made from the client.
+    tx.send("q", "t", "from a transaction begun before close")
+    tx.commit()
+    with libpgq.connect(dsn) as other:
+        cut(other, "q")
+    with consumer:
+        assert [e.ev_data for e in drain(consumer, timeout=5)] == [
+            "from a transaction begun before close"]

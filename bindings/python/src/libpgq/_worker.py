@@ -14,7 +14,8 @@ import datetime
 import itertools
 import logging
 import threading
-from ctypes import Structure, byref, c_bool, c_uint32, c_uint64, c_void_p
+import time
+from ctypes import byref, c_uint32, c_uint64, c_void_p
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Type, Union
 
@@ -221,10 +222,7 @@ class Worker(Handle):
         if ptr is None:
             return
         err = c_void_p()
-        st = lib.require("pgq_worker_stop")(ptr, byref(err))
-        if st != 0:
-            e = _ffi  # noqa: F841 - keep the name space small
-            check(st, err)
+        check(lib.require("pgq_worker_stop")(ptr, byref(err)), err)
 
     def join(self) -> None:
         """Wait until the worker threads have stopped (after :meth:`stop` or a handler
@@ -256,11 +254,7 @@ class Worker(Handle):
         :class:`HandlerError`), :meth:`stop` from another thread or a handler, ``timeout``
         seconds, or Ctrl-C, which stops the worker cleanly (the current batch is finished
         or left for redelivery) and returns normally."""
-        deadline = None if timeout is None else threading.TIMEOUT_MAX
-        import time
-
         end = None if timeout is None else time.monotonic() + timeout
-        del deadline
         try:
             while not self._failed.is_set() and not self._stopped:
                 if end is not None:
@@ -301,5 +295,3 @@ def _count(n: int, what: str) -> int:
         raise ValueError(f"{what} must be at least 1, not {n}")
     return n
 
-
-__all__ = ["Worker", "BatchHandler", "c_bool"]
