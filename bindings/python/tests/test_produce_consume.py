@@ -35,6 +35,11 @@ def test_send_and_consume_every_field(any_client: libpgq.Client) -> None:
         e1.ev_id, e1.ev_type, e1.ev_data, e1.ev_extra1, e1.ev_extra2, e1.ev_extra3,
         e1.ev_extra4)
     assert e1.txid == e1.ev_txid and e1.time == e1.ev_time
+    assert e1["ev_data"] == e1["data"] == e1.get("data") == '{"id": 42}'
+    assert e1["ev_retry"] is None and e1.get("nope", 7) == 7
+    assert e1.keys()[:3] == ["ev_id", "ev_time", "ev_txid"]
+    with pytest.raises(KeyError):
+        e1["nope"]
     assert (e2.ev_type, e2.ev_data, e2.ev_extra1, e2.ev_extra4) == (None, None, None, None)
     assert (e3.ev_type, e3.ev_data, e3.ev_extra4) == ("kw", "d", "x")
     for e in evs:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 from ctypes import byref, c_bool, c_int64, c_uint64, c_void_p
 from types import TracebackType
-from typing import Any, Iterable, List, Optional, Type, Union
+from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Type, Union
 
 from . import _ffi
 from ._consumer import Consumer
@@ -13,6 +13,10 @@ from ._error import check
 from ._event import EventLike, event_array, one_event
 from ._handle import Handle, Text, encode
 from ._info import ConsumerInfo, QueueInfo, read_consumer_list, read_queue_info, read_queue_list
+
+if TYPE_CHECKING:
+    from ._ticker import Ticker
+    from ._worker import BatchHandler, Worker
 
 
 def connect(dsn: Text, *, pool_size: Optional[int] = None,
@@ -287,13 +291,15 @@ class Client(Handle):
                 raise
         return c
 
-    def worker(self, queue: Text, consumer: Text, handler: Any, **options: Any) -> Any:
-        """Run ``handler(batch)`` on libpgq's worker threads; see :class:`Worker`."""
+    def worker(self, queue: Text, consumer: Text, handler: "BatchHandler",
+               **options: Any) -> "Worker":
+        """Run ``handler(batch)`` on libpgq's worker threads; see :class:`Worker` for the
+        options."""
         from ._worker import Worker
 
         return Worker(self, queue, consumer, handler, **options)
 
-    def ticker(self, **options: Any) -> Any:
+    def ticker(self, **options: Any) -> "Ticker":
         """Start a ticker thread for this database; see :class:`Ticker`."""
         from ._ticker import Ticker
 

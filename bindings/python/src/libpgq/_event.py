@@ -108,6 +108,10 @@ def event_array(events: Iterable[EventLike], keep: List[bytes]) -> Tuple[Any, in
     return arr, len(items)
 
 
+_KEYS = ("ev_id", "ev_time", "ev_txid", "ev_retry", "ev_type", "ev_data", "ev_extra1",
+         "ev_extra2", "ev_extra3", "ev_extra4")
+
+
 class Event:
     """One event of a batch, with SkyTools' attribute names.
 
@@ -116,7 +120,8 @@ class Event:
     ``ev_data``, ``ev_extra1``..``ev_extra4`` (``str`` or ``None``). The short names
     SkyTools' ``pgq.Event`` also answers to (``id``, ``txid``, ``time``, ``type``, ``data``,
     ``extra1``..``extra4``) work too; the retry count is only ``ev_retry``, because
-    :meth:`retry` asks for the event to come back.
+    :meth:`retry` asks for the event to come back. Like SkyTools' events they are also
+    dict-like: ``ev["ev_data"]``, ``ev["data"]``, ``ev.get(...)``, ``ev.keys()``.
 
     The fields are copied out of the library, so an event stays valid after its batch is
     finished (but :meth:`retry` only works while the batch is open).
@@ -189,6 +194,22 @@ class Event:
     @property
     def extra4(self) -> Optional[str]:
         return self.ev_extra4
+
+    # SkyTools' events are also dict-like, keyed by column name.
+    def __getitem__(self, key: str) -> Any:
+        name = key if key.startswith("ev_") else "ev_" + key
+        if name not in _KEYS:
+            raise KeyError(key)
+        return getattr(self, name)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def keys(self) -> List[str]:
+        return list(_KEYS)
 
     def retry(self, delay: Union[float, datetime.timedelta] = 60) -> None:
         """Have this event delivered again, to this consumer only, after ``delay`` seconds
