@@ -6,8 +6,9 @@
 # Steps: system packages (scripts/install-deps.sh), cargo fmt --check, clippy with warnings
 # as errors, rustdoc with warnings as errors, the C header check (scripts/gen-header.sh
 # --verify), one throwaway PostgreSQL cluster, cargo test
-# (unit, integration, bins, examples, doctests) against it, the demo (scripts/demo.sh), the
-# compatibility round trip with the reference tools (tests/compat) on our schema and on
+# (unit, integration, bins, examples, doctests) against it, the C ABI checks (tests/c/run.sh:
+# C tests under sanitizers, a C++ include check, the C examples under valgrind), the demo (scripts/demo.sh),
+# the compatibility round trip with the reference tools (tests/compat) on our schema and on
 # the official extension, and the Python binding (bindings/python/run-tests.sh: venv, mypy,
 # pytest).
 #
@@ -116,6 +117,7 @@ print(e.make_dsn(sys.argv[1], dbname=sys.argv[2]))' "$dsn" "$db") || return 1
 }
 
 step "cargo test" cargo test --no-fail-fast
+step "C ABI: tests/c under ASan/UBSan, C++ header, examples/c under valgrind" tests/c/run.sh "$dsn"
 step "demo (scripts/demo.sh)" run_demo
 step "compat: pgqd + python3-pgq on our schema" tests/compat/run.sh ours "$dsn"
 step "compat: pgqd + python3-pgq on the official extension" tests/compat/run.sh official "$dsn"

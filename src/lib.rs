@@ -8,6 +8,8 @@ pub mod ffi;
 pub mod producer;
 pub mod schema;
 pub mod ticker;
+pub mod wakeup;
+pub mod worker;
 
 pub use admin::{BatchInfo, ConsumerInfo, QueueInfo, QueueParam};
 pub use client::{Client, ClientBuilder, PooledConnection};
@@ -16,4 +18,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, NewEvent};
 pub use producer::Producer;
 pub use schema::InstallOutcome;
-pub use ticker::MaintenanceReport;
+pub use ticker::{
+    MaintenanceReport, Ticker, TickerBuilder, TickerDatabaseStats, TickerState, TickerStats,
+};
+pub use worker::{ErrorPolicy, WorkBatch, WorkEvents, Worker, WorkerBuilder, WorkerStats};
