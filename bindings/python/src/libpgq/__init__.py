@@ -61,8 +61,8 @@ from ._event import Event, NewEvent
 from ._ffi import ABI_VERSION, LibraryError
 from ._info import ConsumerInfo, QueueInfo
 from ._log import forward_logs
-from ._ticker import Ticker
-from ._worker import Worker
+from ._ticker import Ticker, TickerStats
+from ._worker import BatchHandler, Worker, WorkerStats
 
 __version__ = "0.1.0"
 
@@ -85,6 +85,7 @@ def library_path() -> str:
 __all__ = [
     "ABI_VERSION",
     "Batch",
+    "BatchHandler",
     "Client",
     "ConnectError",
     "ConnectionLostError",
@@ -116,10 +117,12 @@ __all__ = [
     "Status",
     "StoppedError",
     "Ticker",
+    "TickerStats",
     "TickerDisabledError",
     "TimeoutError",
     "Transaction",
     "Worker",
+    "WorkerStats",
     "WouldDeadlockError",
     "connect",
     "forward_logs",

@@ -6,7 +6,7 @@ import datetime
 import time
 from ctypes import byref, c_bool, c_void_p
 from types import TracebackType
-from typing import TYPE_CHECKING, Iterator, List, Optional, Type, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Type, Union
 
 from . import _ffi
 from ._error import check
@@ -46,7 +46,8 @@ class Consumer(Handle):
     _what = "consumer"
 
     def __init__(self, client: "Client", queue: Text, name: Text,
-                 fetch_size: Optional[int] = None) -> None:
+                 fetch_size: Optional[int] = None, poll_only: Optional[bool] = None,
+                 poll_interval: Optional[Union[float, datetime.timedelta]] = None) -> None:
         lib = _ffi.lib()
         q = encode(queue, "queue")
         n = encode(name, "consumer name")
@@ -61,6 +62,14 @@ class Consumer(Handle):
         self._batch: Optional[Batch] = None
         if fetch_size is not None:
             self.set_fetch_size(fetch_size)
+        if poll_only is not None or poll_interval is not None:
+            err = c_void_p()
+            if poll_only is not None:
+                check(lib.pgq_consumer_set_poll_only(self._ptr(), bool(poll_only), byref(err)),
+                      err)
+            if poll_interval is not None:
+                ms = delay_ms(poll_interval, "poll_interval")
+                check(lib.pgq_consumer_set_poll_interval_ms(self._ptr(), ms, byref(err)), err)
 
     def register(self) -> bool:
         """Register this consumer on its queue; True if new, False if it already was."""
@@ -94,7 +103,8 @@ class Consumer(Handle):
         """The next batch, or ``None`` if none came within ``timeout`` seconds (0: do not
         wait; ``None``: wait until one comes).
 
-        The GIL is released while waiting. A batch that is still open from an earlier call
+        While waiting the consumer listens for the ticker's wake-ups (unless ``poll_only``)
+        and polls every ``poll_interval``; the GIL is released meanwhile. A batch that is still open from an earlier call
         is closed unfinished first (it will be delivered again).
         """
         ms = _timeout_ms(timeout)
@@ -115,7 +125,7 @@ class Consumer(Handle):
                 check(lib.pgq_consumer_next_batch(self._ptr(), wait, byref(out), byref(err)),
                       err)
                 if out.value:
-                    self._batch = Batch(self, out.value)
+                    self._batch = Batch(self.queue, out.value)
                     return self._batch
                 if deadline is not None and time.monotonic() >= deadline:
                     return None
@@ -164,10 +174,11 @@ class Batch(Handle):
 
     _what = "batch"
 
-    def __init__(self, consumer: Consumer, ptr: int) -> None:
+    def __init__(self, queue: str, ptr: int, free: Optional[Callable[[Any], None]] = None
+                 ) -> None:
         lib = _ffi.lib()
-        super().__init__(ptr, lib.pgq_batch_free)
-        self._consumer = consumer
+        super().__init__(ptr, lib.pgq_batch_free if free is None else free)
+        self._queue = queue
         self.id: int = lib.pgq_batch_id(ptr)
         self.tick_id: int = lib.pgq_batch_tick_id(ptr)
         prev = lib.pgq_batch_prev_tick_id(ptr)
@@ -176,7 +187,8 @@ class Batch(Handle):
 
     @property
     def queue(self) -> str:
-        return self._consumer.queue
+        """The queue the batch is from."""
+        return self._queue
 
     def __iter__(self) -> Iterator[Event]:
         """The batch's events in ev_id order, streamed from the server (each event is read

@@ -4,25 +4,30 @@ The C side gets one module-level trampoline (a CFUNCTYPE object that lives as lo
 module) and a small integer as ``user_data``; the integer indexes ``_slots``, which holds
 the Python handler. So no Python object's address ever crosses into C, and nothing the C
 side holds can be garbage-collected under it. The trampoline catches every exception the
-handler raises (an exception must never unwind through C), stores it in the slot and
+handler raises (an exception must never unwind through C), keeps it in the slot and
 returns non-zero, which tells libpgq to leave the batch unfinished (it is delivered again).
+libpgq calls ``_free_slot`` exactly once, after the last handler call, when the worker is
+freed.
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import itertools
 import logging
 import threading
 import time
-from ctypes import byref, c_uint32, c_uint64, c_void_p
+import weakref
+from ctypes import Structure, byref, c_bool, c_int64, c_uint32, c_uint64, c_void_p, sizeof
+from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Type, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Type, Union
 
 from . import _ffi
 from ._consumer import Batch
-from ._error import HandlerError, InvalidStateError, StoppedError, check
-from ._event import delay_ms
+from ._error import HandlerError, InvalidStateError, Status, check, take_error
+from ._event import delay_ms, from_us
 from ._handle import Handle, Text, encode
 
 if TYPE_CHECKING:
@@ -30,20 +35,24 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("libpgq")
 
-#: ``handler(batch)``: read the batch's events; return normally when they are handled
-#: (events given to ``retry`` come back later), raise to have the whole batch delivered again.
+Seconds = Union[float, datetime.timedelta]
+
+#: ``handler(batch)``: read the batch's events (``for ev in batch``); return normally when
+#: they are handled (events given to ``ev.retry()`` come back later), raise to have the
+#: whole batch delivered again.
 BatchHandler = Callable[[Batch], Any]
 
 
 class _Slot:
-    __slots__ = ("handler", "worker", "errors", "lock", "batches")
+    __slots__ = ("handler", "queue", "errors", "lock", "failed", "stop_on_error")
 
-    def __init__(self, handler: BatchHandler) -> None:
+    def __init__(self, handler: BatchHandler, queue: str, stop_on_error: bool) -> None:
         self.handler = handler
-        self.worker: Optional[Worker] = None
+        self.queue = queue
         self.errors: List[BaseException] = []
         self.lock = threading.Lock()
-        self.batches = 0
+        self.failed = threading.Event()
+        self.stop_on_error = stop_on_error
 
 
 _slots: Dict[int, _Slot] = {}
@@ -51,21 +60,9 @@ _slot_ids = itertools.count(1)
 _slots_lock = threading.Lock()
 
 
-class _BorrowedBatch(Batch):
-    """A batch the library owns: the handler reads it and may retry events, but libpgq
-    finishes it (or not) from the handler's result, after the handler returned."""
-
-    def __init__(self, ptr: int) -> None:
-        lib = _ffi.lib()
-        Handle.__init__(self, ptr, lambda _p: None)
-        self._consumer = None  # type: ignore[assignment]
-        self.id = lib.pgq_batch_id(ptr)
-        self.tick_id = lib.pgq_batch_tick_id(ptr)
-        self._done = False
-
-    @property
-    def queue(self) -> str:
-        return ""
+class _WorkerBatch(Batch):
+    """A batch the worker owns: the handler reads it and may retry events; libpgq finishes
+    it (or not) from the handler's outcome once the handler has returned."""
 
     def finish(self) -> None:
         raise InvalidStateError(
@@ -75,29 +72,39 @@ class _BorrowedBatch(Batch):
 
     def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
                  tb: Optional[TracebackType]) -> None:
-        # Leave the outcome to the handler's return or raise.
+        # `with batch:` inside a handler changes nothing: the handler's outcome decides.
         return None
 
 
+def _no_free(_ptr: Any) -> None:
+    return None
+
+
 def _handle_batch(user_data: Optional[int], batch_ptr: Optional[int]) -> int:
+    # Runs on a libpgq worker thread, holding the GIL (ctypes takes it for the call).
     slot = _slots.get(user_data or 0)
     if slot is None or not batch_ptr:
         return 1
-    batch = _BorrowedBatch(batch_ptr)
+    try:
+        batch = _WorkerBatch(slot.queue, batch_ptr, _no_free)
+    except BaseException as e:  # noqa: B036 - nothing may unwind into C
+        with slot.lock:
+            slot.errors.append(e)
+        return 1
     try:
         slot.handler(batch)
     except BaseException as e:  # noqa: B036 - nothing may unwind into C
         with slot.lock:
             slot.errors.append(e)
-        w = slot.worker
-        if w is not None:
-            w._handler_failed(e)
+        if slot.stop_on_error:
+            slot.failed.set()
+        else:
+            log.warning("libpgq worker on %s: the handler raised %r; the batch will be "
+                        "delivered again", slot.queue, e)
         return 1
     finally:
         # The pointer is only valid during this call.
         batch._handle = None
-    with slot.lock:
-        slot.batches += 1
     return 0
 
 
@@ -111,16 +118,85 @@ _trampoline = _ffi.pgq_batch_handler(_handle_batch)
 _free_slot = _ffi.pgq_free_fn(_drop_slot)
 
 
-class Worker(Handle):
-    """Consumer threads inside libpgq that call ``handler(batch)`` for every batch.
+class _CWorkerStats(Structure):
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("threads", c_uint32),
+        ("events", c_uint64),
+        ("batches", c_uint64),
+        ("retries", c_uint64),
+        ("errors", c_uint64),
+        ("handler_errors", c_uint64),
+        ("db_errors", c_uint64),
+        ("reconnects", c_uint64),
+        ("wakeups", c_uint64),
+        ("empty_polls", c_uint64),
+        ("lag_ms", c_int64),
+        ("last_batch_time_us", c_int64),
+        ("listening", c_bool),
+    ]
 
-    ``workers`` threads (default 1) each take batches; the handler runs on those threads
-    (with the GIL, so Python code in handlers does not run in parallel, but waiting for the
-    database does). When the handler raises, the batch is not finished and comes again;
-    with ``on_error="stop"`` (default) the worker stops and :meth:`join`, :meth:`run` and
-    the end of a ``with`` block raise :class:`HandlerError` with the handler's exception as
-    ``__cause__``; with ``on_error="continue"`` it keeps going and the exceptions are logged
-    and kept in :attr:`errors`.
+
+@dataclass(frozen=True)
+class WorkerStats:
+    """Counters of a running worker (:meth:`Worker.stats`)."""
+
+    threads: int
+    events: int
+    batches: int
+    retries: int
+    errors: int
+    handler_errors: int
+    db_errors: int
+    reconnects: int
+    wakeups: int
+    empty_polls: int
+    #: Age of the last batch's end tick when it was taken, if any.
+    lag: Optional[datetime.timedelta]
+    last_batch_time: Optional[datetime.datetime]
+    #: Whether the worker is listening for the ticker's wake-ups (else it polls).
+    listening: bool
+
+
+# Workers still running at interpreter exit are stopped first: their threads must not call
+# into an interpreter that is being torn down.
+_live: "weakref.WeakSet[Worker]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all_at_exit() -> None:
+    for w in list(_live):
+        try:
+            w.close()
+        except BaseException:  # noqa: B036
+            pass
+
+
+def _count(n: int, what: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"{what} must be an int, not {type(n).__name__}")
+    if not 0 < n < 2**32:
+        raise ValueError(f"{what} must be between 1 and {2**32 - 1}, not {n}")
+    return n
+
+
+class Worker(Handle):
+    """Consumer threads inside libpgq that call ``handler(batch)`` once per batch.
+
+    Made by :meth:`Client.worker`. The handler runs on a libpgq thread (holding the GIL
+    while it runs Python; waiting for the database happens without it). It reads the batch
+    with ``for ev in batch`` and may ``ev.retry(delay)``; returning normally finishes the
+    batch, raising leaves it unfinished (delivered again).
+
+    ``on_error="stop"`` (default): the first exception stops the worker, and :meth:`run`,
+    :meth:`join` and the end of a ``with`` block raise :class:`HandlerError` with the
+    handler's exception as ``__cause__``. ``on_error="retry"``: the worker logs it, waits
+    (``retry_backoff=(initial, max)`` seconds, doubling) and tries the batch again;
+    :attr:`errors` keeps the exceptions.
+
+    Options: ``fetch_size`` (events read per round trip), ``poll_interval`` (seconds between
+    polls when no wake-up came), ``poll_only`` (never LISTEN, e.g. behind PgBouncer),
+    ``workers`` (threads; more than 1 needs cooperative consumers, not in this build yet).
 
     ::
 
@@ -129,169 +205,181 @@ class Worker(Handle):
                 print(ev.ev_id, ev.ev_data)
 
         with client.worker("orders", "mailer", handle) as worker:
-            worker.run()        # until Ctrl-C (a clean stop) or a handler error
+            worker.run()   # until Ctrl-C (a clean stop) or a handler error (raised)
     """
 
     _what = "worker"
 
     def __init__(self, client: "Client", queue: Text, consumer: Text, handler: BatchHandler,
-                 *, workers: Optional[int] = None, fetch_size: Optional[int] = None,
-                 idle_poll: Optional[Union[float, datetime.timedelta]] = None,
-                 on_error: str = "stop") -> None:
+                 *, on_error: str = "stop", workers: Optional[int] = None,
+                 fetch_size: Optional[int] = None, poll_interval: Optional[Seconds] = None,
+                 poll_only: Optional[bool] = None,
+                 retry_backoff: Optional[Tuple[Seconds, Seconds]] = None) -> None:
         if not callable(handler):
             raise TypeError(f"handler must be callable, not {type(handler).__name__}")
-        if on_error not in ("stop", "continue"):
-            raise ValueError(f"on_error must be 'stop' or 'continue', not {on_error!r}")
+        if on_error not in ("stop", "retry"):
+            raise ValueError(f"on_error must be 'stop' or 'retry', not {on_error!r}")
         lib = _ffi.lib()
         start = lib.require("pgq_worker_start")
         q = encode(queue, "queue")
         c = encode(consumer, "consumer")
+        stop_on_error = on_error == "stop"
         opts = lib.require("pgq_worker_options_new")()
-        err = c_void_p()
         try:
+            self._opt(opts, "stop_on_error", [c_bool], stop_on_error)
             if workers is not None:
-                self._set(opts, "workers", c_uint32, _count(workers, "workers"))
+                self._opt(opts, "workers", [c_uint32], _count(workers, "workers"))
             if fetch_size is not None:
-                self._set(opts, "fetch_size", c_uint32, _count(fetch_size, "fetch_size"))
-            if idle_poll is not None:
-                self._set(opts, "idle_poll_ms", c_uint64, delay_ms(idle_poll, "idle_poll"))
+                self._opt(opts, "fetch_size", [c_uint32], _count(fetch_size, "fetch_size"))
+            if poll_interval is not None:
+                self._opt(opts, "poll_interval_ms", [c_uint64],
+                          delay_ms(poll_interval, "poll_interval"))
+            if poll_only is not None:
+                self._opt(opts, "poll_only", [c_bool], bool(poll_only))
+            if retry_backoff is not None:
+                initial, most = retry_backoff
+                self._opt(opts, "retry_backoff_ms", [c_uint64, c_uint64],
+                          delay_ms(initial, "retry_backoff"), delay_ms(most, "retry_backoff"))
         except BaseException:
             lib.require("pgq_worker_options_free")(opts)
             raise
-        slot = _Slot(handler)
+        slot = _Slot(handler, q.decode(), stop_on_error)
         with _slots_lock:
             sid = next(_slot_ids)
             _slots[sid] = slot
         out = c_void_p()
-        # Options are consumed; on failure libpgq calls _free_slot(user_data) itself.
+        err = c_void_p()
+        # The options are consumed, success or not. On failure libpgq does not call
+        # _free_slot: drop the slot here.
         st = start(client._ptr(), q, len(q), c, len(c), opts, _trampoline, sid, _free_slot,
                    byref(out), byref(err))
         if st != 0:
-            with _slots_lock:
-                _slots.pop(sid, None)
+            _drop_slot(sid)
             check(st, err)
         super().__init__(out.value or 0, lib.require("pgq_worker_free"))
         self._client = client
         self._slot = slot
-        slot.worker = self
-        self.queue = q.decode()
-        self.consumer = c.decode()
-        self._on_error = on_error
-        self._failed = threading.Event()
-        self._stopped = False
+        self._stop_requested = threading.Event()
+        self.queue: str = q.decode()
+        self.consumer: str = c.decode()
+        _live.add(self)
 
     @staticmethod
-    def _set(opts: int, name: str, ctype: Any, value: int) -> None:
+    def _opt(opts: int, name: str, ctypes_: List[Any], *values: Any) -> None:
         lib = _ffi.lib()
         fn = lib.declare(f"pgq_worker_options_set_{name}", _ffi.status,
-                         [c_void_p, ctype, _ffi._err])
+                         [c_void_p, *ctypes_, _ffi._err])
         if fn is None:
             raise NotImplementedError(f"this libpgq has no worker option {name}")
         err = c_void_p()
-        check(fn(opts, value, byref(err)), err)
-
-    def _handler_failed(self, e: BaseException) -> None:
-        # Called on a worker thread.
-        if self._on_error == "stop":
-            self._failed.set()
-            try:
-                self.stop()
-            except Exception:
-                pass
-        else:
-            log.error("libpgq worker %s/%s: handler raised %r; the batch will come again",
-                      self.queue, self.consumer, e)
+        check(fn(opts, *values, byref(err)), err)
 
     @property
     def errors(self) -> List[BaseException]:
-        """Exceptions handlers raised so far (oldest first)."""
+        """Exceptions the handler raised so far (oldest first)."""
         with self._slot.lock:
             return list(self._slot.errors)
 
-    @property
-    def batches_handled(self) -> int:
-        """Batches whose handler returned normally (counted on the Python side)."""
-        with self._slot.lock:
-            return self._slot.batches
-
     def stop(self) -> None:
-        """Ask the worker threads to stop after their current batch (returns at once;
-        idempotent, callable from a handler)."""
-        lib = _ffi.lib()
+        """Ask the worker to stop after the batch in hand (returns at once; idempotent;
+        may be called from the handler)."""
+        self._stop_requested.set()
         ptr = self._handle
         if ptr is None:
             return
         err = c_void_p()
-        check(lib.require("pgq_worker_stop")(ptr, byref(err)), err)
+        check(_ffi.lib().require("pgq_worker_stop")(ptr, byref(err)), err)
 
     def join(self) -> None:
-        """Wait until the worker threads have stopped (after :meth:`stop` or a handler
-        error with ``on_error="stop"``). Raises :class:`HandlerError` if a handler failed."""
+        """Wait until the worker's threads have ended (after :meth:`stop`, or after a
+        handler error with ``on_error="stop"``), then free it. Raises
+        :class:`HandlerError` when a handler error stopped it. Not from the handler."""
         lib = _ffi.lib()
-        err = c_void_p()
         with self._lock:
             ptr = self._handle
             if ptr is not None:
+                err = c_void_p()
                 st = lib.require("pgq_worker_join")(ptr, byref(err))
-                if st != 0:
-                    try:
-                        check(st, err)
-                    except StoppedError:
-                        pass
-                self.close()
-        self._raise_handler_error()
+                if st == 0:
+                    self.close()
+                elif st == Status.HANDLER:
+                    error = take_error(st, err)
+                    self.close()
+                    self._raise_handler_error(error)
+                else:
+                    check(st, err)  # e.g. WouldDeadlockError from inside the handler
+        self._raise_handler_error(None)
 
-    def _raise_handler_error(self) -> None:
-        if self._on_error == "stop":
-            errs = self.errors
-            if errs:
-                first = errs[0]
-                raise HandlerError(f"the batch handler raised {type(first).__name__}: {first}"
-                                   ) from first
+    def _raise_handler_error(self, library_error: Optional[BaseException]) -> None:
+        if not self._slot.stop_on_error:
+            return
+        errs = self.errors
+        if errs:
+            first = errs[0]
+            raise HandlerError(
+                f"the batch handler raised {type(first).__name__}: {first}; the worker "
+                "stopped and the batch will be delivered again",
+                Status.HANDLER,
+            ) from first
+        if library_error is not None:
+            raise library_error
 
-    def run(self, timeout: Optional[float] = None) -> None:
-        """Block until the worker stops: a handler error (raised here as
-        :class:`HandlerError`), :meth:`stop` from another thread or a handler, ``timeout``
-        seconds, or Ctrl-C, which stops the worker cleanly (the current batch is finished
-        or left for redelivery) and returns normally."""
+    def run(self, timeout: Optional[float] = None,
+            until: Optional[threading.Event] = None) -> None:
+        """Block until the worker stops, then wait for its threads and free it.
+
+        It stops on a handler error (raised here as :class:`HandlerError`), :meth:`stop`
+        (from another thread or the handler), ``until`` being set (a
+        :class:`threading.Event`, e.g. set by the handler), ``timeout`` seconds, or Ctrl-C,
+        which stops the worker cleanly (the batch in hand is finished or left for
+        redelivery) and returns normally."""
         end = None if timeout is None else time.monotonic() + timeout
+        slot = self._slot
         try:
-            while not self._failed.is_set() and not self._stopped:
+            # Wait in Python, in short slices: Ctrl-C reaches the main thread only between
+            # bytecodes, never inside a blocking C call.
+            while not (slot.failed.is_set() or self._stop_requested.is_set()
+                       or (until is not None and until.is_set())):
+                wait = 0.2
                 if end is not None:
                     left = end - time.monotonic()
                     if left <= 0:
                         break
-                    self._failed.wait(min(left, 0.2))
-                else:
-                    self._failed.wait(0.2)
+                    wait = min(wait, left)
+                slot.failed.wait(wait)
         except KeyboardInterrupt:
             log.info("libpgq worker %s/%s: interrupted, stopping", self.queue, self.consumer)
         self.stop()
         self.join()
 
-    def stats(self) -> Dict[str, int]:
-        """The library's counters for this worker (batches, events, errors, ...)."""
-        raise NotImplementedError("declared once the C header has pgq_worker_stats")
+    def stats(self) -> WorkerStats:
+        """The library's counters for this worker."""
+        s = _CWorkerStats()
+        s.struct_size = sizeof(_CWorkerStats)
+        err = c_void_p()
+        with self._lock:
+            check(_ffi.lib().require("pgq_worker_stats_get")(self._ptr(), byref(s), byref(err)),
+                  err)
+        return WorkerStats(
+            threads=s.threads, events=s.events, batches=s.batches, retries=s.retries,
+            errors=s.errors, handler_errors=s.handler_errors, db_errors=s.db_errors,
+            reconnects=s.reconnects, wakeups=s.wakeups, empty_polls=s.empty_polls,
+            lag=None if s.lag_ms < 0 else datetime.timedelta(milliseconds=s.lag_ms),
+            last_batch_time=None if s.last_batch_time_us < 0 else from_us(s.last_batch_time_us),
+            listening=bool(s.listening),
+        )
 
     def close(self) -> None:
-        """Stop and join the threads, and free the worker (errors are not raised)."""
-        with self._lock:
-            self._stopped = True
-            Handle.close(self)
+        """Stop the worker, wait for its threads and free it; handler errors are not raised
+        (use :meth:`join` for that)."""
+        self._stop_requested.set()
+        super().close()
+        _live.discard(self)
 
     def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
                  tb: Optional[TracebackType]) -> None:
-        if self._handle is not None:
-            self.stop()
-            self.join() if exc_type is None else self.close()
-        elif exc_type is None:
-            self._raise_handler_error()
-
-
-def _count(n: int, what: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"{what} must be an int, not {type(n).__name__}")
-    if not 0 < n < 2**32:
-        raise ValueError(f"{what} must be at least 1, not {n}")
-    return n
-
+        if exc_type is not None:
+            self.close()  # the block's own exception wins
+            return
+        self.stop()
+        self.join()
