@@ -30,6 +30,10 @@ def test_wrong_types(client: libpgq.Client, queue: str) -> None:
             consumer.next_batch(timeout="soon")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="timeout"):
             consumer.next_batch(timeout=-1)
+        with pytest.raises(ValueError, match="timeout"):
+            consumer.next_batch(timeout=float("nan"))
+        with pytest.raises(ValueError, match="too large"):
+            consumer.next_batch(timeout=float("inf"))
         with pytest.raises(ValueError, match="fetch_size"):
             consumer.set_fetch_size(0)
         with pytest.raises(TypeError):

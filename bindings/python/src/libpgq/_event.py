@@ -31,9 +31,9 @@ def delay_ms(delay: Union[float, int, datetime.timedelta], what: str = "delay") 
         secs = float(delay)
     if not secs >= 0:  # also catches NaN
         raise ValueError(f"{what} must be zero or more seconds, not {delay!r}")
-    ms = round(secs * 1000)
-    if ms >= 2**64:
+    if secs * 1000 >= 2**63:  # also infinity
         raise ValueError(f"{what} is too large: {delay!r}")
+    ms = round(secs * 1000)
     return ms
 
 
