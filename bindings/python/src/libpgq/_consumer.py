@@ -213,7 +213,10 @@ class Batch(Handle):
         # slices (see _ffi.pgq_str); the event view is only valid until the next call.
         while True:
             with lock:
-                st = next_event(self._ptr(), pout, perr)
+                ptr = self._handle
+                if ptr is None:
+                    self._ptr()  # raises InvalidStateError
+                st = next_event(ptr, pout, perr)
                 if st:
                     check(st, err)
                 p = out.value

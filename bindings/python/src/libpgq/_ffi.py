@@ -215,17 +215,33 @@ _PROTOTYPES: "dict[str, Tuple[Any, List[Any]]]" = {
 }
 
 
+def _quick(name: str) -> bool:
+    """Accessors that only read memory the caller already holds: called without releasing
+    the GIL (releasing and re-taking it would cost more than the call itself). Everything
+    that may wait — for the server, a lock, a thread — goes through CDLL, which releases it.
+    """
+    if name.endswith("_get"):
+        return False  # pgq_queue_info_get and friends ask the server
+    return name.startswith(("pgq_event_", "pgq_queue_info_", "pgq_consumer_info_",
+                            "pgq_error_", "pgq_status_name")) or name in (
+        "pgq_batch_id", "pgq_batch_tick_id", "pgq_batch_prev_tick_id", "pgq_version",
+        "pgq_abi_version", "pgq_queue_list_len", "pgq_queue_list_at",
+        "pgq_consumer_list_len", "pgq_consumer_list_at")
+
+
 class Lib:
     """The loaded library: each declared symbol is an attribute; missing optional ones are
     ``None``."""
 
     def __init__(self, cdll: ctypes.CDLL, path: str) -> None:
         self.cdll = cdll
+        # The same loaded library, for calls that keep the GIL (see _quick).
+        self.pydll = ctypes.PyDLL(path, handle=cdll._handle)
         self.path = path
         self.missing: List[str] = []
         for name, (restype, argtypes) in _PROTOTYPES.items():
             try:
-                fn = getattr(cdll, name)
+                fn = getattr(self.pydll if _quick(name) else cdll, name)
             except AttributeError:
                 self.missing.append(name)
                 setattr(self, name, None)
@@ -245,7 +261,7 @@ class Lib:
         if fn is not None:
             return fn
         try:
-            fn = getattr(self.cdll, name)
+            fn = getattr(self.pydll if _quick(name) else self.cdll, name)
         except AttributeError:
             return None
         fn.restype = restype
