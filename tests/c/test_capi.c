@@ -447,7 +447,6 @@ static void test_produce_consume_retry(void) {
     pgq_consumer *c = NULL;
     EXPECT(PGQ_STATUS_OK, pgq_consumer_new, CLIENT, S("pcq"), S("c"), &c);
     EXPECT(PGQ_STATUS_OK, pgq_consumer_set_fetch_size, c, 2); /* several fetch rounds */
-    EXPECT(PGQ_STATUS_INVALID_STATE, pgq_consumer_set_subconsumer, c, S("s"), 0);
     tick("pcq");
     pgq_batch *b = NULL;
     EXPECT(PGQ_STATUS_OK, pgq_consumer_next_batch, c, 1000, &b);
@@ -695,6 +694,70 @@ static void test_dead_server(void) {
         EXPECT(PGQ_STATUS_OK, pgq_tick, CLIENT, NULL);
 }
 
+
+/* Cooperative pull consumers: two subconsumers share one consumer's batches. */
+static void test_coop_pull(void) {
+    setup_queue("cq", NULL);
+    pgq_consumer *a = NULL, *b = NULL;
+    EXPECT(PGQ_STATUS_OK, pgq_consumer_new, CLIENT, S("cq"), S("c"), &a);
+    EXPECT(PGQ_STATUS_OK, pgq_consumer_new, CLIENT, S("cq"), S("c"), &b);
+    if (!a || !b) {
+        pgq_consumer_free(a);
+        pgq_consumer_free(b);
+        return;
+    }
+    /* not in coop mode yet */
+    EXPECT(PGQ_STATUS_INVALID_INPUT, pgq_consumer_register_subconsumer, a, NULL);
+    EXPECT(PGQ_STATUS_INVALID_INPUT, pgq_consumer_set_subconsumer, a, NULL, 0, 0);
+    EXPECT(PGQ_STATUS_INVALID_UTF8, pgq_consumer_set_subconsumer, a, "\xff", 1, 0);
+    EXPECT(PGQ_STATUS_OK, pgq_consumer_set_subconsumer, a, S("s1"), 0);
+    EXPECT(PGQ_STATUS_OK, pgq_consumer_set_subconsumer, b, S("s2"), 60000);
+    bool created = false;
+    EXPECT(PGQ_STATUS_OK, pgq_consumer_register_subconsumer, a, &created);
+    CHECK(created);
+    EXPECT(PGQ_STATUS_OK, pgq_consumer_register_subconsumer, b, &created);
+    CHECK(created);
+
+    /* two batches: a takes the first and keeps it open, b gets the second */
+    pgq_new_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.data = text("1");
+    EXPECT(PGQ_STATUS_OK, pgq_send, CLIENT, S("cq"), &ev, NULL);
+    tick("cq");
+    ev.data = text("2");
+    EXPECT(PGQ_STATUS_OK, pgq_send, CLIENT, S("cq"), &ev, NULL);
+    tick("cq");
+    pgq_batch *ba = NULL, *bb = NULL;
+    EXPECT(PGQ_STATUS_OK, pgq_consumer_next_batch, a, 0, &ba);
+    EXPECT(PGQ_STATUS_OK, pgq_consumer_next_batch, b, 0, &bb);
+    CHECK(ba != NULL && bb != NULL);
+    if (ba && bb) {
+        CHECK(pgq_batch_id(ba) != pgq_batch_id(bb));
+        const pgq_event *e = NULL;
+        EXPECT(PGQ_STATUS_OK, pgq_batch_next_event, ba, &e);
+        CHECK(e && str_eq(pgq_event_data(e), "1"));
+        EXPECT(PGQ_STATUS_OK, pgq_batch_next_event, bb, &e);
+        CHECK(e && str_eq(pgq_event_data(e), "2"));
+        EXPECT(PGQ_STATUS_OK, pgq_batch_finish, bb);
+        /* a's batch is still open in the database: unregistering a refuses... */
+        int64_t open_id = pgq_batch_id(ba);
+        pgq_batch_free(ba); /* rolled back: still a's open batch */
+        EXPECT(PGQ_STATUS_BATCH_OPEN, pgq_consumer_unregister_subconsumer, a, false);
+        /* ...unless it releases the batch, which a sibling then gets */
+        EXPECT(PGQ_STATUS_OK, pgq_consumer_unregister_subconsumer, a, true);
+        bb = NULL;
+        EXPECT(PGQ_STATUS_OK, pgq_consumer_next_batch, b, 0, &bb);
+        CHECK(bb != NULL && pgq_batch_id(bb) == open_id);
+        if (bb)
+            EXPECT(PGQ_STATUS_OK, pgq_batch_finish, bb);
+    } else {
+        pgq_batch_free(ba);
+        pgq_batch_free(bb);
+    }
+    EXPECT(PGQ_STATUS_OK, pgq_consumer_unregister_subconsumer, b, false);
+    pgq_consumer_free(a);
+    pgq_consumer_free(b);
+}
 
 /* ---- workers and ticker ------------------------------------------------------------- */
 
@@ -1073,6 +1136,7 @@ int main(int argc, char **argv) {
         {"panic_boundary", test_panic_boundary},
         {"logger", test_logger},
         {"dead_server", test_dead_server},
+        {"coop_pull", test_coop_pull},
         {"worker", test_worker},
         {"worker_handler_error", test_worker_handler_error},
         {"worker_stop_from_handler", test_worker_stop_from_handler},
