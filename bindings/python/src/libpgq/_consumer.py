@@ -32,7 +32,9 @@ class Consumer(Handle):
 
     Made by :meth:`Client.consumer`. Not for use from several threads at once (calls are
     serialised by a lock, but batches come one at a time: use one consumer per thread, or a
-    worker).
+    worker). With a ``subconsumer`` name it is a cooperative consumer (``pgq_coop``): the
+    subconsumers of one consumer share its batches, each batch going to one of them, and
+    with ``dead_interval`` one takes over the open batch of a sibling silent that long.
 
     ::
 
@@ -47,7 +49,9 @@ class Consumer(Handle):
 
     def __init__(self, client: "Client", queue: Text, name: Text,
                  fetch_size: Optional[int] = None, poll_only: Optional[bool] = None,
-                 poll_interval: Optional[Union[float, datetime.timedelta]] = None) -> None:
+                 poll_interval: Optional[Union[float, datetime.timedelta]] = None,
+                 subconsumer: Optional[Text] = None,
+                 dead_interval: Optional[Union[float, datetime.timedelta]] = None) -> None:
         lib = _ffi.lib()
         q = encode(queue, "queue")
         n = encode(name, "consumer name")
@@ -60,6 +64,16 @@ class Consumer(Handle):
         self.queue: str = q.decode()
         self.name: str = n.decode()
         self._batch: Optional[Batch] = None
+        self.subconsumer: Optional[str] = None
+        if subconsumer is not None:
+            sub = encode(subconsumer, "subconsumer")
+            ms = 0 if dead_interval is None else delay_ms(dead_interval, "dead_interval")
+            err = c_void_p()
+            check(lib.require("pgq_consumer_set_subconsumer")(self._ptr(), sub, len(sub), ms,
+                                                               byref(err)), err)
+            self.subconsumer = sub.decode()
+        elif dead_interval is not None:
+            raise ValueError("dead_interval needs a subconsumer")
         if fetch_size is not None:
             self.set_fetch_size(fetch_size)
         if poll_only is not None or poll_interval is not None:
@@ -72,20 +86,30 @@ class Consumer(Handle):
                 check(lib.pgq_consumer_set_poll_interval_ms(self._ptr(), ms, byref(err)), err)
 
     def register(self) -> bool:
-        """Register this consumer on its queue; True if new, False if it already was."""
+        """Register this consumer on its queue (a cooperative one: its subconsumer, and the
+        consumer too if needed); True if new, False if it already was."""
         lib = _ffi.lib()
         created = c_bool()
         err = c_void_p()
+        fn = (lib.pgq_consumer_register if self.subconsumer is None
+              else lib.require("pgq_consumer_register_subconsumer"))
         with self._lock:
-            check(lib.pgq_consumer_register(self._ptr(), byref(created), byref(err)), err)
+            check(fn(self._ptr(), byref(created), byref(err)), err)
         return bool(created.value)
 
-    def unregister(self) -> None:
-        """Unregister this consumer from its queue (its pending retries are dropped)."""
+    def unregister(self, release_batch: bool = False) -> None:
+        """Unregister this consumer from its queue (its pending retries are dropped). A
+        cooperative consumer unregisters only its subconsumer; if that has an open batch
+        this raises :class:`BatchOpenError` unless ``release_batch``, which leaves the
+        batch to a sibling."""
         lib = _ffi.lib()
         err = c_void_p()
         with self._lock:
-            check(lib.pgq_consumer_unregister(self._ptr(), byref(err)), err)
+            if self.subconsumer is None:
+                check(lib.pgq_consumer_unregister(self._ptr(), byref(err)), err)
+            else:
+                fn = lib.require("pgq_consumer_unregister_subconsumer")
+                check(fn(self._ptr(), bool(release_batch), byref(err)), err)
 
     def set_fetch_size(self, n: int) -> None:
         """How many events libpgq reads from the server per round trip."""
