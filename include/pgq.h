@@ -882,6 +882,25 @@ int64_t pgq_batch_tick_id(const struct pgq_batch *batch);
 // The tick that starts the batch, -1 for the first batch after registration.
 int64_t pgq_batch_prev_tick_id(const struct pgq_batch *batch);
 
+// The queue's name; borrowed from the batch, valid until it is finished or freed (inside
+// a handler: until the handler returns).
+struct pgq_str pgq_batch_queue(const struct pgq_batch *batch);
+
+// The consumer's name; borrowed like `pgq_batch_queue`.
+struct pgq_str pgq_batch_consumer(const struct pgq_batch *batch);
+
+// The subconsumer that holds the batch in cooperative mode, else a NULL view; borrowed
+// like `pgq_batch_queue`.
+struct pgq_str pgq_batch_subconsumer(const struct pgq_batch *batch);
+
+// When the batch's end tick was taken, in microseconds since the Unix epoch.
+int64_t pgq_batch_tick_time_us(const struct pgq_batch *batch);
+
+// Whether the worker that lent this batch to its handler is stopping (a long handler
+// may cut its work short and return non-zero to have the batch delivered again later).
+// Always false for a batch from `pgq_consumer_next_batch`.
+bool pgq_batch_is_stopping(const struct pgq_batch *batch);
+
 // The next event of the batch: `*out` is a view valid until the next call on this batch
 // (`pgq_batch_next_event`, `pgq_batch_finish`, `pgq_batch_free`), or NULL after the last
 // event (and on every call after that). Events are fetched from the server in rounds of

@@ -381,6 +381,62 @@ pub unsafe extern "C" fn pgq_batch_prev_tick_id(batch: *const pgq_batch) -> i64 
     })
 }
 
+/// The queue's name; borrowed from the batch, valid until it is finished or freed (inside
+/// a handler: until the handler returns).
+#[no_mangle]
+pub unsafe extern "C" fn pgq_batch_queue(batch: *const pgq_batch) -> pgq_str {
+    ffi_boundary!(default = pgq_str::NULL, {
+        batch
+            .as_ref()
+            .map_or(pgq_str::NULL, |b| pgq_str::of(b.batch().queue()))
+    })
+}
+
+/// The consumer's name; borrowed like `pgq_batch_queue`.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_batch_consumer(batch: *const pgq_batch) -> pgq_str {
+    ffi_boundary!(default = pgq_str::NULL, {
+        batch
+            .as_ref()
+            .map_or(pgq_str::NULL, |b| pgq_str::of(b.batch().consumer()))
+    })
+}
+
+/// The subconsumer that holds the batch in cooperative mode, else a NULL view; borrowed
+/// like `pgq_batch_queue`.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_batch_subconsumer(batch: *const pgq_batch) -> pgq_str {
+    ffi_boundary!(default = pgq_str::NULL, {
+        batch
+            .as_ref()
+            .map_or(pgq_str::NULL, |b| pgq_str::of_opt(b.batch().subconsumer()))
+    })
+}
+
+/// When the batch's end tick was taken, in microseconds since the Unix epoch.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_batch_tick_time_us(batch: *const pgq_batch) -> i64 {
+    ffi_boundary!(default = -1, {
+        batch
+            .as_ref()
+            .map_or(-1, |b| time_us(b.batch().info().cur_tick_time))
+    })
+}
+
+/// Whether the worker that lent this batch to its handler is stopping (a long handler
+/// may cut its work short and return non-zero to have the batch delivered again later).
+/// Always false for a batch from `pgq_consumer_next_batch`.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_batch_is_stopping(batch: *const pgq_batch) -> bool {
+    ffi_boundary!(default = false, {
+        match batch.as_ref().map(|b| &b.source) {
+            // SAFETY: lent for the lifetime of this handle.
+            Some(Source::Worker(wb)) => unsafe { (**wb).is_stopping() },
+            _ => false,
+        }
+    })
+}
+
 /// The next event of the batch: `*out` is a view valid until the next call on this batch
 /// (`pgq_batch_next_event`, `pgq_batch_finish`, `pgq_batch_free`), or NULL after the last
 /// event (and on every call after that). Events are fetched from the server in rounds of

@@ -186,6 +186,11 @@ static void test_null_pointers(void) {
     CHECK(pgq_batch_id(NULL) == -1);
     CHECK(pgq_batch_tick_id(NULL) == -1);
     CHECK(pgq_batch_prev_tick_id(NULL) == -1);
+    CHECK(pgq_batch_queue(NULL).data == NULL);
+    CHECK(pgq_batch_consumer(NULL).data == NULL);
+    CHECK(pgq_batch_subconsumer(NULL).data == NULL);
+    CHECK(pgq_batch_tick_time_us(NULL) == -1);
+    CHECK(!pgq_batch_is_stopping(NULL));
     CHECK(pgq_event_id(NULL) == -1);
     CHECK(pgq_event_retry(NULL) == -1);
     CHECK(pgq_event_data(NULL).data == NULL);
@@ -457,6 +462,11 @@ static void test_produce_consume_retry(void) {
     }
     CHECK(pgq_batch_id(b) > 0);
     CHECK(pgq_batch_tick_id(b) > pgq_batch_prev_tick_id(b));
+    CHECK(str_eq(pgq_batch_queue(b), "pcq"));
+    CHECK(str_eq(pgq_batch_consumer(b), "c"));
+    CHECK(str_eq(pgq_batch_subconsumer(b), NULL));
+    CHECK(pgq_batch_tick_time_us(b) > 1500000000000000LL);
+    CHECK(!pgq_batch_is_stopping(b));
     int n = 0;
     int64_t retry_id = -1;
     const pgq_event *e = NULL;
@@ -733,6 +743,8 @@ static void test_coop_pull(void) {
     CHECK(ba != NULL && bb != NULL);
     if (ba && bb) {
         CHECK(pgq_batch_id(ba) != pgq_batch_id(bb));
+        CHECK(str_eq(pgq_batch_subconsumer(ba), "s1"));
+        CHECK(str_eq(pgq_batch_subconsumer(bb), "s2"));
         const pgq_event *e = NULL;
         EXPECT(PGQ_STATUS_OK, pgq_batch_next_event, ba, &e);
         CHECK(e && str_eq(pgq_event_data(e), "1"));
