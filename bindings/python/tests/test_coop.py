@@ -26,6 +26,7 @@ def test_subconsumers_share_the_batches(client: libpgq.Client) -> None:
         b1 = s1.next_batch(timeout=5)
         b2 = s2.next_batch(timeout=5)
         assert b1 is not None and b2 is not None and b1.id != b2.id
+        assert (b1.consumer, b1.subconsumer, b2.subconsumer) == ("c", "s1", "s2")
         with b1, b2:
             got = [e.ev_data for e in b1] + [e.ev_data for e in b2]
         assert sorted(got) == ["first", "second"]

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Type,
 
 from . import _ffi
 from ._error import check
-from ._event import Event, delay_ms
+from ._event import Event, delay_ms, from_us
 from ._handle import Handle, Text, encode
 
 if TYPE_CHECKING:
@@ -19,6 +19,11 @@ if TYPE_CHECKING:
 # Waiting "forever" happens in slices this long, so that Ctrl-C (which Python only sees
 # between C calls) stops a waiting consumer promptly.
 _WAIT_SLICE_MS = 250
+
+
+def _text(s: Any) -> Optional[str]:
+    d = s.data
+    return bytes(d[: s.len]).decode("utf-8", "replace") if d else None
 
 
 def _timeout_ms(timeout: Optional[Union[float, datetime.timedelta]]) -> Optional[int]:
@@ -149,7 +154,7 @@ class Consumer(Handle):
                 check(lib.pgq_consumer_next_batch(self._ptr(), wait, byref(out), byref(err)),
                       err)
                 if out.value:
-                    self._batch = Batch(self.queue, out.value)
+                    self._batch = Batch(out.value)
                     return self._batch
                 if deadline is not None and time.monotonic() >= deadline:
                     return None
@@ -193,16 +198,20 @@ class Batch(Handle):
     unfinished (delivered again later) when the block raises.
 
     Attributes: ``id`` (batch id), ``tick_id`` (the tick the batch ends at),
-    ``prev_tick_id`` (the tick it starts after, when known).
+    ``prev_tick_id`` (the tick it starts after, when known), ``tick_time`` (when the end
+    tick was taken), ``queue``, ``consumer``, ``subconsumer`` (cooperative mode, else
+    ``None``).
     """
 
     _what = "batch"
 
-    def __init__(self, queue: str, ptr: int, free: Optional[Callable[[Any], None]] = None
-                 ) -> None:
+    def __init__(self, ptr: int, free: Optional[Callable[[Any], None]] = None) -> None:
         lib = _ffi.lib()
         super().__init__(ptr, lib.pgq_batch_free if free is None else free)
-        self._queue = queue
+        self.queue: str = _text(lib.pgq_batch_queue(ptr)) or ""
+        self.consumer: str = _text(lib.pgq_batch_consumer(ptr)) or ""
+        self.subconsumer: Optional[str] = _text(lib.pgq_batch_subconsumer(ptr))
+        self.tick_time: datetime.datetime = from_us(lib.pgq_batch_tick_time_us(ptr))
         self.id: int = lib.pgq_batch_id(ptr)
         self.tick_id: int = lib.pgq_batch_tick_id(ptr)
         prev = lib.pgq_batch_prev_tick_id(ptr)
@@ -210,9 +219,12 @@ class Batch(Handle):
         self._done = False
 
     @property
-    def queue(self) -> str:
-        """The queue the batch is from."""
-        return self._queue
+    def is_stopping(self) -> bool:
+        """Inside a worker's handler: whether the worker is stopping (a long handler may
+        cut its work short and raise, to have the batch delivered again later). Always
+        False for a pull consumer's batch."""
+        ptr = self._handle
+        return bool(ptr is not None and _ffi.lib().pgq_batch_is_stopping(ptr))
 
     def __iter__(self) -> Iterator[Event]:
         """The batch's events in ev_id order, streamed from the server (each event is read

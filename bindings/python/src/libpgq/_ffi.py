@@ -201,6 +201,11 @@ _PROTOTYPES: "dict[str, Tuple[Any, List[Any]]]" = {
     "pgq_batch_id": (c_int64, [_p]),
     "pgq_batch_tick_id": (c_int64, [_p]),
     "pgq_batch_prev_tick_id": (c_int64, [_p]),
+    "pgq_batch_queue": (pgq_str, [_p]),
+    "pgq_batch_consumer": (pgq_str, [_p]),
+    "pgq_batch_subconsumer": (pgq_str, [_p]),
+    "pgq_batch_tick_time_us": (c_int64, [_p]),
+    "pgq_batch_is_stopping": (c_bool, [_p]),
     "pgq_batch_next_event": (status, [_p, POINTER(_p), _err]),
     "pgq_batch_retry": (status, [_p, c_int64, c_uint64, _err]),
     "pgq_batch_finish": (status, [_p, _err]),
@@ -227,7 +232,9 @@ def _quick(name: str) -> bool:
         return False  # pgq_queue_info_get and friends ask the server
     return name.startswith(("pgq_event_", "pgq_queue_info_", "pgq_consumer_info_",
                             "pgq_error_", "pgq_status_name")) or name in (
-        "pgq_batch_id", "pgq_batch_tick_id", "pgq_batch_prev_tick_id", "pgq_version",
+        "pgq_batch_id", "pgq_batch_tick_id", "pgq_batch_prev_tick_id", "pgq_batch_queue",
+        "pgq_batch_consumer", "pgq_batch_subconsumer", "pgq_batch_tick_time_us",
+        "pgq_batch_is_stopping", "pgq_version",
         "pgq_abi_version", "pgq_queue_list_len", "pgq_queue_list_at",
         "pgq_consumer_list_len", "pgq_consumer_list_at")
 

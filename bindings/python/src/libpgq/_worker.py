@@ -97,7 +97,7 @@ def _handle_batch(user_data: Optional[int], batch_ptr: Optional[int]) -> int:
     if slot is None or not batch_ptr:
         return 1
     try:
-        batch = _WorkerBatch(slot.queue, batch_ptr, _no_free)
+        batch = _WorkerBatch(batch_ptr, _no_free)
     except BaseException as e:  # noqa: B036 - nothing may unwind into C
         with slot.lock:
             slot.errors.append(e)
