@@ -7,6 +7,7 @@
 #   postgres   PostgreSQL 15 server with contrib, and the reference PGQ implementation we
 #              test against: postgresql-15-pgq3 (official extension), pgqd (ticker daemon),
 #              python3-pgq (SkyTools Python consumer)
+#   go         Go toolchain (golang-go) and gcc for cgo, to build and test bindings/go
 #
 # Idempotent. When everything is already there it only looks (no apt, no sudo, well under a
 # second), so CI re-runs stay quick. Otherwise it runs `apt-get update` and installs the
@@ -25,9 +26,9 @@ prog=${0##*/}
 pg_major=15
 
 # Each group is a list of "package|check" entries; `check` is a file that exists once the
-# package is installed (empty: ask dpkg). To add a group (say `go` for the Go binding), add
-# a function groups_<name> printing its entries and list the name in all_groups.
-all_groups=(postgres)
+# package is installed (empty: ask dpkg). To add a group, add a function groups_<name>
+# printing its entries and list the name in all_groups.
+all_groups=(postgres go)
 
 groups_postgres() {
     # postgresql-15 ships contrib too (postgresql-contrib is only a meta package for the
@@ -36,6 +37,12 @@ groups_postgres() {
     echo "postgresql-$pg_major-pgq3|/usr/share/postgresql/$pg_major/extension/pgq.control"
     echo "pgqd|/usr/bin/pgqd"
     echo "python3-pgq|/usr/lib/python3/dist-packages/pgq/__init__.py"
+}
+
+groups_go() {
+    # The Go binding (bindings/go) builds with Debian 12's Go 1.19 and cgo (gcc).
+    echo "golang-go|/usr/bin/go"
+    echo "gcc|/usr/bin/gcc"
 }
 
 die() {

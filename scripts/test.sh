@@ -5,7 +5,8 @@
 #
 # Steps: system packages (scripts/install-deps.sh), cargo fmt --check, clippy with warnings
 # as errors, rustdoc with warnings as errors, one throwaway PostgreSQL cluster, cargo test
-# (unit, integration, bins, examples, doctests) against it, the demo (scripts/demo.sh), and
+# (unit, integration, bins, examples, doctests) against it, the Go binding's go vet, gofmt
+# and go test -race (bindings/go), the demo (scripts/demo.sh), and
 # the compatibility round trip with the reference tools (tests/compat) on our schema and on
 # the official extension.
 #
@@ -113,6 +114,35 @@ print(e.make_dsn(sys.argv[1], dbname=sys.argv[2]))' "$dsn" "$db") || return 1
 }
 
 step "cargo test" cargo test --no-fail-fast
+
+# The Go binding (bindings/go) links the cdylib in target/debug and needs only Go's standard
+# library: no module downloads (GOPROXY=off), no toolchain downloads (GOTOOLCHAIN=local).
+go_env=(env GOPROXY=off GOTOOLCHAIN=local GOFLAGS=-mod=readonly)
+go_vet() {
+    cargo build --lib --quiet || return 1 # the cdylib and include/pgq.h the package links
+    (cd bindings/go && "${go_env[@]}" go vet ./...)
+}
+go_test() {
+    cargo build --lib --quiet || return 1
+    local log rc=0
+    log=$(mktemp)
+    (cd bindings/go && "${go_env[@]}" go test -race -count=1 ./...) 2>&1 | tee "$log" || rc=1
+    # A package whose tests vanished must not pass quietly.
+    if grep -qE 'no test files|no tests to run' "$log" || ! grep -q '^ok ' "$log"; then
+        echo "go test ran no tests" >&2
+        rc=1
+    fi
+    rm -f "$log"
+    return $rc
+}
+go_fmt() {
+    local files
+    files=$(cd bindings/go && gofmt -l .) || return 1
+    [[ -z $files ]] || { echo "not gofmt-formatted: $files" >&2; return 1; }
+}
+step "go vet (bindings/go)" go_vet
+step "gofmt -l (bindings/go)" go_fmt
+step "go test -race (bindings/go)" go_test
 step "demo (scripts/demo.sh)" run_demo
 step "compat: pgqd + python3-pgq on our schema" tests/compat/run.sh ours "$dsn"
 step "compat: pgqd + python3-pgq on the official extension" tests/compat/run.sh official "$dsn"

@@ -1,0 +1,100 @@
+package pgq_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	pgq "github.com/libpgq/libpgq/bindings/go"
+)
+
+// benchEvents fills a fresh queue with n events (about 60 bytes of data each) and returns a
+// consumer positioned before them.
+func benchEvents(b *testing.B, n int) (*pgq.Client, *pgq.Consumer) {
+	c, _ := openClient(b)
+	setupQueue(b, c, "bench", "c")
+	const chunk = 10_000
+	evs := make([]pgq.NewEvent, 0, chunk)
+	for sent := 0; sent < n; {
+		evs = evs[:0]
+		for i := 0; i < chunk && sent < n; i++ {
+			evs = append(evs, pgq.TextEvent("bench", fmt.Sprintf(`{"n": %d, "payload": "0123456789abcdef0123456789"}`, sent)))
+			sent++
+		}
+		if err := c.SendMany("bench", evs); err != nil {
+			b.Fatal(err)
+		}
+	}
+	tick(b, c, "bench")
+	co, err := c.NewConsumer("bench", "c", pgq.WithFetchSize(1000))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { co.Close() })
+	return c, co
+}
+
+// BenchmarkConsume measures the consume rate through Go: one op is one event taken from a
+// batch with Batch.Next (all fields copied into Go), the batch finished at the end.
+func BenchmarkConsume(b *testing.B) {
+	_, co := benchEvents(b, b.N)
+	b.ResetTimer()
+	start := time.Now()
+	got := 0
+	for got < b.N {
+		batch, err := co.NextBatch(time.Second)
+		if err != nil || batch == nil {
+			b.Fatalf("NextBatch = %v, %v after %d of %d events", batch, err, got, b.N)
+		}
+		for {
+			ev, err := batch.Next()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if ev == nil {
+				break
+			}
+			got++
+		}
+		if err := batch.Finish(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(got)/time.Since(start).Seconds(), "events/s")
+}
+
+// BenchmarkSendMany measures producing through Go: one op is one event, sent in
+// SendMany calls of 1000 (COPY, one transaction each).
+func BenchmarkSendMany(b *testing.B) {
+	c, _ := openClient(b)
+	setupQueue(b, c, "bench", "c")
+	evs := make([]pgq.NewEvent, 1000)
+	for i := range evs {
+		evs[i] = pgq.TextEvent("bench", fmt.Sprintf(`{"n": %d, "payload": "0123456789abcdef0123456789"}`, i))
+	}
+	b.ResetTimer()
+	start := time.Now()
+	for sent := 0; sent < b.N; sent += len(evs) {
+		n := len(evs)
+		if b.N-sent < n {
+			n = b.N - sent
+		}
+		if err := c.SendMany("bench", evs[:n]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
+}
+
+// BenchmarkSend measures single-event sends (one transaction each).
+func BenchmarkSend(b *testing.B) {
+	c, _ := openClient(b)
+	setupQueue(b, c, "bench", "c")
+	ev := pgq.TextEvent("bench", `{"payload": "0123456789abcdef0123456789"}`)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := c.Send("bench", ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
