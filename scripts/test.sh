@@ -4,7 +4,8 @@
 #   scripts/test.sh [SERVER_DSN]
 #
 # Steps: system packages (scripts/install-deps.sh), cargo fmt --check, clippy with warnings
-# as errors, rustdoc with warnings as errors, one throwaway PostgreSQL cluster, cargo test
+# as errors, rustdoc with warnings as errors, the C header check (scripts/gen-header.sh
+# --verify), one throwaway PostgreSQL cluster, cargo test
 # (unit, integration, bins, examples, doctests) against it, the Go binding's go vet, gofmt
 # and go test -race (bindings/go), the demo (scripts/demo.sh), and
 # the compatibility round trip with the reference tools (tests/compat) on our schema and on
@@ -83,6 +84,7 @@ step "system packages (scripts/install-deps.sh)" scripts/install-deps.sh
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy -D warnings" cargo clippy --all-targets --quiet -- -D warnings
 step "cargo doc -D warnings" env RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --quiet
+step "C header up to date, versions match Cargo.toml (scripts/gen-header.sh --verify)" scripts/gen-header.sh --verify
 
 start_cluster() {
     cluster=$root/target/test-cluster.$$
