@@ -185,7 +185,8 @@ func (c *Client) RegisterConsumerAt(queue, consumer string, tickID int64) (creat
 	return bool(b), err
 }
 
-// UnregisterConsumer removes a consumer from a queue, with its pending retries.
+// UnregisterConsumer removes a consumer from a queue, with its pending retries. It succeeds
+// also when the consumer was not registered.
 func (c *Client) UnregisterConsumer(queue, consumer string) error {
 	q, ql := strArg(queue)
 	n, nl := strArg(consumer)

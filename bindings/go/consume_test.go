@@ -237,7 +237,19 @@ func TestRetry(t *testing.T) {
 	if _, err := b.Events(); err != nil {
 		t.Fatal(err)
 	}
-	wantStatus(t, b.Retry(id+1000, 0), pgq.ErrNoSuchEvent)
+	// Retries are applied by Finish: an event that is not in the batch fails it, and the
+	// batch (with none of its retries) is delivered again.
+	if err := b.Retry(id+1000, 0); err != nil {
+		t.Fatalf("Retry: %v", err)
+	}
+	wantStatus(t, b.Finish(), pgq.ErrNoSuchEvent)
+	b, err = co.NextBatch(time.Second)
+	if err != nil || b == nil {
+		t.Fatalf("NextBatch after a failed Finish: %v %v", b, err)
+	}
+	if evs, err := b.Events(); err != nil || len(evs) != 2 {
+		t.Fatalf("redelivered batch: %v, %v", evs, err)
+	}
 	if err := b.Retry(id, 0); err != nil {
 		t.Fatalf("Retry: %v", err)
 	}

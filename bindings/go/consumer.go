@@ -253,7 +253,8 @@ func copyEvent(cev *C.pgq_event) *Event {
 
 // Retry puts the event back into the queue, to be delivered again to this consumer after
 // delay (negative counts as zero), with its Retry count increased. It takes effect when the
-// batch is finished; a batch closed unfinished forgets it.
+// batch is finished; a batch closed unfinished forgets it. An id that is not part of the batch
+// makes Finish fail with ErrNoSuchEvent (and the batch is delivered again).
 func (b *Batch) Retry(eventID int64, delay time.Duration) error {
 	if delay < 0 {
 		delay = 0

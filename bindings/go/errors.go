@@ -81,8 +81,9 @@ func (s Status) String() string {
 	return fmt.Sprintf("status %d", int32(s))
 }
 
-// Error makes a Status usable as an error value and as an errors.Is target.
-func (s Status) Error() string { return "pgq: " + s.String() }
+// Error makes a Status usable as an error value and as an errors.Is target. It is the same
+// as String, so printing a Status shows its description either way.
+func (s Status) Error() string { return s.String() }
 
 // Error is what every failing call of this package returns.
 //
@@ -100,7 +101,7 @@ type Error struct {
 func (e *Error) Error() string {
 	msg := "pgq: " + e.Message
 	if e.Message == "" {
-		msg = e.Status.Error()
+		msg = "pgq: " + e.Status.String()
 	}
 	if e.SQLState != "" {
 		msg += " (SQLSTATE " + e.SQLState + ")"

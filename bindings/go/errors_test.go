@@ -37,7 +37,7 @@ func TestErrorMatching(t *testing.T) {
 	if !strings.Contains(strings.ToLower(pe.Message), "no such queue") || !strings.Contains(err.Error(), "SQLSTATE P0001") {
 		t.Fatalf("message %q / Error() %q", pe.Message, err.Error())
 	}
-	if pgq.ErrNoSuchQueue.String() != "no such queue" || pgq.ErrNoSuchQueue.Error() != "pgq: no such queue" {
+	if pgq.ErrNoSuchQueue.String() != "no such queue" || pgq.ErrNoSuchQueue.Error() != "no such queue" {
 		t.Fatalf("Status strings: %q %q", pgq.ErrNoSuchQueue.String(), pgq.ErrNoSuchQueue.Error())
 	}
 }
@@ -84,10 +84,11 @@ func TestBadInputLosesNothing(t *testing.T) {
 	wantStatus(t, err, pgq.ErrInvalidInput)
 	co, err := c.NewConsumer("nope", "c")
 	if err == nil {
+		// PGQ checks the subscription first: an unknown queue has no subscribers.
 		_, err = co.NextBatch(0)
 		co.Close()
 	}
-	wantStatus(t, err, pgq.ErrNoSuchQueue)
+	wantStatus(t, err, pgq.ErrNotSubscribed)
 	_, err = c.NewConsumer("q", "c", pgq.WithFetchSize(0))
 	wantStatus(t, err, pgq.ErrInvalidInput)
 

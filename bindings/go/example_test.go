@@ -89,6 +89,9 @@ func ExampleClient_Begin() {
 	if _, err := client.CreateQueue("orders"); err != nil {
 		log.Fatal(err)
 	}
+	if _, err := client.RegisterConsumer("orders", "billing"); err != nil {
+		log.Fatal(err)
+	}
 
 	placeOrder := func(id int, fail bool) error {
 		tx, err := client.Begin()
@@ -110,15 +113,36 @@ func ExampleClient_Begin() {
 	fmt.Println(placeOrder(1, false))
 	fmt.Println(placeOrder(2, true))
 
-	info, err := client.QueueInfo("orders")
+	// Only the committed order's event reaches the consumer.
+	if err := client.ForceTick("orders"); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := client.Tick(); err != nil {
+		log.Fatal(err)
+	}
+	consumer, err := client.NewConsumer("orders", "billing")
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Println("events waiting:", info.NewEvents)
+	defer consumer.Close()
+	batch, err := consumer.NextBatch(time.Second)
+	if err != nil || batch == nil {
+		log.Fatal("no batch: ", err)
+	}
+	events, err := batch.Events()
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, ev := range events {
+		fmt.Println("event:", *ev.Type, *ev.Data)
+	}
+	if err := batch.Finish(); err != nil {
+		log.Fatal(err)
+	}
 	// Output:
 	// <nil>
 	// payment declined
-	// events waiting: 1
+	// event: order.created 1
 }
 
 // Errors carry a Status to match with errors.Is, and PostgreSQL's SQLSTATE.

@@ -2,12 +2,13 @@
 
 package pgq
 
-// By default the package links against the repository's own debug build of libpgq
-// (`cargo build` at the repository root produces target/debug/libpgq.so), with an rpath so
-// that `go test` and programs built in this checkout find it at run time. Build with
-// `-tags pgq_pkgconfig` to use an installed libpgq found through pkg-config instead
-// (see link_pkgconfig.go).
+// By default the package links the repository's own debug build of libpgq statically
+// (`cargo build` at the repository root produces target/debug/libpgq.a and the header is
+// include/pgq.h), so `go test` and programs built in this checkout need nothing at run time.
+// The extra libraries are what Rust's standard library needs on Linux (rustc
+// --print native-static-libs). Build with `-tags pgq_pkgconfig` to link an installed shared
+// libpgq found through pkg-config instead (see link_pkgconfig.go).
 
 // #cgo CFLAGS: -I${SRCDIR}/../../include
-// #cgo LDFLAGS: -L${SRCDIR}/../../target/debug -Wl,-rpath,${SRCDIR}/../../target/debug -lpgq
+// #cgo LDFLAGS: ${SRCDIR}/../../target/debug/libpgq.a -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
 import "C"

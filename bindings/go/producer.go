@@ -127,8 +127,9 @@ func (c *Client) SendMany(queue string, evs []NewEvent) error {
 // is the usual shape. A Tx that is never ended is rolled back when garbage collected, but
 // holds its connection until then.
 type Tx struct {
-	mu  sync.Mutex
-	ptr *C.pgq_tx
+	mu     sync.Mutex
+	ptr    *C.pgq_tx
+	failed error // the first failed call: Commit refuses then
 }
 
 // Begin starts a transaction.
@@ -154,7 +155,11 @@ func (tx *Tx) call(f func(p *C.pgq_tx, err **C.pgq_error) C.pgq_status) error {
 	var cerr *C.pgq_error
 	st := f(tx.ptr, &cerr)
 	runtime.KeepAlive(tx)
-	return check(st, cerr)
+	err := check(st, cerr)
+	if err != nil && tx.failed == nil {
+		tx.failed = err
+	}
+	return err
 }
 
 // Send inserts one event into the queue within the transaction and returns its id.
@@ -182,8 +187,8 @@ func (tx *Tx) SendMany(queue string, evs []NewEvent) error {
 // Exec runs SQL (one or more statements, no parameters, results discarded) within the
 // transaction: the business change the events belong to.
 //
-// After a failed Send or Exec the server has aborted the transaction; only Rollback is
-// useful then (Commit fails).
+// After a failed Send or Exec the server has usually aborted the transaction, so Commit then
+// rolls back and fails (PostgreSQL itself would answer COMMIT with a silent ROLLBACK).
 func (tx *Tx) Exec(sql string) error {
 	s, sl := strArg(sql)
 	return tx.call(func(p *C.pgq_tx, e **C.pgq_error) C.pgq_status {
@@ -192,11 +197,20 @@ func (tx *Tx) Exec(sql string) error {
 }
 
 // Commit commits the transaction. The Tx is finished afterwards, also when Commit fails.
+//
+// If a call on the Tx failed before, Commit rolls back instead and returns an ErrInvalidState
+// error wrapping that failure: nothing of a transaction with a failed step is committed.
 func (tx *Tx) Commit() error {
 	tx.mu.Lock()
 	defer tx.mu.Unlock()
 	if tx.ptr == nil {
 		return errClosed("transaction")
+	}
+	if tx.failed != nil {
+		C.pgq_tx_rollback(tx.ptr)
+		tx.ptr = nil
+		runtime.SetFinalizer(tx, nil)
+		return &Error{Status: ErrInvalidState, Message: "transaction rolled back: an earlier call failed: " + tx.failed.Error(), Err: tx.failed}
 	}
 	var cerr *C.pgq_error
 	st := C.pgq_tx_commit(tx.ptr, &cerr)

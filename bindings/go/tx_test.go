@@ -1,6 +1,7 @@
 package pgq_test
 
 import (
+	"errors"
 	"testing"
 
 	pgq "github.com/libpgq/libpgq/bindings/go"
@@ -91,8 +92,10 @@ func TestTxRollbackPublishesNothing(t *testing.T) {
 	if pe := err.(*pgq.Error); pe.SQLState != "42P01" {
 		t.Fatalf("SQLState %q, want 42P01 (undefined_table)", pe.SQLState)
 	}
-	if err := tx2.Commit(); err == nil {
-		t.Fatal("Commit of an aborted transaction succeeded")
+	err = tx2.Commit()
+	wantStatus(t, err, pgq.ErrInvalidState)
+	if !errors.Is(err, pgq.ErrDatabase) {
+		t.Fatalf("Commit error %v does not wrap the failure", err)
 	}
 
 	if n := psql(t, dsn, "select count(*) from t"); n != "0" {
