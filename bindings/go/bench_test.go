@@ -6,12 +6,12 @@ import (
 	"time"
 
 	pgq "github.com/libpgq/libpgq/bindings/go"
+	"github.com/libpgq/libpgq/bindings/go/internal/cabench"
 )
 
-// benchEvents fills a fresh queue with n events (about 60 bytes of data each) and returns a
-// consumer positioned before them.
-func benchEvents(b *testing.B, n int) (*pgq.Client, *pgq.Consumer) {
-	c, _ := openClient(b)
+// fillBench creates queue "bench" with consumer "c" and n events waiting for it (about 60
+// bytes of data each) in one batch.
+func fillBench(b *testing.B, c *pgq.Client, n int) {
 	setupQueue(b, c, "bench", "c")
 	const chunk = 10_000
 	evs := make([]pgq.NewEvent, 0, chunk)
@@ -26,6 +26,13 @@ func benchEvents(b *testing.B, n int) (*pgq.Client, *pgq.Consumer) {
 		}
 	}
 	tick(b, c, "bench")
+}
+
+// benchEvents fills a fresh queue (fillBench) and returns a consumer positioned before the
+// events.
+func benchEvents(b *testing.B, n int) (*pgq.Client, *pgq.Consumer) {
+	c, _ := openClient(b)
+	fillBench(b, c, n)
 	co, err := c.NewConsumer("bench", "c", pgq.WithFetchSize(1000))
 	if err != nil {
 		b.Fatal(err)
@@ -97,4 +104,23 @@ func BenchmarkSend(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkConsumeCABI is BenchmarkConsume's baseline: the same loop written in C against
+// the C ABI (internal/cabench), reading every field of every event without copying it.
+func BenchmarkConsumeCABI(b *testing.B) {
+	c, dsn := openClient(b)
+	fillBench(b, c, b.N)
+	cc, err := cabench.Open(dsn, "bench", "c", 1000)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cc.Close()
+	b.ResetTimer()
+	start := time.Now()
+	got, err := cc.Consume(int64(b.N))
+	if err != nil {
+		b.Fatalf("after %d of %d events: %v", got, b.N, err)
+	}
+	b.ReportMetric(float64(got)/time.Since(start).Seconds(), "events/s")
 }
