@@ -1,33 +1,72 @@
 package pgq
 
 /*
+#include <string.h>
 #include <pgq.h>
 
-// One event read with one cgo call (instead of eleven): the next event's fields, borrowed
-// views valid until the next call on the batch.
-typedef struct pgq_go_event {
+// Reading events one cgo call each costs more than the C ABI's own work per event, so the
+// binding reads them in runs: pgq_go_batch_fill copies up to `cap` events into Go-owned
+// memory (fixed-size records in `meta`, field bytes back to back in `buf`; `*used_out` bytes)
+// with one call.
+typedef struct pgq_go_meta {
 	int64_t id, time_us, txid;
 	int32_t retry;
-	pgq_str f[6]; // type, data, extra1..4
-} pgq_go_event;
+	uint32_t nulls; // bit i set: field i is SQL NULL
+	uint64_t len[6]; // type, data, extra1..4
+} pgq_go_meta;
 
-static pgq_status pgq_go_batch_next(pgq_batch *b, pgq_go_event *out, bool *have, pgq_error **err) {
-	const pgq_event *ev = NULL;
-	pgq_status st = pgq_batch_next_event(b, &ev, err);
-	*have = false;
-	if (st != PGQ_STATUS_OK || ev == NULL) return st;
-	*have = true;
-	out->id = pgq_event_id(ev);
-	out->time_us = pgq_event_time_us(ev);
-	out->txid = pgq_event_txid(ev);
-	out->retry = pgq_event_retry(ev);
-	out->f[0] = pgq_event_type(ev);
-	out->f[1] = pgq_event_data(ev);
-	out->f[2] = pgq_event_extra1(ev);
-	out->f[3] = pgq_event_extra2(ev);
-	out->f[4] = pgq_event_extra3(ev);
-	out->f[5] = pgq_event_extra4(ev);
-	return st;
+// *pending carries an event view over to the next call when its fields did not fit into
+// buf (views stay valid until the next call on the batch). If not even the first event fits,
+// *n_out is 0 and *need says how many bytes it needs. On an error, the *n_out events before
+// it are complete.
+static pgq_status pgq_go_batch_fill(pgq_batch *b, const pgq_event **pending,
+                                    pgq_go_meta *meta, size_t cap, char *buf, size_t buf_cap,
+                                    size_t *n_out, size_t *used_out, size_t *need,
+                                    pgq_error **err) {
+	size_t n = 0, used = 0;
+	*need = 0;
+	*used_out = 0;
+	while (n < cap) {
+		const pgq_event *ev = *pending;
+		if (ev == NULL) {
+			pgq_status st = pgq_batch_next_event(b, &ev, err);
+			if (st != PGQ_STATUS_OK) {
+				*n_out = n;
+				*used_out = used;
+				return st;
+			}
+			if (ev == NULL) break; // end of the batch
+		}
+		pgq_str f[6] = {pgq_event_type(ev), pgq_event_data(ev), pgq_event_extra1(ev),
+		                pgq_event_extra2(ev), pgq_event_extra3(ev), pgq_event_extra4(ev)};
+		size_t size = 0;
+		for (int i = 0; i < 6; i++) size += f[i].len;
+		if (size > buf_cap - used) {
+			*pending = ev;
+			if (n == 0) *need = size;
+			break;
+		}
+		*pending = NULL;
+		pgq_go_meta *m = &meta[n];
+		m->id = pgq_event_id(ev);
+		m->time_us = pgq_event_time_us(ev);
+		m->txid = pgq_event_txid(ev);
+		m->retry = pgq_event_retry(ev);
+		m->nulls = 0;
+		for (int i = 0; i < 6; i++) {
+			m->len[i] = f[i].len;
+			if (f[i].data == NULL) {
+				m->nulls |= 1u << i;
+			} else if (f[i].len > 0) {
+				memcpy(buf + used, f[i].data, f[i].len);
+				used += f[i].len;
+			}
+		}
+		n++;
+	}
+	*n_out = n;
+	*used_out = used;
+	return PGQ_STATUS_OK;
 }
 */
 import "C"
@@ -193,13 +232,22 @@ type Batch struct {
 	id     int64
 	tickID int64
 	prevID int64
-	// Next's out-parameters, kept here (under mu) so that a call allocates only the event.
-	scratch struct {
-		ev   C.pgq_go_event
-		have C.bool
-		err  *C.pgq_error
-	}
+
+	// Events read ahead from the library (see pgq_go_batch_fill), served by Next.
+	pending *C.pgq_event    // a view whose fields did not fit into the last buffer
+	meta    []C.pgq_go_meta // reused between fills
+	buf     []byte          // reused between fills; events get an exact-size copy
+	ready   []Event         // read, not yet returned
+	readErr error           // the failure after the ready events, reported after them
+	atEnd   bool
 }
+
+// Read-ahead limits: events per cgo call, and the initial size of the byte buffer they are
+// copied into (the field strings of one fill share one exact-size copy of it).
+const (
+	fillEvents = 64
+	fillBytes  = 16 << 10
+)
 
 func newBatch(ptr *C.pgq_batch, owned bool) *Batch {
 	b := &Batch{
@@ -238,23 +286,88 @@ func (b *Batch) call(f func(p *C.pgq_batch, err **C.pgq_error) C.pgq_status) err
 }
 
 // Next returns the next event of the batch, or nil at its end. Events are fetched from the
-// server in chunks, so a batch of any size streams in bounded memory.
+// server in chunks of the consumer's fetch size, so a batch of any size streams in bounded
+// memory.
 func (b *Batch) Next() (*Event, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.ptr == nil {
 		return nil, errClosed("batch")
 	}
-	sc := &b.scratch
-	sc.err = nil
-	st := C.pgq_go_batch_next(b.ptr, &sc.ev, &sc.have, &sc.err)
-	var ev *Event
-	if st == C.PGQ_STATUS_OK && bool(sc.have) {
-		// The views are valid until the next call on the batch: copy them now.
-		ev = copyEvent(&sc.ev)
+	if len(b.ready) == 0 && b.readErr == nil && !b.atEnd {
+		b.fill()
 	}
-	runtime.KeepAlive(b)
-	return ev, check(st, sc.err)
+	if len(b.ready) > 0 {
+		ev := &b.ready[0]
+		b.ready = b.ready[1:]
+		return ev, nil
+	}
+	if err := b.readErr; err != nil {
+		b.readErr = nil // reported once; the next call asks the library again
+		return nil, err
+	}
+	return nil, nil
+}
+
+// fill reads the next run of events from the library into b.ready (b.mu held).
+func (b *Batch) fill() {
+	if b.meta == nil {
+		b.meta = make([]C.pgq_go_meta, fillEvents)
+		b.buf = make([]byte, fillBytes)
+	}
+	for {
+		var n, used, need C.size_t
+		var cerr *C.pgq_error
+		st := C.pgq_go_batch_fill(b.ptr, &b.pending, &b.meta[0], C.size_t(len(b.meta)),
+			(*C.char)(unsafe.Pointer(&b.buf[0])), C.size_t(len(b.buf)), &n, &used, &need, &cerr)
+		runtime.KeepAlive(b)
+		if n == 0 && need > 0 && st == C.PGQ_STATUS_OK {
+			b.buf = make([]byte, int(need)) // one event larger than the buffer
+			continue
+		}
+		b.ready = decodeEvents(b.meta[:int(n)], string(b.buf[:int(used)]))
+		if len(b.buf) > fillBytes {
+			b.buf = b.buf[:fillBytes:fillBytes] // do not keep a huge buffer for the rest
+		}
+		if st != C.PGQ_STATUS_OK {
+			b.readErr = takeError(st, cerr)
+		} else if n == 0 {
+			b.atEnd = true
+		}
+		return
+	}
+}
+
+// decodeEvents turns filled records into Events whose strings are substrings of all.
+func decodeEvents(meta []C.pgq_go_meta, all string) []Event {
+	if len(meta) == 0 {
+		return nil
+	}
+	evs := make([]Event, len(meta))
+	strs := make([]string, 6*len(meta))
+	off := 0
+	for i := range meta {
+		m := &meta[i]
+		ev := &evs[i]
+		fields := [6]**string{&ev.Type, &ev.Data, &ev.Extra1, &ev.Extra2, &ev.Extra3, &ev.Extra4}
+		for f := 0; f < 6; f++ {
+			if m.nulls&(1<<f) != 0 {
+				continue // SQL NULL
+			}
+			n := int(m.len[f])
+			s := &strs[6*i+f]
+			*s = all[off : off+n]
+			*fields[f] = s
+			off += n
+		}
+		ev.ID = int64(m.id)
+		ev.Time = time.UnixMicro(int64(m.time_us))
+		ev.TxID = int64(m.txid)
+		if m.retry > 0 { // -1: SQL NULL, the first delivery
+			ev.Retry = int(m.retry)
+		}
+	}
+	return evs
 }
 
 // Events returns the remaining events of the batch.
@@ -270,46 +383,6 @@ func (b *Batch) Events() ([]Event, error) {
 		}
 		evs = append(evs, *ev)
 	}
-}
-
-// eventBox holds an Event and its field strings in one allocation.
-type eventBox struct {
-	ev   Event
-	strs [6]string
-}
-
-// copyEvent copies a C event into Go memory: one allocation for the event and one for the
-// bytes of all its fields.
-func copyEvent(cev *C.pgq_go_event) *Event {
-	total := 0
-	for i := range cev.f {
-		total += int(cev.f[i].len)
-	}
-	buf := make([]byte, total)
-	all := *(*string)(unsafe.Pointer(&buf)) // buf is never written after the copies below
-	box := &eventBox{}
-	ptrs := [6]**string{&box.ev.Type, &box.ev.Data, &box.ev.Extra1, &box.ev.Extra2, &box.ev.Extra3, &box.ev.Extra4}
-	off := 0
-	for i := range cev.f {
-		f := cev.f[i]
-		if f.data == nil {
-			continue // SQL NULL
-		}
-		n := int(f.len)
-		copy(buf[off:off+n], unsafe.Slice((*byte)(unsafe.Pointer(f.data)), n))
-		box.strs[i] = all[off : off+n]
-		*ptrs[i] = &box.strs[i]
-		off += n
-	}
-	retry := int(cev.retry)
-	if retry < 0 {
-		retry = 0 // SQL NULL: first delivery
-	}
-	box.ev.ID = int64(cev.id)
-	box.ev.Time = time.UnixMicro(int64(cev.time_us))
-	box.ev.TxID = int64(cev.txid)
-	box.ev.Retry = retry
-	return &box.ev
 }
 
 // Retry puts the event back into the queue, to be delivered again to this consumer after
