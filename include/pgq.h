@@ -104,6 +104,9 @@ enum pgq_status
     PGQ_STATUS_INVALID_STATE = 24,
     // An index or number was out of range.
     PGQ_STATUS_OUT_OF_RANGE = 25,
+    // A cooperative subconsumer still has an open batch (finish it, or unregister with
+    // release).
+    PGQ_STATUS_BATCH_OPEN = 26,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -116,6 +119,11 @@ typedef uint32_t pgq_status;
 // A batch of events being consumed. Not thread-safe: one thread at a time. Read events
 // with `pgq_batch_next_event`, tag failures with `pgq_batch_retry`, then
 // `pgq_batch_finish`. Freeing it unfinished rolls back: the batch is delivered again.
+//
+// Inside a worker's handler (`pgq_batch_handler`) the batch belongs to the worker: it is
+// valid only during that handler call, and `pgq_batch_finish` / `pgq_batch_free` must not
+// be called on it (finish returns `PGQ_STATUS_INVALID_STATE`, free does nothing); the
+// worker finishes it when the handler returns 0.
 typedef struct pgq_batch pgq_batch;
 
 // A client: a pool of connections to one database. Fully thread-safe: every call takes a
@@ -193,10 +201,27 @@ typedef struct pgq_queue_info pgq_queue_info;
 // A list of queues, from `pgq_queue_list_get`. Immutable, may be read from several threads.
 typedef struct pgq_queue_list pgq_queue_list;
 
+// A running ticker service: one thread per database that ticks the queues, moves due
+// retry events back and runs maintenance, like pgqd. Only one ticker per database is
+// active; others stand by and take over when it goes away. `pgq_ticker_stop` and
+// `pgq_ticker_stats_get` may be called from any thread; `pgq_ticker_join` / `pgq_ticker_free`
+// take `pgq_ticker *` (other calls wait while a join runs).
+typedef struct pgq_ticker pgq_ticker;
+
+// Options for `pgq_ticker_start`, which consumes them. One thread at a time.
+//
+// ```c
+// pgq_ticker_options *o = pgq_ticker_options_new();
+// pgq_ticker_options_set_ticker_period_ms(o, 200, NULL);
+// pgq_ticker_start(client, o, &ticker, &err);
+// ```
+typedef struct pgq_ticker_options pgq_ticker_options;
+
 // A database transaction on one pooled connection: events sent through it (and SQL run
 // with `pgq_tx_execute`) commit or roll back together. Not thread-safe: one thread at a
 // time. After a failed call the transaction is aborted on the server; only
-// `pgq_tx_rollback` / `pgq_tx_free` (or a commit, which then fails) make sense.
+// `pgq_tx_rollback` / `pgq_tx_free` make sense (`pgq_tx_commit` then rolls back and
+// returns `PGQ_STATUS_INVALID_STATE`).
 //
 // ```c
 // pgq_tx *tx = NULL;
@@ -208,23 +233,20 @@ typedef struct pgq_queue_list pgq_queue_list;
 // ```
 typedef struct pgq_tx pgq_tx;
 
-// A string view: `len` bytes of UTF-8 at `data`, NOT NUL-terminated.
-//
-// As input (event fields), `data == NULL` means SQL NULL (and `len` is ignored); otherwise
-// `len` bytes are read and copied during the call (`len == 0` is the empty string).
-// As output, the view borrows from the object it came from; the function's comment says
-// how long it stays valid, and `data == NULL` means SQL NULL.
+// A running worker: threads that take the consumer's batches and call the handler once
+// per batch. Fully thread-safe except `pgq_worker_join` / `pgq_worker_free`, which take
+// `pgq_worker *` (one thread; they may run while other threads call `pgq_worker_stop` or
+// `pgq_worker_stats_get`).
+typedef struct pgq_worker pgq_worker;
+
+// Options for `pgq_worker_start`, which consumes them. One thread at a time.
 //
 // ```c
-// pgq_str s = pgq_event_data(ev);
-// if (s.data) printf("%.*s\n", (int)s.len, s.data); else printf("NULL\n");
+// pgq_worker_options *o = pgq_worker_options_new();
+// pgq_worker_options_set_fetch_size(o, 500, NULL);
+// pgq_worker_start(client, "orders", 6, "mailer", 6, o, handle_batch, ctx, NULL, &w, &err);
 // ```
-typedef struct pgq_str {
-    // First byte, or NULL for SQL NULL.
-    const char *data;
-    // Length in bytes.
-    size_t len;
-} pgq_str;
+typedef struct pgq_worker_options pgq_worker_options;
 
 // A log level: one of the `PGQ_LOG_*` values.
 typedef uint32_t pgq_log_level;
@@ -246,6 +268,24 @@ typedef void (*pgq_log_fn)(void *user_data,
 
 // Frees a callback's `user_data` when the library no longer needs it.
 typedef void (*pgq_free_fn)(void *user_data);
+
+// A string view: `len` bytes of UTF-8 at `data`, NOT NUL-terminated.
+//
+// As input (event fields), `data == NULL` means SQL NULL (and `len` is ignored); otherwise
+// `len` bytes are read and copied during the call (`len == 0` is the empty string).
+// As output, the view borrows from the object it came from; the function's comment says
+// how long it stays valid, and `data == NULL` means SQL NULL.
+//
+// ```c
+// pgq_str s = pgq_event_data(ev);
+// if (s.data) printf("%.*s\n", (int)s.len, s.data); else printf("NULL\n");
+// ```
+typedef struct pgq_str {
+    // First byte, or NULL for SQL NULL.
+    const char *data;
+    // Length in bytes.
+    size_t len;
+} pgq_str;
 
 // An event to send. Every field is optional text: `data == NULL` is SQL NULL. The library
 // copies the fields during the call. Zero-initialise it (`pgq_new_event ev = {0};`) and set
@@ -273,6 +313,93 @@ typedef struct pgq_new_event {
     struct pgq_str extra4;
 } pgq_new_event;
 
+// Handles one batch for a worker.
+//
+// - **Thread:** called on one of the worker's own threads (named `pgq-worker-N`), never
+//   on the thread that started the worker.
+// - **Overlap:** with one worker thread (the default) calls never overlap. With
+//   `pgq_worker_options_set_workers(n > 1)` (cooperative mode) up to n calls run at the
+//   same time, each with its own batch, so `user_data` must then be thread-safe.
+// - **Once per batch:** the handler gets the whole batch in one call. `batch` is valid
+//   only during the call: read events with `pgq_batch_next_event` (each view valid until
+//   the next call on the batch) and tag failures with `pgq_batch_retry`. Do not call
+//   `pgq_batch_finish` or `pgq_batch_free` on it; do not keep it or its views.
+// - **Return:** 0 = handled: the tagged retries are queued and the batch is finished (one
+//   transaction). Any other value = failed: the batch is not finished and is delivered
+//   again (after a delay, or the worker stops, per `pgq_worker_options_set_stop_on_error`);
+//   it is counted in `handler_errors`.
+// - **Must not:** unwind (no C++ exceptions, no longjmp) or block forever (stopping waits
+//   for the running handler). It may call `pgq_worker_stop` on its own worker (the stop
+//   takes effect after it returns); `pgq_worker_join` on its own worker returns
+//   `PGQ_STATUS_WOULD_DEADLOCK`, and `pgq_worker_free` on its own worker is deferred
+//   until the handler returned.
+typedef int32_t (*pgq_batch_handler)(void *user_data, struct pgq_batch *batch);
+
+// A snapshot of a worker's counters, filled by `pgq_worker_stats_get`. Set `struct_size` to
+// `sizeof(pgq_worker_stats)` before the call: the library writes at most that many bytes,
+// so a program built against an older (smaller) struct keeps working when fields are
+// appended.
+typedef struct pgq_worker_stats {
+    // In: `sizeof(pgq_worker_stats)` as the caller knows it.
+    uint32_t struct_size;
+    // Worker and listener threads running now.
+    uint32_t threads;
+    // Events in finished batches.
+    uint64_t events;
+    // Finished batches.
+    uint64_t batches;
+    // Events tagged for retry in finished batches.
+    uint64_t retries;
+    // handler_errors + db_errors (+ Rust handler panics, which C handlers cannot cause).
+    uint64_t errors;
+    // Handler calls that returned non-zero (batch delivered again).
+    uint64_t handler_errors;
+    // Database errors (connection lost, server restart...), retried with backoff.
+    uint64_t db_errors;
+    // Recoveries after database errors.
+    uint64_t reconnects;
+    // Tick notifications that woke a worker.
+    uint64_t wakeups;
+    // Polls that found no batch.
+    uint64_t empty_polls;
+    // Lag of the last finished batch (now - its tick time) in ms, -1 before the first.
+    int64_t lag_ms;
+    // When the last batch was finished, microseconds since the Unix epoch; -1 before the
+    // first.
+    int64_t last_batch_time_us;
+    // Whether the tick listener is connected.
+    bool listening;
+} pgq_worker_stats;
+
+// A snapshot of a ticker's counters, filled by `pgq_ticker_stats_get`. Set `struct_size` to
+// `sizeof(pgq_ticker_stats)` before the call (see `pgq_worker_stats`).
+typedef struct pgq_ticker_stats {
+    // In: `sizeof(pgq_ticker_stats)` as the caller knows it.
+    uint32_t struct_size;
+    // Databases where this ticker is the active one.
+    uint32_t active;
+    // Databases where it stands by (another ticker is active).
+    uint32_t standby;
+    // Ticks created.
+    uint64_t ticks;
+    // Ticker rounds run.
+    uint64_t rounds;
+    // Retry events moved back into their queues.
+    uint64_t retry_events_moved;
+    // Maintenance runs.
+    uint64_t maintenance_runs;
+    // Maintenance operations performed.
+    uint64_t maintenance_calls;
+    // Tables vacuumed by maintenance.
+    uint64_t tables_vacuumed;
+    // Errors (each retried after a backoff).
+    uint64_t errors;
+    // Reconnections after errors.
+    uint64_t reconnects;
+    // When the last tick was created, microseconds since the Unix epoch; -1 if never.
+    int64_t last_tick_us;
+} pgq_ticker_stats;
+
 // No records (as `max_level`: logging off).
 #define PGQ_LOG_OFF 0
 
@@ -294,6 +421,101 @@ typedef struct pgq_new_event {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+// The error's message: NUL-terminated UTF-8, valid until `pgq_error_free(e)`. Never NULL
+// (an empty string for a NULL `e`).
+const char *pgq_error_message(const struct pgq_error *e);
+
+// The SQLSTATE the server reported (five characters, NUL-terminated, valid until
+// `pgq_error_free(e)`), or NULL when the error did not come from the server or `e` is NULL.
+const char *pgq_error_sqlstate(const struct pgq_error *e);
+
+// The error's status (the same value the failing call returned);
+// `PGQ_STATUS_NULL_POINTER` for a NULL `e`.
+pgq_status pgq_error_status(const struct pgq_error *e);
+
+// Frees an error. NULL is a no-op.
+void pgq_error_free(struct pgq_error *e);
+
+// A short, static, NUL-terminated name of a status ("PGQ_STATUS_NO_SUCH_QUEUE"); "unknown"
+// for values this library does not know.
+const char *pgq_status_name(uint32_t status);
+
+// The library version, e.g. "0.1.0": static, NUL-terminated (equal to the header's
+// `PGQ_VERSION` when header and library match).
+//
+// ```c
+// printf("libpgq %s, ABI %u\n", pgq_version(), pgq_abi_version());
+// ```
+const char *pgq_version(void);
+
+// The ABI version of the loaded library; equal to the header's `PGQ_ABI_VERSION` when they
+// match. Wrappers (Python, Go) refuse to run with a library whose ABI version differs.
+uint32_t pgq_abi_version(void);
+
+// Sends the library's log records up to `max_level` to `cb`, replacing any previous
+// callback (whose `user_data_free` is then called, once no record is in flight on it).
+// `cb == NULL` turns logging off (`user_data` and `user_data_free` are then ignored);
+// so does `max_level == PGQ_LOG_OFF`.
+//
+// `user_data` is passed to every call of `cb`; `user_data_free` (may be NULL) is called
+// exactly once when the library drops this logger, on whichever thread does that. On
+// failure the library keeps nothing and does not call `user_data_free`.
+//
+// Fails with `PGQ_STATUS_INVALID_INPUT` for an unknown `max_level`, and with
+// `PGQ_STATUS_INVALID_STATE` when the process (its Rust code) already installed another
+// `log` logger.
+//
+// ```c
+// static void on_log(void *ud, pgq_log_level lvl, const char *t, size_t tl,
+//                    const char *m, size_t ml) {
+//     (void)ud; fprintf(stderr, "[%u] %.*s: %.*s\n", lvl, (int)tl, t, (int)ml, m);
+// }
+// pgq_set_logger(on_log, NULL, NULL, PGQ_LOG_INFO, &err);
+// ```
+pgq_status pgq_set_logger(pgq_log_fn cb,
+                          void *user_data,
+                          pgq_free_fn user_data_free,
+                          pgq_log_level max_level,
+                          struct pgq_error **err);
+
+// New options with the defaults (pool of 8 connections, 10 s connect timeout). Free with
+// `pgq_client_options_free` unless passed to `pgq_client_connect`. NULL only if Rust
+// panicked (out of memory aborts instead).
+struct pgq_client_options *pgq_client_options_new(void);
+
+// Frees options that were not passed to `pgq_client_connect`. NULL is a no-op.
+void pgq_client_options_free(struct pgq_client_options *opts);
+
+// The maximum number of pooled connections (at least 1; default 8). Each open batch,
+// transaction and worker thread holds one while it works.
+pgq_status pgq_client_options_set_pool_size(struct pgq_client_options *opts,
+                                            uint32_t n,
+                                            struct pgq_error **err);
+
+// How long connecting (and waiting for a free pooled connection) may take, in
+// milliseconds (at least 1; default 10000). A `connect_timeout` in the DSN takes precedence
+// for connecting.
+pgq_status pgq_client_options_set_connect_timeout_ms(struct pgq_client_options *opts,
+                                                     uint64_t ms,
+                                                     struct pgq_error **err);
+
+// Connects to the database in `dsn` (libpq key=value or `postgresql://` URL; `dsn_len`
+// bytes, not NUL-terminated) and opens the pool. It connects once right away, so a wrong
+// host or password fails here with `PGQ_STATUS_CONNECT` and the server's reason.
+//
+// `opts` may be NULL (defaults); it is consumed in every case, also on failure.
+// On success `*out` is a new client; free it with `pgq_client_free`.
+pgq_status pgq_client_connect(const char *dsn,
+                              size_t dsn_len,
+                              struct pgq_client_options *opts,
+                              struct pgq_client **out,
+                              struct pgq_error **err);
+
+// Frees a client. Objects created from it stay usable (they share the pool, which closes
+// when the last of them is freed). NULL is a no-op. No other thread may be using this
+// `pgq_client` pointer during or after the call.
+void pgq_client_free(struct pgq_client *client);
 
 // Installs PGQ into the client's database, or upgrades an older install of this library's
 // schema in place; does nothing when it is current (also when the official `pgq`
@@ -508,205 +730,6 @@ int64_t pgq_consumer_info_next_tick(const struct pgq_consumer_info *info);
 // Events waiting for the consumer, -1 if unknown.
 int64_t pgq_consumer_info_pending_events(const struct pgq_consumer_info *info);
 
-// New options with the defaults (pool of 8 connections, 10 s connect timeout). Free with
-// `pgq_client_options_free` unless passed to `pgq_client_connect`. NULL only if Rust
-// panicked (out of memory aborts instead).
-struct pgq_client_options *pgq_client_options_new(void);
-
-// Frees options that were not passed to `pgq_client_connect`. NULL is a no-op.
-void pgq_client_options_free(struct pgq_client_options *opts);
-
-// The maximum number of pooled connections (at least 1; default 8). Each open batch,
-// transaction and worker thread holds one while it works.
-pgq_status pgq_client_options_set_pool_size(struct pgq_client_options *opts,
-                                            uint32_t n,
-                                            struct pgq_error **err);
-
-// How long connecting (and waiting for a free pooled connection) may take, in
-// milliseconds (at least 1; default 10000). A `connect_timeout` in the DSN takes precedence
-// for connecting.
-pgq_status pgq_client_options_set_connect_timeout_ms(struct pgq_client_options *opts,
-                                                     uint64_t ms,
-                                                     struct pgq_error **err);
-
-// Connects to the database in `dsn` (libpq key=value or `postgresql://` URL; `dsn_len`
-// bytes, not NUL-terminated) and opens the pool. It connects once right away, so a wrong
-// host or password fails here with `PGQ_STATUS_CONNECT` and the server's reason.
-//
-// `opts` may be NULL (defaults); it is consumed in every case, also on failure.
-// On success `*out` is a new client; free it with `pgq_client_free`.
-pgq_status pgq_client_connect(const char *dsn,
-                              size_t dsn_len,
-                              struct pgq_client_options *opts,
-                              struct pgq_client **out,
-                              struct pgq_error **err);
-
-// Frees a client. Objects created from it stay usable (they share the pool, which closes
-// when the last of them is freed). NULL is a no-op. No other thread may be using this
-// `pgq_client` pointer during or after the call.
-void pgq_client_free(struct pgq_client *client);
-
-// Creates a consumer handle for consumer `name` on queue `q` (no database call; see
-// `pgq_consumer_register`). On success `*out` is the new handle.
-pgq_status pgq_consumer_new(const struct pgq_client *client,
-                            const char *q,
-                            size_t q_len,
-                            const char *name,
-                            size_t name_len,
-                            struct pgq_consumer **out,
-                            struct pgq_error **err);
-
-// Frees a consumer handle (its registration stays). Batches it handed out stay valid.
-// NULL is a no-op.
-void pgq_consumer_free(struct pgq_consumer *consumer);
-
-// Registers the consumer on its queue. `*created` (may be NULL) is true if it was newly
-// registered, false if it already was.
-pgq_status pgq_consumer_register(const struct pgq_consumer *consumer,
-                                 bool *created,
-                                 struct pgq_error **err);
-
-// Unregisters the consumer from its queue (its pending retries are dropped).
-pgq_status pgq_consumer_unregister(const struct pgq_consumer *consumer, struct pgq_error **err);
-
-// How many events `pgq_batch_next_event` fetches from the server per round trip (at least
-// 1; default 100). Applies to batches taken after the call.
-pgq_status pgq_consumer_set_fetch_size(struct pgq_consumer *consumer,
-                                       uint32_t n,
-                                       struct pgq_error **err);
-
-// Cooperative mode: this handle consumes as subconsumer `sub` of the consumer, sharing its
-// batches with the other subconsumers (`pgq_coop`); `dead_interval_ms` > 0 lets it take
-// over the batch of a subconsumer silent for that long (0: never).
-//
-// Not available yet: the cooperative runtime has not landed in this build, so this fails
-// with `PGQ_STATUS_INVALID_STATE` and a message saying so (after checking its arguments).
-pgq_status pgq_consumer_set_subconsumer(struct pgq_consumer *consumer,
-                                        const char *sub,
-                                        size_t sub_len,
-                                        uint64_t dead_interval_ms,
-                                        struct pgq_error **err);
-
-// Waits up to `timeout_ms` milliseconds (0: just look once) for the consumer's next batch.
-// On success `*out` is the batch, or NULL if none came in time (that is not an error).
-// A batch holds a pooled connection and an open transaction until it is finished or
-// freed; an unfinished batch is delivered again.
-//
-// Errors: `PGQ_STATUS_NOT_SUBSCRIBED` if the consumer is not registered,
-// `PGQ_STATUS_NO_SUCH_QUEUE`, connection errors.
-pgq_status pgq_consumer_next_batch(struct pgq_consumer *consumer,
-                                   uint64_t timeout_ms,
-                                   struct pgq_batch **out,
-                                   struct pgq_error **err);
-
-// The batch id.
-int64_t pgq_batch_id(const struct pgq_batch *batch);
-
-// The tick that ends the batch.
-int64_t pgq_batch_tick_id(const struct pgq_batch *batch);
-
-// The tick that starts the batch, -1 for the first batch after registration.
-int64_t pgq_batch_prev_tick_id(const struct pgq_batch *batch);
-
-// The next event of the batch: `*out` is a view valid until the next call on this batch
-// (`pgq_batch_next_event`, `pgq_batch_finish`, `pgq_batch_free`), or NULL after the last
-// event (and on every call after that). Events are fetched from the server in rounds of
-// the consumer's fetch size, so large batches stream in bounded memory.
-pgq_status pgq_batch_next_event(struct pgq_batch *batch,
-                                const struct pgq_event **out,
-                                struct pgq_error **err);
-
-// Tags event `ev_id` of this batch for redelivery after `delay_ms` milliseconds (rounded
-// up to whole seconds by PGQ's retry queue). Takes effect when the batch is finished.
-pgq_status pgq_batch_retry(struct pgq_batch *batch,
-                           int64_t ev_id,
-                           uint64_t delay_ms,
-                           struct pgq_error **err);
-
-// Finishes the batch: queues the tagged retries, closes the batch and commits, so the
-// consumer moves on. Frees `batch` in every case; if it fails nothing was committed and
-// the batch will be delivered again.
-pgq_status pgq_batch_finish(struct pgq_batch *batch, struct pgq_error **err);
-
-// Frees a batch. Unfinished, it is rolled back and will be delivered again. NULL is a
-// no-op.
-void pgq_batch_free(struct pgq_batch *batch);
-
-// The event id.
-int64_t pgq_event_id(const struct pgq_event *ev);
-
-// When the event was inserted, in microseconds since the Unix epoch.
-int64_t pgq_event_time_us(const struct pgq_event *ev);
-
-// The id of the transaction that inserted the event.
-int64_t pgq_event_txid(const struct pgq_event *ev);
-
-// How many times the event was retried before: -1 on its first delivery.
-int32_t pgq_event_retry(const struct pgq_event *ev);
-
-// `ev_type`.
-struct pgq_str pgq_event_type(const struct pgq_event *ev);
-
-// `ev_data`, the payload.
-struct pgq_str pgq_event_data(const struct pgq_event *ev);
-
-// `ev_extra1`.
-struct pgq_str pgq_event_extra1(const struct pgq_event *ev);
-
-// `ev_extra2`.
-struct pgq_str pgq_event_extra2(const struct pgq_event *ev);
-
-// `ev_extra3`.
-struct pgq_str pgq_event_extra3(const struct pgq_event *ev);
-
-// `ev_extra4`.
-struct pgq_str pgq_event_extra4(const struct pgq_event *ev);
-
-// The error's message: NUL-terminated UTF-8, valid until `pgq_error_free(e)`. Never NULL
-// (an empty string for a NULL `e`).
-const char *pgq_error_message(const struct pgq_error *e);
-
-// The SQLSTATE the server reported (five characters, NUL-terminated, valid until
-// `pgq_error_free(e)`), or NULL when the error did not come from the server or `e` is NULL.
-const char *pgq_error_sqlstate(const struct pgq_error *e);
-
-// The error's status (the same value the failing call returned);
-// `PGQ_STATUS_NULL_POINTER` for a NULL `e`.
-pgq_status pgq_error_status(const struct pgq_error *e);
-
-// Frees an error. NULL is a no-op.
-void pgq_error_free(struct pgq_error *e);
-
-// A short, static, NUL-terminated name of a status ("PGQ_STATUS_NO_SUCH_QUEUE"); "unknown"
-// for values this library does not know.
-const char *pgq_status_name(uint32_t status);
-
-// Sends the library's log records up to `max_level` to `cb`, replacing any previous
-// callback (whose `user_data_free` is then called, once no record is in flight on it).
-// `cb == NULL` turns logging off (`user_data` and `user_data_free` are then ignored);
-// so does `max_level == PGQ_LOG_OFF`.
-//
-// `user_data` is passed to every call of `cb`; `user_data_free` (may be NULL) is called
-// exactly once when the library drops this logger, on whichever thread does that. On
-// failure the library keeps nothing and does not call `user_data_free`.
-//
-// Fails with `PGQ_STATUS_INVALID_INPUT` for an unknown `max_level`, and with
-// `PGQ_STATUS_INVALID_STATE` when the process (its Rust code) already installed another
-// `log` logger.
-//
-// ```c
-// static void on_log(void *ud, pgq_log_level lvl, const char *t, size_t tl,
-//                    const char *m, size_t ml) {
-//     (void)ud; fprintf(stderr, "[%u] %.*s: %.*s\n", lvl, (int)tl, t, (int)ml, m);
-// }
-// pgq_set_logger(on_log, NULL, NULL, PGQ_LOG_INFO, &err);
-// ```
-pgq_status pgq_set_logger(pgq_log_fn cb,
-                          void *user_data,
-                          pgq_free_fn user_data_free,
-                          pgq_log_level max_level,
-                          struct pgq_error **err);
-
 // Sends one event to queue `q` in its own transaction. `*ev_id` (may be NULL) receives the
 // new event's id.
 pgq_status pgq_send(const struct pgq_client *client,
@@ -758,7 +781,9 @@ pgq_status pgq_tx_execute(struct pgq_tx *tx,
                           struct pgq_error **err);
 
 // Commits the transaction and frees `tx`, also when the commit fails (then nothing was
-// committed).
+// committed). If an earlier call on this transaction failed (other than for a NULL
+// pointer or invalid UTF-8 argument, which change nothing), it rolls back instead and
+// returns `PGQ_STATUS_INVALID_STATE`.
 pgq_status pgq_tx_commit(struct pgq_tx *tx, struct pgq_error **err);
 
 // Rolls the transaction back and frees `tx`. NULL is a no-op.
@@ -767,17 +792,311 @@ void pgq_tx_rollback(struct pgq_tx *tx);
 // Same as `pgq_tx_rollback`: an unfinished transaction is rolled back. NULL is a no-op.
 void pgq_tx_free(struct pgq_tx *tx);
 
-// The library version, e.g. "0.1.0": static, NUL-terminated (equal to the header's
-// `PGQ_VERSION` when header and library match).
-//
-// ```c
-// printf("libpgq %s, ABI %u\n", pgq_version(), pgq_abi_version());
-// ```
-const char *pgq_version(void);
+// Creates a consumer handle for consumer `name` on queue `q` (no database call; see
+// `pgq_consumer_register`). On success `*out` is the new handle.
+pgq_status pgq_consumer_new(const struct pgq_client *client,
+                            const char *q,
+                            size_t q_len,
+                            const char *name,
+                            size_t name_len,
+                            struct pgq_consumer **out,
+                            struct pgq_error **err);
 
-// The ABI version of the loaded library; equal to the header's `PGQ_ABI_VERSION` when they
-// match. Wrappers (Python, Go) refuse to run with a library whose ABI version differs.
-uint32_t pgq_abi_version(void);
+// Frees a consumer handle (its registration stays). Batches it handed out stay valid.
+// NULL is a no-op.
+void pgq_consumer_free(struct pgq_consumer *consumer);
+
+// Registers the consumer on its queue. `*created` (may be NULL) is true if it was newly
+// registered, false if it already was.
+pgq_status pgq_consumer_register(const struct pgq_consumer *consumer,
+                                 bool *created,
+                                 struct pgq_error **err);
+
+// Unregisters the consumer from its queue (its pending retries are dropped).
+pgq_status pgq_consumer_unregister(const struct pgq_consumer *consumer, struct pgq_error **err);
+
+// How many events `pgq_batch_next_event` fetches from the server per round trip (at least
+// 1; default 100). Applies to batches taken after the call.
+pgq_status pgq_consumer_set_fetch_size(struct pgq_consumer *consumer,
+                                       uint32_t n,
+                                       struct pgq_error **err);
+
+// Cooperative mode (`pgq_coop`): this handle consumes as subconsumer `sub` of its
+// consumer, sharing the consumer's batches with the other subconsumers (each batch goes
+// to one of them). `dead_interval_ms` > 0 lets it take over the open batch of a sibling
+// that has been silent for that long (0: never). Register the subconsumer with
+// `pgq_consumer_register_subconsumer` (the consumer itself must be registered too).
+pgq_status pgq_consumer_set_subconsumer(struct pgq_consumer *consumer,
+                                        const char *sub,
+                                        size_t sub_len,
+                                        uint64_t dead_interval_ms,
+                                        struct pgq_error **err);
+
+// Registers the handle's subconsumer (see `pgq_consumer_set_subconsumer`) with
+// `pgq_coop`, and the consumer on the queue if it is not yet. `*created` (may be NULL) is
+// true if the subconsumer was new. Without a subconsumer: `PGQ_STATUS_INVALID_INPUT`.
+pgq_status pgq_consumer_register_subconsumer(const struct pgq_consumer *consumer,
+                                             bool *created,
+                                             struct pgq_error **err);
+
+// Unregisters the handle's subconsumer. If it has an open batch: with `release_batch`
+// the batch is left to the next sibling that asks; without it the call fails with
+// `PGQ_STATUS_BATCH_OPEN`.
+pgq_status pgq_consumer_unregister_subconsumer(const struct pgq_consumer *consumer,
+                                               bool release_batch,
+                                               struct pgq_error **err);
+
+// Waits up to `timeout_ms` milliseconds (0: just look once; capped at 2^32-1 ms) for the
+// consumer's next batch. On success `*out` is the batch, or NULL if none came in time
+// (that is not an error). While waiting it listens for the ticker's `pgq_tick`
+// notifications (unless poll-only) and polls, so a batch is seen soon after its tick.
+// A batch holds a pooled connection and an open transaction until it is finished or
+// freed; an unfinished batch is delivered again.
+//
+// Errors: `PGQ_STATUS_NOT_SUBSCRIBED` if the consumer is not registered,
+// `PGQ_STATUS_NO_SUCH_QUEUE`, connection errors.
+pgq_status pgq_consumer_next_batch(struct pgq_consumer *consumer,
+                                   uint64_t timeout_ms,
+                                   struct pgq_batch **out,
+                                   struct pgq_error **err);
+
+// Poll-only mode for `pgq_consumer_next_batch`: never `LISTEN`, only poll (needed behind
+// PgBouncer in transaction pooling mode). Default false.
+pgq_status pgq_consumer_set_poll_only(struct pgq_consumer *consumer,
+                                      bool poll_only,
+                                      struct pgq_error **err);
+
+// How often `pgq_consumer_next_batch` asks for a batch while it waits, in milliseconds
+// (at least 1; default 1000 while listening, 100 in poll-only mode).
+pgq_status pgq_consumer_set_poll_interval_ms(struct pgq_consumer *consumer,
+                                             uint64_t interval_ms,
+                                             struct pgq_error **err);
+
+// The batch id.
+int64_t pgq_batch_id(const struct pgq_batch *batch);
+
+// The tick that ends the batch.
+int64_t pgq_batch_tick_id(const struct pgq_batch *batch);
+
+// The tick that starts the batch, -1 for the first batch after registration.
+int64_t pgq_batch_prev_tick_id(const struct pgq_batch *batch);
+
+// The next event of the batch: `*out` is a view valid until the next call on this batch
+// (`pgq_batch_next_event`, `pgq_batch_finish`, `pgq_batch_free`), or NULL after the last
+// event (and on every call after that). Events are fetched from the server in rounds of
+// the consumer's fetch size, so large batches stream in bounded memory.
+pgq_status pgq_batch_next_event(struct pgq_batch *batch,
+                                const struct pgq_event **out,
+                                struct pgq_error **err);
+
+// Tags event `ev_id` of this batch for redelivery after `delay_ms` milliseconds (rounded
+// up to whole seconds by PGQ's retry queue). Takes effect when the batch is finished.
+pgq_status pgq_batch_retry(struct pgq_batch *batch,
+                           int64_t ev_id,
+                           uint64_t delay_ms,
+                           struct pgq_error **err);
+
+// Finishes the batch: queues the tagged retries, closes the batch and commits, so the
+// consumer moves on. Frees `batch` in every case; if it fails nothing was committed and
+// the batch will be delivered again.
+pgq_status pgq_batch_finish(struct pgq_batch *batch, struct pgq_error **err);
+
+// Frees a batch. Unfinished, it is rolled back and will be delivered again. NULL is a
+// no-op, and so is a worker's batch inside its handler (the worker owns it).
+void pgq_batch_free(struct pgq_batch *batch);
+
+// The event id.
+int64_t pgq_event_id(const struct pgq_event *ev);
+
+// When the event was inserted, in microseconds since the Unix epoch.
+int64_t pgq_event_time_us(const struct pgq_event *ev);
+
+// The id of the transaction that inserted the event.
+int64_t pgq_event_txid(const struct pgq_event *ev);
+
+// How many times the event was retried before: -1 on its first delivery.
+int32_t pgq_event_retry(const struct pgq_event *ev);
+
+// `ev_type`.
+struct pgq_str pgq_event_type(const struct pgq_event *ev);
+
+// `ev_data`, the payload.
+struct pgq_str pgq_event_data(const struct pgq_event *ev);
+
+// `ev_extra1`.
+struct pgq_str pgq_event_extra1(const struct pgq_event *ev);
+
+// `ev_extra2`.
+struct pgq_str pgq_event_extra2(const struct pgq_event *ev);
+
+// `ev_extra3`.
+struct pgq_str pgq_event_extra3(const struct pgq_event *ev);
+
+// `ev_extra4`.
+struct pgq_str pgq_event_extra4(const struct pgq_event *ev);
+
+// New worker options: 1 thread, fetch size 100, listen for ticks and poll every second,
+// retry a failed batch with backoff from 500 ms up to 30 s. NULL only if Rust panicked.
+struct pgq_worker_options *pgq_worker_options_new(void);
+
+// Frees options that were not passed to `pgq_worker_start`. NULL is a no-op.
+void pgq_worker_options_free(struct pgq_worker_options *opts);
+
+// Number of worker threads (at least 1; default 1). More than one needs cooperative mode
+// (`pgq_worker_options_set_subconsumer`): each thread is then its own subconsumer.
+pgq_status pgq_worker_options_set_workers(struct pgq_worker_options *opts,
+                                          uint32_t n,
+                                          struct pgq_error **err);
+
+// Events fetched per round trip while a handler reads its batch (at least 1; default
+// 100).
+pgq_status pgq_worker_options_set_fetch_size(struct pgq_worker_options *opts,
+                                             uint32_t n,
+                                             struct pgq_error **err);
+
+// How often an idle worker asks for a batch even without a tick notification, in ms (at
+// least 1; default 1000, or 100 in poll-only mode).
+pgq_status pgq_worker_options_set_poll_interval_ms(struct pgq_worker_options *opts,
+                                                   uint64_t ms,
+                                                   struct pgq_error **err);
+
+// Poll-only mode: no `LISTEN` connection, only polling (PgBouncer transaction pooling).
+pgq_status pgq_worker_options_set_poll_only(struct pgq_worker_options *opts,
+                                            bool poll_only,
+                                            struct pgq_error **err);
+
+// Cooperative mode: the worker consumes as subconsumer `sub` of its consumer (with
+// several threads: `sub-0`, `sub-1`, ...), sharing the consumer's batches with other
+// subconsumers. `dead_interval_ms` > 0 lets it take over the batch of a subconsumer
+// silent for that long (0: never). (The worker runtime of this build may still refuse
+// cooperative mode: `pgq_worker_start` then fails with `PGQ_STATUS_INVALID_INPUT`.)
+pgq_status pgq_worker_options_set_subconsumer(struct pgq_worker_options *opts,
+                                              const char *sub,
+                                              size_t sub_len,
+                                              uint64_t dead_interval_ms,
+                                              struct pgq_error **err);
+
+// What happens when the handler returns non-zero: `false` (default) delivers the batch
+// again after a backoff delay; `true` stops the worker (`pgq_worker_join` then returns
+// `PGQ_STATUS_HANDLER`).
+pgq_status pgq_worker_options_set_stop_on_error(struct pgq_worker_options *opts,
+                                                bool stop,
+                                                struct pgq_error **err);
+
+// Backoff before a failed batch is delivered again: starts at `initial_ms`, doubles (with
+// jitter) up to `max_ms` (default 500 ms .. 30 s). `initial_ms` must be at least 1 and
+// not above `max_ms`.
+pgq_status pgq_worker_options_set_retry_backoff_ms(struct pgq_worker_options *opts,
+                                                   uint64_t initial_ms,
+                                                   uint64_t max_ms,
+                                                   struct pgq_error **err);
+
+// Starts a worker for consumer `consumer` on queue `q` (register the consumer first).
+// `handler` is called once per batch as `pgq_batch_handler` describes, with `user_data`.
+//
+// `opts` may be NULL (defaults) and is consumed in every case. `user_data_free` (may be
+// NULL) is called exactly once with `user_data` after the last handler call has returned:
+// by `pgq_worker_free` (when freed from the handler, later, on a worker or helper
+// thread). If this call
+// fails, the handler is never called and `user_data_free` is not called: the caller
+// still owns `user_data`. On success `*out` is the worker: stop it with `pgq_worker_stop`
+// and `pgq_worker_join`, or just `pgq_worker_free`.
+pgq_status pgq_worker_start(const struct pgq_client *client,
+                            const char *q,
+                            size_t q_len,
+                            const char *consumer,
+                            size_t consumer_len,
+                            struct pgq_worker_options *opts,
+                            pgq_batch_handler handler,
+                            void *user_data,
+                            pgq_free_fn user_data_free,
+                            struct pgq_worker **out,
+                            struct pgq_error **err);
+
+// Asks the worker to stop: no new batch is taken; a running handler finishes (and its
+// batch is finished if it returns 0). Returns at once; idempotent; may be called from any
+// thread, including the worker's own handler.
+pgq_status pgq_worker_stop(const struct pgq_worker *worker, struct pgq_error **err);
+
+// Waits until the worker's threads have ended (after `pgq_worker_stop`, or after a
+// handler error with stop-on-error). Returns the error that stopped it, if any
+// (`PGQ_STATUS_HANDLER` for a failing handler). From the worker's own handler it returns
+// `PGQ_STATUS_WOULD_DEADLOCK` at once. Joining again returns OK.
+pgq_status pgq_worker_join(struct pgq_worker *worker, struct pgq_error **err);
+
+// Fills `*out` with the worker's counters; see `pgq_worker_stats` (the struct) for
+// `struct_size`.
+pgq_status pgq_worker_stats_get(const struct pgq_worker *worker,
+                                struct pgq_worker_stats *out,
+                                struct pgq_error **err);
+
+// Stops the worker, waits for its threads and frees it (then `user_data_free` runs).
+// Called from the worker's own handler, the stop is immediate and the rest happens on a
+// helper thread once the handler has returned. NULL is a no-op.
+void pgq_worker_free(struct pgq_worker *worker);
+
+// New ticker options with pgqd's defaults. NULL only if Rust panicked.
+struct pgq_ticker_options *pgq_ticker_options_new(void);
+
+// Frees options that were not passed to `pgq_ticker_start`. NULL is a no-op.
+void pgq_ticker_options_free(struct pgq_ticker_options *opts);
+
+// Pause between ticker rounds in ms (at least 1; pgqd's `ticker_period`).
+pgq_status pgq_ticker_options_set_ticker_period_ms(struct pgq_ticker_options *opts,
+                                                   uint64_t ms,
+                                                   struct pgq_error **err);
+
+// Pause between moving due retry events back, in ms (at least 1; pgqd's `retry_period`).
+pgq_status pgq_ticker_options_set_retry_period_ms(struct pgq_ticker_options *opts,
+                                                  uint64_t ms,
+                                                  struct pgq_error **err);
+
+// Pause between maintenance runs in ms (at least 1; pgqd's `maint_period`).
+pgq_status pgq_ticker_options_set_maint_period_ms(struct pgq_ticker_options *opts,
+                                                  uint64_t ms,
+                                                  struct pgq_error **err);
+
+// How often a standby ticker tries to become the active one, in ms (at least 1).
+pgq_status pgq_ticker_options_set_takeover_period_ms(struct pgq_ticker_options *opts,
+                                                     uint64_t ms,
+                                                     struct pgq_error **err);
+
+// Whether to send a `pgq_tick` notification after rounds that created ticks, which wakes
+// waiting consumers and workers at once (default true).
+pgq_status pgq_ticker_options_set_notify(struct pgq_ticker_options *opts,
+                                         bool notify,
+                                         struct pgq_error **err);
+
+// A label for the ticker's thread name and log lines (default: the database name).
+pgq_status pgq_ticker_options_set_name(struct pgq_ticker_options *opts,
+                                       const char *name,
+                                       size_t name_len,
+                                       struct pgq_error **err);
+
+// Starts a ticker for the client's database (on its own connection, not from the pool)
+// and returns at once; connecting happens on the ticker's thread, and a database that is
+// down is retried. `opts` may be NULL (defaults) and is consumed in every case. On
+// success `*out` is the ticker: stop it with `pgq_ticker_stop` + `pgq_ticker_join`, or
+// `pgq_ticker_free`.
+pgq_status pgq_ticker_start(const struct pgq_client *client,
+                            struct pgq_ticker_options *opts,
+                            struct pgq_ticker **out,
+                            struct pgq_error **err);
+
+// Asks the ticker to stop; returns at once. Idempotent, any thread.
+pgq_status pgq_ticker_stop(const struct pgq_ticker *ticker, struct pgq_error **err);
+
+// Stops the ticker if needed and waits for its threads to end. Joining again returns OK.
+pgq_status pgq_ticker_join(struct pgq_ticker *ticker, struct pgq_error **err);
+
+// Fills `*out` with the ticker's counters summed over its databases (set
+// `out->struct_size` first).
+pgq_status pgq_ticker_stats_get(const struct pgq_ticker *ticker,
+                                struct pgq_ticker_stats *out,
+                                struct pgq_error **err);
+
+// Stops the ticker, waits for its threads and frees it. NULL is a no-op.
+void pgq_ticker_free(struct pgq_ticker *ticker);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -6,8 +6,9 @@
 # Steps: system packages (scripts/install-deps.sh), cargo fmt --check, clippy with warnings
 # as errors, rustdoc with warnings as errors, the C header check (scripts/gen-header.sh
 # --verify), one throwaway PostgreSQL cluster, cargo test
-# (unit, integration, bins, examples, doctests) against it, the Go binding's go vet, gofmt
-# and go test -race (bindings/go), the demo (scripts/demo.sh), and
+# (unit, integration, bins, examples, doctests) against it, the C ABI checks (tests/c/run.sh:
+# C tests under sanitizers, a C++ include check, the C examples under valgrind), the Go
+# binding's go vet, gofmt and go test -race (bindings/go), the demo (scripts/demo.sh), and
 # the compatibility round trip with the reference tools (tests/compat) on our schema and on
 # the official extension.
 #
@@ -116,12 +117,13 @@ print(e.make_dsn(sys.argv[1], dbname=sys.argv[2]))' "$dsn" "$db") || return 1
 }
 
 step "cargo test" cargo test --no-fail-fast
+step "C ABI: tests/c under ASan/UBSan, C++ header, examples/c under valgrind" tests/c/run.sh "$dsn"
 
-# The Go binding (bindings/go) links the cdylib in target/debug and needs only Go's standard
+# The Go binding (bindings/go) links target/debug/libpgq.a and needs only Go's standard
 # library: no module downloads (GOPROXY=off), no toolchain downloads (GOTOOLCHAIN=local).
 go_env=(env GOPROXY=off GOTOOLCHAIN=local GOFLAGS=-mod=readonly)
 go_vet() {
-    cargo build --lib --quiet || return 1 # the cdylib and include/pgq.h the package links
+    cargo build --lib --quiet || return 1 # the libpgq.a the package links
     (cd bindings/go && "${go_env[@]}" go vet ./...)
 }
 go_test() {

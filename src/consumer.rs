@@ -76,7 +76,7 @@ pub struct NextBatch {
 }
 
 impl NextBatch {
-    fn from_row(row: &Row) -> Result<Option<NextBatch>> {
+    pub(crate) fn from_row(row: &Row) -> Result<Option<NextBatch>> {
         let batch_id: Option<i64> = row.try_get("batch_id")?;
         let batch_id = match batch_id {
             Some(b) => b,
@@ -305,10 +305,13 @@ pub fn finish_batch(conn: &mut impl GenericClient, batch_id: i64) -> Result<bool
 /// ```
 #[derive(Debug, Clone)]
 pub struct Consumer {
-    client: Client,
+    pub(crate) client: Client,
+    /// Coop mode (`pgq_coop`), set by [`Consumer::subconsumer`].
+    pub(crate) coop: Option<crate::coop::Subconsumer>,
     queue: String,
     name: String,
     fetch_size: usize,
+    wait: crate::wakeup::WaitState,
 }
 
 impl Consumer {
@@ -324,10 +327,12 @@ impl Consumer {
         check_name("queue", queue)?;
         check_name("consumer", consumer)?;
         Ok(Consumer {
+            coop: None,
             client: client.clone(),
             queue: queue.to_string(),
             name: consumer.to_string(),
             fetch_size: DEFAULT_FETCH_SIZE,
+            wait: Default::default(),
         })
     }
 
@@ -405,7 +410,11 @@ impl Consumer {
     /// ```
     pub fn next_batch(&self) -> Result<Option<Batch>> {
         let mut conn = self.client.get()?;
-        let info = match next_batch(&mut *conn, &self.queue, &self.name)? {
+        let info = match &self.coop {
+            Some(sub) => sub.next_batch(&mut *conn, &self.queue, &self.name)?,
+            None => next_batch(&mut *conn, &self.queue, &self.name)?,
+        };
+        let info = match info {
             Some(info) => info,
             None => return Ok(None),
         };
@@ -419,6 +428,7 @@ impl Consumer {
             retries: RefCell::new(Vec::new()),
             cursor_open: Cell::new(false),
             finished: false,
+            coop: self.coop.clone(),
         }))
     }
 }
@@ -452,6 +462,8 @@ pub struct Batch {
     retries: RefCell<Vec<(i64, Duration)>>,
     cursor_open: Cell<bool>,
     finished: bool,
+    /// Coop mode: finished through `pgq_coop.finish_batch`.
+    pub(crate) coop: Option<crate::coop::Subconsumer>,
 }
 
 impl fmt::Debug for Batch {
@@ -611,7 +623,12 @@ impl Batch {
         for (ev_id, delay) in retries {
             event_retry(client, batch_id, ev_id, delay)?;
         }
-        finish_batch(client, batch_id)?;
+        match &self.coop {
+            Some(sub) => sub.finish_batch(client, batch_id, &self.queue, &self.consumer)?,
+            None => {
+                finish_batch(client, batch_id)?;
+            }
+        }
         // Mark finished before COMMIT: if COMMIT itself fails the transaction is gone anyway
         // and there is nothing left to roll back.
         self.finished = true;
@@ -729,6 +746,125 @@ impl Client {
     /// ```
     pub fn next_batch(&self, queue: &str, consumer: &str) -> Result<Option<Batch>> {
         Consumer::new(self, queue, consumer)?.next_batch()
+    }
+}
+
+// ---- waiting for batches (wake-ups) ------------------------------------------------------
+
+impl Consumer {
+    /// How often [`wait_batch`](Consumer::wait_batch) asks for a batch while it waits
+    /// (default [`DEFAULT_POLL_INTERVAL`](crate::wakeup::DEFAULT_POLL_INTERVAL) while
+    /// listening for notifications, [`DEFAULT_POLL_ONLY_INTERVAL`](crate::wakeup::DEFAULT_POLL_ONLY_INTERVAL)
+    /// in poll-only mode; at least 1 ms).
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// use std::time::Duration;
+    /// let c = pgq::Consumer::new(&client, "orders", "mailer")?
+    ///     .poll_interval(Duration::from_millis(200));
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn poll_interval(mut self, interval: Duration) -> Consumer {
+        self.wait.poll_interval = Some(interval.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// Poll-only mode: [`wait_batch`](Consumer::wait_batch) never runs `LISTEN` and only
+    /// polls, as needed behind PgBouncer in transaction pooling mode.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let c = pgq::Consumer::new(&client, "orders", "mailer")?.poll_only(true);
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn poll_only(mut self, poll_only: bool) -> Consumer {
+        self.wait.poll_only = poll_only;
+        self
+    }
+
+    /// The next batch, waiting up to `timeout` for one; `None` when none came in time.
+    ///
+    /// While there is no batch it waits for a `pgq_tick` notification naming this queue on a
+    /// dedicated `LISTEN` connection (opened on first use and kept by this `Consumer`; clones
+    /// get their own), and polls every [`poll_interval`](Consumer::poll_interval), so a batch
+    /// is found even when no notification is sent. If the listening connection fails, the
+    /// wait falls back to polling and reconnects on the next call. Errors of the batch query
+    /// itself are returned.
+    ///
+    /// ```no_run
+    /// # fn main() -> pgq::Result<()> {
+    /// use std::time::Duration;
+    /// let client = pgq::Client::connect("host=localhost dbname=app")?;
+    /// let consumer = pgq::Consumer::new(&client, "orders", "mailer")?;
+    /// loop {
+    ///     if let Some(batch) = consumer.wait_batch(Duration::from_secs(10))? {
+    ///         for ev in batch.events() {
+    ///             println!("{:?}", ev?.data);
+    ///         }
+    ///         batch.finish()?;
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn wait_batch(&self, timeout: Duration) -> Result<Option<Batch>> {
+        let deadline = std::time::Instant::now() + timeout;
+        // Another thread waiting on this same Consumer holds the listener: poll instead.
+        let mut slot = if self.wait.poll_only {
+            None
+        } else {
+            self.wait.listener.try_lock()
+        };
+        loop {
+            if let Some(batch) = self.next_batch()? {
+                return Ok(Some(batch));
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let pause = self.wait.interval().min(deadline - now);
+            let Some(listener) = slot.as_deref_mut() else {
+                std::thread::sleep(pause);
+                continue;
+            };
+            if listener.is_none() {
+                match crate::wakeup::Listener::connect(self.client.config()) {
+                    // Ticks that came before LISTEN took effect are found by asking again.
+                    Ok(l) => {
+                        *listener = Some(l);
+                        continue;
+                    }
+                    Err(e) => {
+                        log::warn!("{}/{}: polling only: {e}", self.queue, self.name);
+                        std::thread::sleep(pause);
+                        continue;
+                    }
+                }
+            }
+            if let Some(l) = listener.as_mut() {
+                if let Err(e) = l.wait(pause, Some(&self.queue)) {
+                    log::warn!("{}/{}: {e}; will reconnect", self.queue, self.name);
+                    *listener = None;
+                }
+            }
+        }
+    }
+}
+
+impl Events<'_> {
+    /// Events fetched from the server but not yet returned: never more than the fetch size.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// # let batch = pgq::Consumer::new(&client, "q", "c")?.fetch_size(10).next_batch()?.unwrap();
+    /// let mut events = batch.events();
+    /// while let Some(ev) = events.next() {
+    ///     assert!(events.buffered() < 10);
+    /// }
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
     }
 }
 

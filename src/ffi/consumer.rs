@@ -1,13 +1,15 @@
 //! The pull consumer: batches and borrowed event views.
 
 use std::ffi::c_char;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::client::{client_arg, pgq_client};
 use super::error::{pgq_error, pgq_status, FfiError};
 use super::text::{handle, handle_mut, out_arg, pgq_str, set_opt, str_arg, time_us};
 use crate::consumer::{Batch, Consumer, Events};
+use crate::coop::BatchHandling;
 use crate::event::Event;
+use crate::worker::{WorkBatch, WorkEvents};
 
 /// A pull consumer: one consumer name on one queue. `pgq_consumer_next_batch` takes a
 /// `pgq_consumer *` (one thread at a time); the other calls take `const pgq_consumer *` and
@@ -111,12 +113,11 @@ pub unsafe extern "C" fn pgq_consumer_set_fetch_size(
     })
 }
 
-/// Cooperative mode: this handle consumes as subconsumer `sub` of the consumer, sharing its
-/// batches with the other subconsumers (`pgq_coop`); `dead_interval_ms` > 0 lets it take
-/// over the batch of a subconsumer silent for that long (0: never).
-///
-/// Not available yet: the cooperative runtime has not landed in this build, so this fails
-/// with `PGQ_STATUS_INVALID_STATE` and a message saying so (after checking its arguments).
+/// Cooperative mode (`pgq_coop`): this handle consumes as subconsumer `sub` of its
+/// consumer, sharing the consumer's batches with the other subconsumers (each batch goes
+/// to one of them). `dead_interval_ms` > 0 lets it take over the open batch of a sibling
+/// that has been silent for that long (0: never). Register the subconsumer with
+/// `pgq_consumer_register_subconsumer` (the consumer itself must be registered too).
 #[no_mangle]
 pub unsafe extern "C" fn pgq_consumer_set_subconsumer(
     consumer: *mut pgq_consumer,
@@ -126,21 +127,59 @@ pub unsafe extern "C" fn pgq_consumer_set_subconsumer(
     err: *mut *mut pgq_error,
 ) -> pgq_status {
     ffi_boundary!(err = err, {
-        let _ = handle_mut("consumer", consumer)?;
-        let _ = str_arg("subconsumer name", sub, sub_len)?;
-        let _ = dead_interval_ms;
-        Err(FfiError::state(
-            "cooperative consumers (pgq_coop) are not available in this build of libpgq yet",
-        ))
+        let c = handle_mut("consumer", consumer)?;
+        let sub = str_arg("subconsumer name", sub, sub_len)?;
+        let dead = (dead_interval_ms > 0).then(|| Duration::from_millis(dead_interval_ms));
+        c.consumer = c.consumer.clone().subconsumer(sub, dead)?;
+        Ok(())
     })
 }
 
-/// Poll interval bounds of the interim wait in `pgq_consumer_next_batch`.
-const POLL_MIN: Duration = Duration::from_millis(10);
-const POLL_MAX: Duration = Duration::from_millis(200);
+/// Registers the handle's subconsumer (see `pgq_consumer_set_subconsumer`) with
+/// `pgq_coop`, and the consumer on the queue if it is not yet. `*created` (may be NULL) is
+/// true if the subconsumer was new. Without a subconsumer: `PGQ_STATUS_INVALID_INPUT`.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_consumer_register_subconsumer(
+    consumer: *const pgq_consumer,
+    created: *mut bool,
+    err: *mut *mut pgq_error,
+) -> pgq_status {
+    ffi_boundary!(err = err, {
+        let c = handle("consumer", consumer)?;
+        let was_created = c.consumer.register_subconsumer()?;
+        set_opt(created, was_created);
+        Ok(())
+    })
+}
 
-/// Waits up to `timeout_ms` milliseconds (0: just look once) for the consumer's next batch.
-/// On success `*out` is the batch, or NULL if none came in time (that is not an error).
+/// Unregisters the handle's subconsumer. If it has an open batch: with `release_batch`
+/// the batch is left to the next sibling that asks; without it the call fails with
+/// `PGQ_STATUS_BATCH_OPEN`.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_consumer_unregister_subconsumer(
+    consumer: *const pgq_consumer,
+    release_batch: bool,
+    err: *mut *mut pgq_error,
+) -> pgq_status {
+    ffi_boundary!(err = err, {
+        let c = handle("consumer", consumer)?;
+        let handling = if release_batch {
+            BatchHandling::Release
+        } else {
+            BatchHandling::Fail
+        };
+        c.consumer.unregister_subconsumer(handling)?;
+        Ok(())
+    })
+}
+
+/// Longest wait `pgq_consumer_next_batch` accepts (about 49.7 days); longer is capped.
+const MAX_WAIT_MS: u64 = u32::MAX as u64;
+
+/// Waits up to `timeout_ms` milliseconds (0: just look once; capped at 2^32-1 ms) for the
+/// consumer's next batch. On success `*out` is the batch, or NULL if none came in time
+/// (that is not an error). While waiting it listens for the ticker's `pgq_tick`
+/// notifications (unless poll-only) and polls, so a batch is seen soon after its tick.
 /// A batch holds a pooled connection and an open transaction until it is finished or
 /// freed; an unfinished batch is delivered again.
 ///
@@ -156,27 +195,52 @@ pub unsafe extern "C" fn pgq_consumer_next_batch(
     ffi_boundary!(err = err, {
         let c = handle_mut("consumer", consumer)?;
         let out = out_arg("out", out)?;
-        // TODO(runtime): replace this bounded poll with `Consumer::wait_batch(timeout)`
-        // (LISTEN pgq_tick + poll) once the runtime has it; the contract stays the same.
-        let deadline = Instant::now().checked_add(Duration::from_millis(timeout_ms));
-        let mut pause = POLL_MIN;
-        let batch = loop {
-            if let Some(b) = c.consumer.next_batch()? {
-                break Some(b);
-            }
-            let now = Instant::now();
-            let left = match deadline {
-                Some(d) if d <= now => break None,
-                Some(d) => d - now,
-                None => POLL_MAX,
-            };
-            std::thread::sleep(pause.min(left));
-            pause = (pause * 2).min(POLL_MAX);
+        let batch = if timeout_ms == 0 {
+            c.consumer.next_batch()?
+        } else {
+            let timeout = Duration::from_millis(timeout_ms.min(MAX_WAIT_MS));
+            c.consumer.wait_batch(timeout)?
         };
         let handle = batch.map_or(std::ptr::null_mut(), |b| {
-            Box::into_raw(Box::new(pgq_batch::new(b)))
+            Box::into_raw(Box::new(pgq_batch::owned(b)))
         });
         out.write(handle);
+        Ok(())
+    })
+}
+
+/// Poll-only mode for `pgq_consumer_next_batch`: never `LISTEN`, only poll (needed behind
+/// PgBouncer in transaction pooling mode). Default false.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_consumer_set_poll_only(
+    consumer: *mut pgq_consumer,
+    poll_only: bool,
+    err: *mut *mut pgq_error,
+) -> pgq_status {
+    ffi_boundary!(err = err, {
+        let c = handle_mut("consumer", consumer)?;
+        c.consumer = c.consumer.clone().poll_only(poll_only);
+        Ok(())
+    })
+}
+
+/// How often `pgq_consumer_next_batch` asks for a batch while it waits, in milliseconds
+/// (at least 1; default 1000 while listening, 100 in poll-only mode).
+#[no_mangle]
+pub unsafe extern "C" fn pgq_consumer_set_poll_interval_ms(
+    consumer: *mut pgq_consumer,
+    interval_ms: u64,
+    err: *mut *mut pgq_error,
+) -> pgq_status {
+    ffi_boundary!(err = err, {
+        let c = handle_mut("consumer", consumer)?;
+        if interval_ms == 0 {
+            return Err(FfiError::invalid("poll interval must be at least 1 ms"));
+        }
+        c.consumer = c
+            .consumer
+            .clone()
+            .poll_interval(Duration::from_millis(interval_ms));
         Ok(())
     })
 }
@@ -184,35 +248,96 @@ pub unsafe extern "C" fn pgq_consumer_next_batch(
 /// A batch of events being consumed. Not thread-safe: one thread at a time. Read events
 /// with `pgq_batch_next_event`, tag failures with `pgq_batch_retry`, then
 /// `pgq_batch_finish`. Freeing it unfinished rolls back: the batch is delivered again.
+///
+/// Inside a worker's handler (`pgq_batch_handler`) the batch belongs to the worker: it is
+/// valid only during that handler call, and `pgq_batch_finish` / `pgq_batch_free` must not
+/// be called on it (finish returns `PGQ_STATUS_INVALID_STATE`, free does nothing); the
+/// worker finishes it when the handler returns 0.
 pub struct pgq_batch {
-    // Field order is drop order: the view and the iterator borrow *batch.
+    // Field order is drop order: the view and the iterator borrow the source.
     current: Option<pgq_event>,
-    events: Option<Events<'static>>,
-    batch: *mut Batch,
+    events: Option<EventIter>,
+    source: Source,
+}
+
+enum EventIter {
+    Plain(Events<'static>),
+    Work(WorkEvents<'static>),
+}
+
+enum Source {
+    /// From `pgq_consumer_next_batch`: a Box pointer owned by this handle (NULL once taken).
+    Owned(*mut Batch),
+    /// A worker's batch, lent for one handler call.
+    Worker(*mut WorkBatch<'static>),
 }
 
 impl pgq_batch {
-    fn new(b: Batch) -> pgq_batch {
+    fn owned(b: Batch) -> pgq_batch {
         pgq_batch {
             current: None,
             events: None,
-            batch: Box::into_raw(Box::new(b)),
+            source: Source::Owned(Box::into_raw(Box::new(b))),
         }
     }
 
-    fn batch(&self) -> &Batch {
-        // SAFETY: `batch` is a live Box pointer for as long as self exists (see Drop and
-        // take_batch, which is the only place that takes it out, consuming self).
-        unsafe { &*self.batch }
+    /// A handle lending `wb` to C for the duration of one handler call. The caller must
+    /// drop it before `wb`'s borrow ends (it lives on the handler's stack frame).
+    pub(crate) unsafe fn lend(wb: &mut WorkBatch<'_>) -> pgq_batch {
+        let wb: *mut WorkBatch<'_> = wb;
+        pgq_batch {
+            current: None,
+            events: None,
+            source: Source::Worker(wb.cast()),
+        }
     }
 
-    /// Ends the borrows and takes the batch out.
-    fn take_batch(mut self) -> Batch {
+    fn is_lent(&self) -> bool {
+        matches!(self.source, Source::Worker(_))
+    }
+
+    fn batch(&self) -> &Batch {
+        match self.source {
+            // SAFETY: a live Box pointer for as long as self exists (see Drop, take_batch).
+            Source::Owned(b) => unsafe { &*b },
+            // SAFETY: lent for the lifetime of this handle (see lend).
+            Source::Worker(wb) => unsafe { (*wb).batch() },
+        }
+    }
+
+    fn next(&mut self) -> Option<crate::Result<Event>> {
+        if self.events.is_none() {
+            self.events = Some(match self.source {
+                // SAFETY: the iterator is dropped before the batch it borrows (field order,
+                // Drop, take_batch).
+                Source::Owned(b) => EventIter::Plain(unsafe { &*b }.events()),
+                // SAFETY: as above, within the handler call.
+                Source::Worker(wb) => EventIter::Work(unsafe { (*wb).events() }),
+            });
+        }
+        match self.events.as_mut()? {
+            EventIter::Plain(it) => it.next(),
+            EventIter::Work(it) => it.next(),
+        }
+    }
+
+    fn retry(&self, ev_id: i64, delay: Duration) {
+        match self.source {
+            Source::Owned(_) => self.batch().retry(ev_id, delay),
+            // SAFETY: lent for the lifetime of this handle.
+            Source::Worker(wb) => unsafe { (*wb).retry(ev_id, delay) },
+        }
+    }
+
+    /// Ends the borrows and takes an owned batch out.
+    fn take_batch(mut self) -> Option<Batch> {
         self.current = None;
         self.events = None;
-        let b = std::mem::replace(&mut self.batch, std::ptr::null_mut());
-        // SAFETY: from Box::into_raw in new; nothing borrows it any more.
-        *unsafe { Box::from_raw(b) }
+        match std::mem::replace(&mut self.source, Source::Owned(std::ptr::null_mut())) {
+            // SAFETY: from Box::into_raw in `owned`; nothing borrows it any more.
+            Source::Owned(b) if !b.is_null() => Some(*unsafe { Box::from_raw(b) }),
+            _ => None,
+        }
     }
 }
 
@@ -220,9 +345,11 @@ impl Drop for pgq_batch {
     fn drop(&mut self) {
         self.current = None;
         self.events = None;
-        if !self.batch.is_null() {
-            // SAFETY: as in take_batch. Dropping an unfinished Batch rolls it back.
-            drop(unsafe { Box::from_raw(self.batch) });
+        if let Source::Owned(b) = self.source {
+            if !b.is_null() {
+                // SAFETY: as in take_batch. Dropping an unfinished Batch rolls it back.
+                drop(unsafe { Box::from_raw(b) });
+            }
         }
     }
 }
@@ -268,15 +395,7 @@ pub unsafe extern "C" fn pgq_batch_next_event(
         let b = handle_mut("batch", batch)?;
         let out = out_arg("out", out)?;
         b.current = None;
-        if b.events.is_none() {
-            // SAFETY: the iterator borrows the boxed Batch, which outlives it (see Drop).
-            let batch: &'static Batch = &*b.batch;
-            b.events = Some(batch.events());
-        }
-        let next = match b.events.as_mut() {
-            Some(it) => it.next(),
-            None => None,
-        };
+        let next = b.next();
         match next {
             None => out.write(std::ptr::null()),
             Some(Ok(ev)) => {
@@ -300,7 +419,7 @@ pub unsafe extern "C" fn pgq_batch_retry(
 ) -> pgq_status {
     ffi_boundary!(err = err, {
         let b = handle_mut("batch", batch)?;
-        b.batch().retry(ev_id, Duration::from_millis(delay_ms));
+        b.retry(ev_id, Duration::from_millis(delay_ms));
         Ok(())
     })
 }
@@ -317,18 +436,28 @@ pub unsafe extern "C" fn pgq_batch_finish(
         if batch.is_null() {
             return Err(FfiError::null("batch"));
         }
-        let b = Box::from_raw(batch).take_batch();
-        b.finish()?;
+        if (*batch).is_lent() {
+            return Err(FfiError::state(
+                "this batch belongs to a worker, which finishes it when the handler returns 0",
+            ));
+        }
+        if let Some(b) = Box::from_raw(batch).take_batch() {
+            b.finish()?;
+        }
         Ok(())
     })
 }
 
 /// Frees a batch. Unfinished, it is rolled back and will be delivered again. NULL is a
-/// no-op.
+/// no-op, and so is a worker's batch inside its handler (the worker owns it).
 #[no_mangle]
 pub unsafe extern "C" fn pgq_batch_free(batch: *mut pgq_batch) {
     ffi_boundary!(default = (), {
         if !batch.is_null() {
+            if (*batch).is_lent() {
+                log::warn!("pgq_batch_free on a worker's batch ignored: the worker owns it");
+                return;
+            }
             drop(Box::from_raw(batch));
         }
     })

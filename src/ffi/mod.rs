@@ -85,16 +85,29 @@ macro_rules! cstr {
     };
 }
 
-// In the order the header presents them.
-pub mod admin;
-pub mod client;
-pub mod consumer;
+// Declared in the order the header presents them (cbindgen follows it), one per group
+// so that rustfmt keeps the order.
 pub mod error;
+
+pub mod text;
+
+pub mod version;
+
 pub mod log;
+
+pub mod client;
+
+pub mod admin;
+
 pub mod producer;
+
+pub mod consumer;
+
+pub mod worker;
+
+pub mod ticker;
+
 #[cfg(feature = "test-hooks")]
 pub mod testing;
-pub mod text;
-pub mod version;
 
 pub use text::pgq_str;

@@ -128,7 +128,8 @@ pub unsafe extern "C" fn pgq_send_many(
 /// A database transaction on one pooled connection: events sent through it (and SQL run
 /// with `pgq_tx_execute`) commit or roll back together. Not thread-safe: one thread at a
 /// time. After a failed call the transaction is aborted on the server; only
-/// `pgq_tx_rollback` / `pgq_tx_free` (or a commit, which then fails) make sense.
+/// `pgq_tx_rollback` / `pgq_tx_free` make sense (`pgq_tx_commit` then rolls back and
+/// returns `PGQ_STATUS_INVALID_STATE`).
 ///
 /// ```c
 /// pgq_tx *tx = NULL;
@@ -142,6 +143,9 @@ pub struct pgq_tx {
     // Declared first: dropped (rolled back) before the connection it borrows.
     tx: Option<Transaction<'static>>,
     conn: *mut PooledConnection,
+    /// The first failure inside the transaction. PostgreSQL answers COMMIT of an aborted
+    /// transaction with a silent rollback, so commit must refuse instead of reporting OK.
+    failed: Option<String>,
 }
 
 impl pgq_tx {
@@ -149,6 +153,18 @@ impl pgq_tx {
         self.tx
             .as_mut()
             .ok_or_else(|| FfiError::state("the transaction is already finished"))
+    }
+
+    /// Runs one step in the transaction, remembering a failure for commit.
+    fn step<T>(
+        &mut self,
+        f: impl FnOnce(&mut Transaction<'static>) -> crate::Result<T>,
+    ) -> Result<T, FfiError> {
+        let result = f(self.tx()?);
+        if let Err(e) = &result {
+            self.failed.get_or_insert_with(|| e.message().to_string());
+        }
+        result.map_err(FfiError::from)
     }
 }
 
@@ -183,7 +199,11 @@ pub unsafe extern "C" fn pgq_tx_begin(
                 return Err(crate::Error::from(e).into());
             }
         };
-        let handle = pgq_tx { tx: Some(tx), conn };
+        let handle = pgq_tx {
+            tx: Some(tx),
+            conn,
+            failed: None,
+        };
         out.write(Box::into_raw(Box::new(handle)));
         Ok(())
     })
@@ -201,10 +221,10 @@ pub unsafe extern "C" fn pgq_tx_send(
     err: *mut *mut pgq_error,
 ) -> pgq_status {
     ffi_boundary!(err = err, {
-        let tx = handle_mut("tx", tx)?.tx()?;
+        let tx = handle_mut("tx", tx)?;
         let q = str_arg("queue name", q, q_len)?;
         let ev = event_arg(ev)?;
-        let id = insert_event(tx, q, &ev)?;
+        let id = tx.step(|t| insert_event(t, q, &ev))?;
         set_opt(ev_id, id);
         Ok(())
     })
@@ -222,10 +242,10 @@ pub unsafe extern "C" fn pgq_tx_send_many(
     err: *mut *mut pgq_error,
 ) -> pgq_status {
     ffi_boundary!(err = err, {
-        let tx = handle_mut("tx", tx)?.tx()?;
+        let tx = handle_mut("tx", tx)?;
         let q = str_arg("queue name", q, q_len)?;
         let evs = new_events(evs, n)?;
-        insert_events(tx, q, &evs)?;
+        tx.step(|t| insert_events(t, q, &evs))?;
         Ok(())
     })
 }
@@ -241,15 +261,17 @@ pub unsafe extern "C" fn pgq_tx_execute(
     err: *mut *mut pgq_error,
 ) -> pgq_status {
     ffi_boundary!(err = err, {
-        let tx = handle_mut("tx", tx)?.tx()?;
+        let tx = handle_mut("tx", tx)?;
         let sql = str_arg("sql", sql, sql_len)?;
-        tx.batch_execute(sql).map_err(crate::Error::from)?;
+        tx.step(|t| t.batch_execute(sql).map_err(crate::Error::from))?;
         Ok(())
     })
 }
 
 /// Commits the transaction and frees `tx`, also when the commit fails (then nothing was
-/// committed).
+/// committed). If an earlier call on this transaction failed (other than for a NULL
+/// pointer or invalid UTF-8 argument, which change nothing), it rolls back instead and
+/// returns `PGQ_STATUS_INVALID_STATE`.
 #[no_mangle]
 pub unsafe extern "C" fn pgq_tx_commit(tx: *mut pgq_tx, err: *mut *mut pgq_error) -> pgq_status {
     ffi_boundary!(err = err, {
@@ -261,6 +283,13 @@ pub unsafe extern "C" fn pgq_tx_commit(tx: *mut pgq_tx, err: *mut *mut pgq_error
             .tx
             .take()
             .ok_or_else(|| FfiError::state("the transaction is already finished"))?;
+        if let Some(first) = handle.failed.take() {
+            drop(t); // rolls back
+            return Err(FfiError::state(format!(
+                "not committed: a call in this transaction failed ({first}), so it was \
+                 rolled back"
+            )));
+        }
         t.commit().map_err(crate::Error::from)?;
         Ok(())
     })
