@@ -56,7 +56,7 @@ both_backends! {
         let retries: i64 = db.conn().query_one("select count(*) from pgq.retry_queue", &[])
             .unwrap().get(0);
         assert_eq!(retries, 0);
-        assert!(consumer.next_batch().unwrap().is_none_or_empty());
+        assert!(drained(&consumer));
     }
 
     fn connection_lost_before_finish_commits_redelivers_it(db: &TestDb) {
@@ -79,21 +79,15 @@ both_backends! {
     }
 }
 
-/// `next_batch` after the last batch: either no batch, or an empty one that must be
-/// finished too (a tick with no events).
-trait NoneOrEmpty {
-    fn is_none_or_empty(self) -> bool;
-}
-
-impl NoneOrEmpty for Option<pgq::Batch> {
-    fn is_none_or_empty(self) -> bool {
-        match self {
-            None => true,
-            Some(b) => {
-                let empty = b.events().next().is_none();
-                b.finish().unwrap();
-                empty
-            }
+/// True when `consumer` has nothing left: no batch, or an empty one (a tick with no
+/// events), which is finished too.
+fn drained(consumer: &Consumer) -> bool {
+    match consumer.next_batch().unwrap() {
+        None => true,
+        Some(b) => {
+            let empty = b.events().next().is_none();
+            b.finish().unwrap();
+            empty
         }
     }
 }
