@@ -217,28 +217,48 @@ create or replace function pgq.unregister_consumer(
     x_consumer_name text)
 returns integer as $$
 declare
-    v_sub   record;
-    v_cnt   integer := 0;
+    v_sub    record;
+    v_gone   int4[];
+    v_cnt    integer;
 begin
-    for v_sub in
-        select s.sub_id, s.sub_queue, s.sub_consumer
-          from pgq.subscription s
-          join pgq.queue q on q.queue_id = s.sub_queue
-          join pgq.consumer c on c.co_id = s.sub_consumer
-         where q.queue_name = x_queue_name and c.co_name = x_consumer_name
-           for update of s, c
-    loop
+    select s.sub_id, s.sub_queue, s.sub_consumer, c.co_name into v_sub
+      from pgq.subscription s
+      join pgq.queue q on q.queue_id = s.sub_queue
+      join pgq.consumer c on c.co_id = s.sub_consumer
+     where q.queue_name = x_queue_name and c.co_name = x_consumer_name
+       for update of s, c;
+    if not found then
+        return 0;
+    end if;
+
+    if exists (select 1
+                 from pgq.subscription m
+                 join pgq.consumer mc on mc.co_id = m.sub_consumer
+                where m.sub_queue = v_sub.sub_queue and m.sub_id = v_sub.sub_id
+                  and m.sub_consumer <> v_sub.sub_consumer
+                  and pg_catalog.starts_with(v_sub.co_name, mc.co_name || '.')) then
+        -- A sub-consumer of a cooperative consumer (pgq_coop: it shares the consumer's
+        -- sub_id and is named '<consumer>.<subconsumer>'): only its own row goes.
+        delete from pgq.subscription s
+         where s.sub_queue = v_sub.sub_queue and s.sub_consumer = v_sub.sub_consumer
+        returning array[s.sub_consumer] into v_gone;
+        v_cnt := 1;
+    else
+        -- A consumer goes with its sub-consumers and its retry events.
         delete from pgq.retry_queue r
          where r.ev_owner = v_sub.sub_id and r.ev_queue = v_sub.sub_queue;
-        delete from pgq.subscription s
-         where s.sub_queue = v_sub.sub_queue and s.sub_consumer = v_sub.sub_consumer;
-        -- A consumer name subscribed nowhere any more is forgotten, as in the reference.
-        delete from pgq.consumer c
-         where c.co_id = v_sub.sub_consumer
-           and not exists (select 1 from pgq.subscription s2
-                            where s2.sub_consumer = v_sub.sub_consumer);
-        v_cnt := v_cnt + 1;
-    end loop;
+        with d as (
+            delete from pgq.subscription s
+             where s.sub_queue = v_sub.sub_queue and s.sub_id = v_sub.sub_id
+            returning s.sub_consumer)
+        select pg_catalog.array_agg(d.sub_consumer), pg_catalog.count(*) into v_gone, v_cnt
+          from d;
+    end if;
+
+    -- A consumer name subscribed nowhere any more is forgotten, as in the reference.
+    delete from pgq.consumer c
+     where c.co_id = any (v_gone)
+       and not exists (select 1 from pgq.subscription s2 where s2.sub_consumer = c.co_id);
     return v_cnt;
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;

@@ -227,13 +227,17 @@ begin
         return 0;
     end if;
 
-    -- A consumer whose position may still include transactions up to the previous step-2
-    -- mark could need the table before the current one: wait for it. (A position whose
-    -- tick is missing cannot be judged, so it waits too.)
+    -- A consumer whose position may still include transactions older than the previous
+    -- step-2 mark could need the table before the current one: wait for it. (A tick whose
+    -- xmin is the mark itself waits too: not strictly needed, but the reference does, and a
+    -- tool must see the same rotation decisions on both. A position whose tick is missing
+    -- cannot be judged, so it waits too.) Idle pgq_coop sub-consumers have no position
+    -- (NULL sub_last_tick) and need nothing.
     if exists (select 1
                  from pgq.subscription s
                  left join pgq.tick t on t.tick_queue = s.sub_queue and t.tick_id = s.sub_last_tick
                 where s.sub_queue = q.queue_id
+                  and s.sub_last_tick is not null
                   and (t.tick_id is null
                        or txid_snapshot_xmin(t.tick_snapshot) <= q.queue_switch_step2))
     then
