@@ -320,7 +320,11 @@ impl From<postgres::Error> for Error {
                 source: Some(Box::new(err)),
             };
         }
-        let kind = if err.is_closed() {
+        // A closed connection, or an I/O error on the socket (the server went away, the
+        // backend was terminated, the network broke): the connection is gone either way.
+        let io = std::error::Error::source(&err)
+            .is_some_and(|s| s.downcast_ref::<std::io::Error>().is_some());
+        let kind = if err.is_closed() || io {
             ErrorKind::ConnectionLost
         } else {
             ErrorKind::Database

@@ -9,11 +9,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::str::FromStr;
 
-use common::datas;
+use common::{datas, OwnCluster};
 use pgq::{Client, NewEvent};
 
 const EPOCH: i64 = 7;
@@ -61,66 +61,27 @@ fn as_owner(program: &str, args: &[&str]) {
     );
 }
 
-/// A private cluster, stopped and removed when dropped.
-struct Cluster {
-    dir: PathBuf,
-    script: PathBuf,
-}
-
-impl Cluster {
-    fn pg_cluster(&self, action: &str) -> String {
-        let out = Command::new(&self.script)
-            .arg(action)
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run scripts/pg-cluster.sh");
-        assert!(out.status.success(), "pg-cluster.sh {action} failed");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+/// A fresh private cluster moved to epoch `EPOCH`, xid `START_XID`; returns it and its DSN.
+fn start_near_wrap() -> (OwnCluster, String) {
+    let (cluster, dsn) = OwnCluster::start("epoch");
+    // Every row initdb made must be frozen, or it would look like it came from the future
+    // once the xid counter jumps (template0 is frozen by initdb and closed).
+    for db in ["postgres", "template1"] {
+        let mut cfg = postgres::Config::from_str(&dsn).unwrap();
+        cfg.dbname(db);
+        let mut c = cfg.connect(postgres::NoTls).expect("connect");
+        c.batch_execute("vacuum freeze").expect("vacuum freeze");
     }
-
-    /// A fresh cluster moved to epoch `EPOCH`, xid `START_XID`; returns it and its DSN.
-    fn start_near_wrap() -> (Cluster, String) {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("pgq-epoch-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let cluster = Cluster {
-            dir,
-            script: root.join("scripts/pg-cluster.sh"),
-        };
-        let dsn = cluster.pg_cluster("start");
-        // Every row initdb made must be frozen, or it would look like it came from the
-        // future once the xid counter jumps (template0 is frozen by initdb and closed).
-        for db in ["postgres", "template1"] {
-            let mut cfg = postgres::Config::from_str(&dsn).unwrap();
-            cfg.dbname(db);
-            let mut c = cfg.connect(postgres::NoTls).expect("connect");
-            c.batch_execute("vacuum freeze").expect("vacuum freeze");
-        }
-        let dir = cluster.dir.to_string_lossy().into_owned();
-        as_owner(
-            "pg_ctl",
-            &["stop", "-D", &dir, "-m", "fast", "-w", "-t", "60"],
-        );
-        let epoch = EPOCH.to_string();
-        let xid = START_XID.to_string();
-        as_owner("pg_resetwal", &["-e", &epoch, "-x", &xid, &dir]);
-        let dsn = cluster.pg_cluster("start");
-        (cluster, dsn)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Command::new(&self.script)
-            .arg("stop")
-            .arg(&self.dir)
-            .stderr(Stdio::null())
-            .status();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    let dir = cluster.dir.to_string_lossy().into_owned();
+    as_owner(
+        "pg_ctl",
+        &["stop", "-D", &dir, "-m", "fast", "-w", "-t", "60"],
+    );
+    let epoch = EPOCH.to_string();
+    let xid = START_XID.to_string();
+    as_owner("pg_resetwal", &["-e", &epoch, "-x", &xid, &dir]);
+    let dsn = cluster.action("start");
+    (cluster, dsn)
 }
 
 struct Side {
@@ -153,7 +114,7 @@ fn txid(conn: &mut postgres::Client) -> i64 {
 
 #[test]
 fn produce_tick_consume_across_an_xid_epoch_wrap() {
-    let (_cluster, dsn) = Cluster::start_near_wrap();
+    let (_cluster, dsn) = start_near_wrap();
     let server = postgres::Config::from_str(&dsn).unwrap();
     let mut su = server.connect(postgres::NoTls).expect("connect");
     assert_eq!(txid(&mut su) >> 32, EPOCH, "pg_resetwal -e took effect");

@@ -101,11 +101,12 @@ fn record_version_sql() -> String {
 /// Install or upgrade the PGQ schema in the connected database, in one transaction.
 ///
 /// Safe to call at every start of an application: when the current revision is installed it
-/// only checks and returns [`InstallOutcome::AlreadyCurrent`]. On a database with the
-/// official extension it returns [`InstallOutcome::OfficialExtension`] after adding or
-/// upgrading our `pgq_coop` schema there (skipped with a warning when this role may not). Concurrent installers wait
-/// for each other. When called on a connection that is inside a transaction, the install
-/// runs in a savepoint of it.
+/// only checks and returns [`InstallOutcome::AlreadyCurrent`] (after granting privileges to
+/// pgq roles an administrator created since an install that could not create them). On a
+/// database with the official extension it returns [`InstallOutcome::OfficialExtension`]
+/// after adding or upgrading our `pgq_coop` schema there (skipped with a warning when this
+/// role may not). Concurrent installers wait for each other. When called on a connection
+/// that is inside a transaction, the install runs in a savepoint of it.
 ///
 /// Errors: a `pgq` schema that neither libpgq nor the official extension made (for example
 /// the reference installed from plain SQL) is refused rather than modified, as is a newer
@@ -144,6 +145,13 @@ pub fn install(client: &mut impl GenericClient) -> Result<InstallOutcome> {
             version: SCHEMA_VERSION.to_string(),
         },
         Some(v) if v == SCHEMA_VERSION => {
+            // Roles an administrator created after an install without CREATEROLE get
+            // their grants now; otherwise nothing changes.
+            if missing_role_grants(&mut tx)? {
+                tx.batch_execute(GRANTS)?;
+                tx.commit()?;
+                log::info!("libpgq schema {v}: granted privileges to pgq roles added since");
+            }
             return Ok(InstallOutcome::AlreadyCurrent { version: v });
         }
         Some(v) => {
@@ -169,6 +177,23 @@ pub fn install(client: &mut impl GenericClient) -> Result<InstallOutcome> {
     tx.commit()?;
     log::info!("libpgq schema: {outcome:?}");
     Ok(outcome)
+}
+
+/// The privileges part of the schema, re-run on its own when pgq roles lack their grants.
+const GRANTS: &str = include_str!("sql/90_grants.sql");
+
+/// True when a pgq role exists but lacks the privileges the install grants it, which
+/// happens when the roles were created after an install by an owner without CREATEROLE.
+fn missing_role_grants(tx: &mut postgres::Transaction<'_>) -> Result<bool> {
+    let row = tx.query_one(
+        "select coalesce(bool_or(not has_function_privilege(r.rolname, f.fn, 'execute')), false)
+           from (values ('pgq_reader', 'pgq.next_batch(text,text)'),
+                        ('pgq_writer', 'pgq.insert_event(text,text,text)'),
+                        ('pgq_admin', 'pgq.create_queue(text)')) f (role, fn)
+           join pg_catalog.pg_roles r on r.rolname = f.role",
+        &[],
+    )?;
+    Ok(row.get(0))
 }
 
 /// The official extension has no `pgq_coop` (SkyTools ships it separately); ours works on

@@ -263,6 +263,19 @@ pub fn consume_all(client: &Client, queue: &str, consumer: &str) -> Vec<Event> {
     out
 }
 
+/// Like [`consume_all`], but returns the first error instead of panicking.
+pub fn try_consume_all(client: &Client, queue: &str, consumer: &str) -> pgq::Result<Vec<Event>> {
+    let c = pgq::Consumer::new(client, queue, consumer)?;
+    let mut out = Vec::new();
+    while let Some(batch) = c.next_batch()? {
+        for ev in batch.events() {
+            out.push(ev?);
+        }
+        batch.finish()?;
+    }
+    Ok(out)
+}
+
 /// The `ev_data` of each event, in order.
 pub fn datas(events: &[Event]) -> Vec<String> {
     events
@@ -329,5 +342,55 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
             "timed out after {timeout:?} waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A private cluster of its own, for tests that change cluster-wide state (roles, the xid
+/// counter) the shared test server must not see. Started with scripts/pg-cluster.sh under
+/// Cargo's target tmp dir; stopped and removed when dropped.
+pub struct OwnCluster {
+    /// The cluster's data directory.
+    pub dir: std::path::PathBuf,
+    script: std::path::PathBuf,
+}
+
+impl OwnCluster {
+    /// Initialises and starts a fresh cluster; returns it and its superuser DSN.
+    pub fn start(tag: &str) -> (OwnCluster, String) {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("pgq-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cluster = OwnCluster {
+            dir,
+            script: root.join("scripts/pg-cluster.sh"),
+        };
+        let dsn = cluster.action("start");
+        (cluster, dsn)
+    }
+
+    /// Runs `scripts/pg-cluster.sh ACTION DIR` and returns what it printed (the DSN for
+    /// start and restart).
+    pub fn action(&self, action: &str) -> String {
+        let out = Command::new(&self.script)
+            .arg(action)
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/pg-cluster.sh");
+        assert!(out.status.success(), "pg-cluster.sh {action} failed");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = Command::new(&self.script)
+            .arg("stop")
+            .arg(&self.dir)
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

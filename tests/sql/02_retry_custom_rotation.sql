@@ -131,3 +131,18 @@ select pgq.seq_setval('compat_seq', 40);
 select pgq.seq_setval('compat_seq', 4);
 select pgq.seq_getval('public.compat_seq');
 select pgq.quote_fqname('Weird.Name'), pgq.quote_fqname('plain');
+
+-- the tick a merged batch would end at, asked directly
+select pgq.insert_event('jobs', 'job', 'f' || i) from generate_series(1, 3) i;
+select pgq.ticker();
+select pgq.insert_event('jobs', 'job', 'g' || i) from generate_series(1, 3) i;
+select pgq.ticker();
+select t.tick_id as prev_tick, h.next_tick_id - t.tick_id as ahead, h.next_tick_seq - t.tick_event_seq as events
+  from pgq.queue q
+  join pgq.subscription s on s.sub_queue = q.queue_id
+  join pgq.consumer c on c.co_id = s.sub_consumer and c.co_name = 'worker'
+  join pgq.tick t on t.tick_queue = q.queue_id and t.tick_id = s.sub_last_tick,
+  lateral (values (1), (3), (4), (6), (100)) v (n),
+  lateral pgq.find_tick_helper(q.queue_id, t.tick_id, t.tick_time, t.tick_event_seq, v.n, null) h
+ order by v.n;
+select * from pgq.find_tick_helper(1, 999999, now(), 0, 1, null);

@@ -4,6 +4,57 @@
 -- tick and remembers it, so a consumer that crashes before finish_batch gets the very same
 -- batch again. finish_batch moves the position forward.
 
+-- The tick a merged batch (next_batch_custom with min_count / min_interval) ends at, or
+-- NULLs to wait. Takes the newest tick when it reaches a limit without overshooting it more
+-- than twice (the usual case for a consumer that keeps up); waits when it reaches none;
+-- after a long pause, when the newest tick is far beyond the limits, takes the first tick
+-- that reaches one, so a batch stays near the requested size. The reference's choice of
+-- tick, under the reference's name and signature.
+create or replace function pgq.find_tick_helper(
+    in i_queue_id int4,
+    in i_prev_tick_id int8,
+    in i_prev_tick_time timestamptz,
+    in i_prev_tick_seq int8,
+    in i_min_count int8,
+    in i_min_interval interval,
+    out next_tick_id int8,
+    out next_tick_time timestamptz,
+    out next_tick_seq int8)
+as $$
+declare
+    t          record;
+    v_reached  boolean;
+    v_overshot boolean;
+begin
+    select tt.tick_id, tt.tick_time, tt.tick_event_seq into t
+      from pgq.tick tt
+     where tt.tick_queue = i_queue_id and tt.tick_id > i_prev_tick_id
+     order by tt.tick_id desc
+     limit 1;
+    if not found then
+        return;
+    end if;
+    v_reached := (i_min_count is not null and t.tick_event_seq - i_prev_tick_seq >= i_min_count)
+              or (i_min_interval is not null and t.tick_time - i_prev_tick_time >= i_min_interval);
+    v_overshot := (i_min_count is not null and t.tick_event_seq - i_prev_tick_seq > i_min_count * 2)
+               or (i_min_interval is not null and t.tick_time - i_prev_tick_time > i_min_interval * 2);
+    if v_overshot then
+        select tt.tick_id, tt.tick_time, tt.tick_event_seq into t
+          from pgq.tick tt
+         where tt.tick_queue = i_queue_id and tt.tick_id > i_prev_tick_id
+           and ((i_min_count is not null and tt.tick_event_seq - i_prev_tick_seq >= i_min_count)
+             or (i_min_interval is not null and tt.tick_time - i_prev_tick_time >= i_min_interval))
+         order by tt.tick_id
+         limit 1;
+    elsif not v_reached then
+        return;
+    end if;
+    next_tick_id := t.tick_id;
+    next_tick_time := t.tick_time;
+    next_tick_seq := t.tick_event_seq;
+end;
+$$ language plpgsql stable set search_path = pg_catalog, pg_temp;
+
 -- Open (or re-open) the consumer's next batch. With min_count / min_interval set, several
 -- ticks may be merged into one batch, up to a tick with at least min_count events or
 -- min_interval of time after the batch start (see below which). With min_lag set, no batch is
@@ -24,14 +75,9 @@ create or replace function pgq.next_batch_custom(
     out prev_tick_event_seq int8)
 as $$
 declare
-    s          record;
-    prev       record;
-    nxt        record;
-    v_count    int8;
-    v_span     interval;
-    v_reached  boolean;
-    v_overshot boolean;
-    v_wait     boolean := false;
+    s     record;
+    prev  record;
+    nxt   record;
 begin
     select sub.sub_queue, sub.sub_consumer, sub.sub_last_tick, sub.sub_batch, sub.sub_next_tick
       into s
@@ -68,39 +114,13 @@ begin
              order by t.tick_id
              limit 1;
         else
-            -- Merge ticks. Take the newest tick when it reaches a limit without
-            -- overshooting it more than twice (the usual case for a consumer that keeps
-            -- up); wait when it reaches none; after a long pause, when the newest tick is
-            -- far beyond the limits, take the first tick that reaches one, so a batch
-            -- stays near the requested size. This is the reference's choice of tick.
-            select t.tick_id, t.tick_time, t.tick_event_seq into nxt
-              from pgq.tick t
-             where t.tick_queue = s.sub_queue and t.tick_id > prev.tick_id
-             order by t.tick_id desc
-             limit 1;
-            if nxt.tick_id is not null then
-                v_count := nxt.tick_event_seq - prev.tick_event_seq;
-                v_span := nxt.tick_time - prev.tick_time;
-                v_reached := (i_min_count is not null and v_count >= i_min_count)
-                          or (i_min_interval is not null and v_span >= i_min_interval);
-                v_overshot := (i_min_count is not null and v_count > i_min_count::int8 * 2)
-                           or (i_min_interval is not null and v_span > i_min_interval * 2);
-                if v_overshot then
-                    select t.tick_id, t.tick_time, t.tick_event_seq into nxt
-                      from pgq.tick t
-                     where t.tick_queue = s.sub_queue and t.tick_id > prev.tick_id
-                       and ((i_min_count is not null
-                             and t.tick_event_seq - prev.tick_event_seq >= i_min_count)
-                         or (i_min_interval is not null
-                             and t.tick_time - prev.tick_time >= i_min_interval))
-                     order by t.tick_id
-                     limit 1;
-                elsif not v_reached then
-                    v_wait := true;
-                end if;
-            end if;
+            select f.next_tick_id as tick_id, f.next_tick_time as tick_time,
+                   f.next_tick_seq as tick_event_seq
+              into nxt
+              from pgq.find_tick_helper(s.sub_queue, prev.tick_id, prev.tick_time,
+                                        prev.tick_event_seq, i_min_count, i_min_interval) f;
         end if;
-        if v_wait or nxt.tick_id is null
+        if nxt.tick_id is null
            or (i_min_lag is not null and nxt.tick_time > pg_catalog.now() - i_min_lag) then
             update pgq.subscription sub
                set sub_active = pg_catalog.now()

@@ -227,10 +227,12 @@ begin
         return 0;
     end if;
 
-    -- A consumer whose position may still include transactions up to the previous step-2
-    -- mark could need the table before the current one: wait for it, as the reference does.
-    -- (A position whose tick is missing cannot be judged, so it waits too.) Idle pgq_coop
-    -- sub-consumers have no position (NULL sub_last_tick) and need nothing.
+    -- A consumer whose position may still include transactions older than the previous
+    -- step-2 mark could need the table before the current one: wait for it. (A tick whose
+    -- xmin is the mark itself waits too: not strictly needed, but the reference does, and a
+    -- tool must see the same rotation decisions on both. A position whose tick is missing
+    -- cannot be judged, so it waits too.) Idle pgq_coop sub-consumers have no position
+    -- (NULL sub_last_tick) and need nothing.
     if exists (select 1
                  from pgq.subscription s
                  left join pgq.tick t on t.tick_queue = s.sub_queue and t.tick_id = s.sub_last_tick
