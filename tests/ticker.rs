@@ -342,6 +342,31 @@ both_backends! {
         assert_eq!(s.errors, 0, "{s:?}");
     }
 
+    fn ticks_as_a_pgq_admin_member(db: &TestDb) {
+        // The usual deployment: the ticker logs in as a role with pgq_admin, not a superuser.
+        let role = format!("{}_tk", &db.name[..db.name.len().min(50)]);
+        let mut su = db.superuser();
+        su.batch_execute(&format!("create role \"{role}\" login in role pgq_admin")).unwrap();
+        db.client.create_queue("q").unwrap();
+        db.client.set_queue_config_raw("q", "ticker_max_count", "1").unwrap();
+        let mut cfg = db.config.clone();
+        cfg.user(&role);
+        let ticker = fast(pgq::TickerBuilder::new().config(cfg))
+            .maint_period(Duration::from_millis(20))
+            .start()
+            .unwrap();
+        wait_active(&ticker);
+        let mut conn = db.conn();
+        let before = last_tick(&mut conn, "q");
+        db.client.send("q", &NewEvent::new("t", "x")).unwrap();
+        wait_until("a tick", DEADLINE, || last_tick(&mut conn, "q") > before);
+        wait_until("maintenance", DEADLINE, || ticker.stats().maintenance_runs >= 2);
+        let s = ticker.stats();
+        assert_eq!(s.errors, 0, "{s:?}");
+        drop(ticker);
+        su.batch_execute(&format!("drop role \"{role}\"")).unwrap();
+    }
+
     fn a_failing_maintenance_operation_does_not_stop_the_others(db: &TestDb) {
         db.client.create_queue("q").unwrap();
         db.conn()
