@@ -84,7 +84,6 @@ fn lifecycle_start_stop_join_drop() {
     assert!(!t.is_active());
     assert_eq!(t.stats().databases[0].state, TickerState::Stopped);
     assert!(threads_named("pgq-ticker lc1").is_empty());
-    let rounds = t.stats().rounds;
     drop(t);
 
     // Dropping a running ticker stops and joins it: no thread is left afterwards.
@@ -92,7 +91,6 @@ fn lifecycle_start_stop_join_drop() {
         .start()
         .unwrap();
     wait_active(&t);
-    assert!(t.stats().rounds < rounds + 1_000_000);
     drop(t);
     assert!(threads_named("pgq-ticker lc2").is_empty());
 
