@@ -114,7 +114,7 @@ print(e.make_dsn(sys.argv[1], dbname=sys.argv[2]))' "$dsn" "$db") || return 1
 
 step "cargo test" cargo test --no-fail-fast
 step "demo (scripts/demo.sh)" run_demo
-step "compat: pgqd + python3-pgq on our schema" tests/compat/run.sh ours "$dsn"
-step "compat: pgqd + python3-pgq on the official extension" tests/compat/run.sh official "$dsn"
+step "compat: pgqd / pgqctl ticker + python3-pgq on our schema" tests/compat/run.sh ours "$dsn"
+step "compat: pgqd / pgqctl ticker + python3-pgq on the official extension" tests/compat/run.sh official "$dsn"
 
 summary
