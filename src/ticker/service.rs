@@ -25,7 +25,8 @@
 //! within about that time after the active one stops, dies or loses its connection. Every
 //! round also takes a transaction advisory lock before ticking, so two tickers can never
 //! interleave ticks (tick order follows snapshot order) even while a dead peer's session is
-//! still being cleaned up.
+//! still being cleaned up. `pgqd` knows nothing of these locks: run it or libpgq tickers on a
+//! database, not both.
 //!
 //! **Failures are never fatal.** A lost connection or a server restart is logged through
 //! [`log`], counted, and followed by reconnect attempts with capped exponential back-off and
