@@ -645,9 +645,35 @@ fn pgqctl_ticker_ticks_reloads_and_stops_on_signals() {
     });
     assert!(holds_ticker_lock(&mut db.conn(), "pgqctl"), "{}", d.log());
 
+    // Its threads: main, the signal forwarder, one ticker thread for the one database.
+    let threads = |d: &Daemon| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", d.child.id()))
+            .map(|dir| {
+                dir.flatten()
+                    .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
+                    .map(|c| c.trim_end().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let expected = |names: &[String]| {
+        names.len() == 3
+            && names
+                .iter()
+                .filter(|n| n.starts_with("pgq-ticker "))
+                .count()
+                == 1
+            && names.iter().any(|n| n == "pgqctl-signals")
+    };
+    assert!(expected(&threads(&d)), "{:?}", threads(&d));
+
     d.signal("-HUP");
     wait_until("reload logged", DEADLINE, || d.log().contains("reloading"));
     send_and_see_tick(&db, "two");
+    // The old ticker's thread was joined before the new one started.
+    assert!(expected(&threads(&d)), "{:?}", threads(&d));
 
     d.signal("-TERM");
     let status = d.wait_exit();
