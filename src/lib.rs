@@ -5,9 +5,12 @@ pub mod consumer;
 pub mod coop;
 pub mod error;
 pub mod event;
+pub mod ffi;
 pub mod producer;
 pub mod schema;
 pub mod ticker;
+pub mod wakeup;
+pub mod worker;
 
 pub use admin::{BatchInfo, ConsumerInfo, QueueInfo, QueueParam};
 pub use client::{Client, ClientBuilder, PooledConnection};
@@ -20,3 +23,4 @@ pub use schema::InstallOutcome;
 pub use ticker::{
     MaintenanceReport, Ticker, TickerBuilder, TickerDatabaseStats, TickerState, TickerStats,
 };
+pub use worker::{ErrorPolicy, WorkBatch, WorkEvents, Worker, WorkerBuilder, WorkerStats};

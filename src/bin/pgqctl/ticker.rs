@@ -443,7 +443,7 @@ impl log::Log for StderrLog {
     fn flush(&self) {}
 }
 
-fn init_logging() {
+pub(super) fn init_logging() {
     let level = match std::env::var("PGQ_LOG").ok().as_deref().map(str::trim) {
         Some("error") => log::LevelFilter::Error,
         Some("warn") => log::LevelFilter::Warn,
