@@ -13,6 +13,8 @@
 //! `send` returned (the commit) to the moment the handler saw the event. Then it stays idle
 //! for `PGQ_LATENCY_IDLE_SECS` (10) and prints the CPU time the ticker, worker and listener
 //! threads used meanwhile (from /proc/self/task), and the ticks written.
+//!
+//! To compare with other settings: `PGQ_LATENCY_TICKER_PERIOD_MS=5`, `PGQ_LATENCY_EAGER=off`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -116,7 +118,18 @@ fn probe(dsn: &str, rate: f64, secs: f64, idle_secs: f64) -> pgq::Result<()> {
     let committed: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
     let seen: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
 
-    let ticker = Ticker::builder(&client).name("probe").start()?;
+    // Defaults unless asked otherwise (to compare settings).
+    let mut builder = Ticker::builder(&client).name("probe");
+    if let Ok(ms) = std::env::var("PGQ_LATENCY_TICKER_PERIOD_MS") {
+        let ms: u64 = ms
+            .parse()
+            .map_err(|_| pgq::Error::invalid_input("PGQ_LATENCY_TICKER_PERIOD_MS: not a number"))?;
+        builder = builder.ticker_period(Duration::from_millis(ms));
+    }
+    if std::env::var("PGQ_LATENCY_EAGER").as_deref() == Ok("off") {
+        builder = builder.eager(None);
+    }
+    let ticker = builder.start()?;
     let seen_by_handler = Arc::clone(&seen);
     let worker = Worker::builder(&client, QUEUE, "probe")
         .handler(move |batch| {
