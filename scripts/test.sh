@@ -149,8 +149,8 @@ step "go vet (bindings/go)" go_vet
 step "gofmt -l (bindings/go)" go_fmt
 step "go test -race (bindings/go)" go_test
 step "demo (scripts/demo.sh)" run_demo
-step "compat: pgqd + python3-pgq on our schema" tests/compat/run.sh ours "$dsn"
-step "compat: pgqd + python3-pgq on the official extension" tests/compat/run.sh official "$dsn"
+step "compat: pgqd / pgqctl ticker + python3-pgq on our schema" tests/compat/run.sh ours "$dsn"
+step "compat: pgqd / pgqctl ticker + python3-pgq on the official extension" tests/compat/run.sh official "$dsn"
 step "python binding (bindings/python)" bindings/python/run-tests.sh
 
 summary

@@ -143,7 +143,9 @@ class Run:
         self.db_dsn = psycopg2.extensions.make_dsn(self.server_dsn, dbname=self.dbname)
         self.workdir = tempfile.mkdtemp(prefix="pgq-compat-")
         self.pgqd = None
-        self.tname = "pgqctl ticker" if args.ticker == "pgqctl" else "pgqd"
+        # coop.py reuses this class with its own arguments, without --ticker.
+        self.ticker = getattr(args, "ticker", "pgqd")
+        self.tname = "pgqctl ticker" if self.ticker == "pgqctl" else "pgqd"
         self.consumers = {}
         self.expected = {}  # data digest -> (type, extras, retried?)
         self.rolled_back = set()
@@ -228,7 +230,7 @@ class Run:
             f.write("retry_period = 0.5\n")
             f.write("maint_period = 0.5\n")
         first_tick = self.queue_state()[0]
-        if self.args.ticker == "pgqctl":
+        if self.ticker == "pgqctl":
             # `pgqctl ticker` reads the same pgqd config file; it logs to stderr.
             with open(self.pgqd_log, "w") as logf:
                 self.pgqd = subprocess.Popen(

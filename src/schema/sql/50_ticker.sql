@@ -114,6 +114,70 @@ begin
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 
+-- libpgq's own (not in the reference): tick a queue as soon as it has events its last tick
+-- does not cover and that tick is at least i_min_lag old, instead of waiting for
+-- ticker_max_count events or ticker_max_lag. Otherwise exactly pgq.ticker(i_queue_name), so
+-- an idle queue gets no more ticks than its idle back-off allows. Used by the libpgq ticker
+-- service for millisecond latency without changing the queue's settings. Returns the new
+-- tick id or NULL.
+--
+-- The event sequence is only a hint: it moves at insert time (a tick may be taken while the
+-- inserting transaction is still open, and then the sequence no longer shows that event as
+-- new once it commits), and it reads the same before and after a queue's very first event.
+-- So when the sequence shows nothing new, the event table is asked (through its ev_txid
+-- index) for committed events the last tick's snapshot did not see.
+create or replace function pgq.ticker_eager(i_queue_name text, i_min_lag interval)
+returns bigint as $$
+declare
+    q       record;
+    v_last  record;
+    v_late  boolean := false;
+    v_tick  bigint;
+begin
+    perform pgq._ticker_lock();
+    select qq.queue_id, qq.queue_event_seq, qq.queue_tick_seq, qq.queue_data_pfx,
+           qq.queue_external_ticker, qq.queue_ticker_paused
+      into q
+      from pgq.queue qq
+     where qq.queue_name = i_queue_name;
+    if not found then
+        raise exception 'no such queue';
+    end if;
+    if q.queue_external_ticker then
+        raise exception 'This queue has external tick source.';
+    end if;
+    if q.queue_ticker_paused then
+        raise exception 'Ticker has been paused for this queue';
+    end if;
+
+    select t.tick_time, t.tick_event_seq, t.tick_snapshot into v_last
+      from pgq.tick t
+     where t.tick_queue = q.queue_id
+     order by t.tick_id desc
+     limit 1;
+    if found and i_min_lag is not null
+       and pg_catalog.now() - v_last.tick_time >= i_min_lag then
+        if pgq.seq_getval(q.queue_event_seq) > v_last.tick_event_seq then
+            v_late := true;
+        else
+            -- Read committed: only rows of committed transactions are seen.
+            execute 'select exists (select 1 from ' || q.queue_data_pfx
+                 || ' e where e.ev_txid >= $1 or e.ev_txid = any ($2))'
+               into v_late
+              using txid_snapshot_xmax(v_last.tick_snapshot),
+                    array(select txid_snapshot_xip(v_last.tick_snapshot));
+        end if;
+    end if;
+    if v_late then
+        v_tick := pg_catalog.nextval(q.queue_tick_seq::regclass);
+        insert into pgq.tick (tick_queue, tick_id, tick_event_seq)
+        values (q.queue_id, v_tick, pgq.seq_getval(q.queue_event_seq));
+        return v_tick;
+    end if;
+    return pgq._tick_if_due(q.queue_id);
+end;
+$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+
 -- Record a tick that comes from an external source (e.g. a cascaded queue copying its
 -- provider's ticks). Only for queues with external_ticker set and not paused.
 create or replace function pgq.ticker(i_queue_name text, i_tick_id bigint,
