@@ -1018,9 +1018,8 @@ pgq_status pgq_worker_options_set_retry_backoff_ms(struct pgq_worker_options *op
 // `opts` may be NULL (defaults) and is consumed in every case. `user_data_free` (may be
 // NULL) is called exactly once with `user_data` after the last handler call has returned:
 // by `pgq_worker_free` (when freed from the handler, later, on a worker or helper
-// thread). If this call
-// fails, the handler is never called and `user_data_free` is not called: the caller
-// still owns `user_data`. On success `*out` is the worker: stop it with `pgq_worker_stop`
+// thread). If this call fails, the handler is never called and `user_data_free` is not
+// called: the caller still owns `user_data`. On success `*out` is the worker: stop it with `pgq_worker_stop`
 // and `pgq_worker_join`, or just `pgq_worker_free`.
 pgq_status pgq_worker_start(const struct pgq_client *client,
                             const char *q,
