@@ -87,6 +87,10 @@ pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(10);
 /// bounds how long [`Worker::join`] waits for it.
 const LISTEN_SLICE: Duration = Duration::from_millis(200);
 
+/// Longest connect attempt of the listener thread (it retries with backoff): bounds how long
+/// [`Worker::join`] waits for it while the server is unreachable.
+const LISTEN_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// What a worker does when its handler returns an error or panics. The batch is never
 /// finished in that case; the policy decides what happens next.
 ///
@@ -415,7 +419,14 @@ impl WorkerBuilder {
             worker.threads.lock().push(spawned.map_err(spawn_error)?);
         }
         if !self.poll_only {
-            let config = self.client.config().clone();
+            let mut config = self.client.config().clone();
+            // A stop waits for a connect attempt in progress: keep it short.
+            let timeout = config
+                .get_connect_timeout()
+                .copied()
+                .unwrap_or(LISTEN_CONNECT_TIMEOUT)
+                .min(LISTEN_CONNECT_TIMEOUT);
+            config.connect_timeout(timeout);
             let queue = self.queue.clone();
             let ctx = ctx.clone();
             let stop = stop_rx;
@@ -529,6 +540,9 @@ impl Worker {
     /// Waits until every thread has ended (after [`stop`](Worker::stop), or after a handler
     /// failure under [`ErrorPolicy::Stop`]). Returns the error that stopped the worker, if
     /// any (once; later calls return `Ok`).
+    ///
+    /// A running handler is waited for. While the server is unreachable a thread may be in
+    /// the middle of getting a connection, which takes up to the client's connect timeout.
     ///
     /// ```no_run
     /// # let client = pgq::Client::connect("dbname=app")?;
