@@ -798,8 +798,8 @@ fn work_loop(
         ErrorPolicy::Stop => Backoff::new(DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX),
     };
     let mut failing = false;
-    // A sub-consumer registers itself (idempotent) before its first batch, and again after
-    // database errors in case it was unregistered meanwhile.
+    // A sub-consumer registers itself (idempotent) before its first batch; only once, so that
+    // unregistering it while the worker runs is not undone behind the administrator's back.
     let mut registered = consumer.subconsumer_name().is_none();
     loop {
         if stopped(stop) {
@@ -844,7 +844,6 @@ fn work_loop(
             }
             Outcome::Database(e) => {
                 failing = true;
-                registered = consumer.subconsumer_name().is_none();
                 let delay = db_backoff.next_delay();
                 log::warn!("{}: {e}; retrying in {} ms", ctx.label, delay.as_millis());
                 counters.error(&counters.db_errors, &e);
