@@ -305,7 +305,9 @@ impl WorkerBuilder {
     /// batch (events tagged with [`WorkBatch::retry`] come back later; the rest are done), or
     /// an error to leave it unfinished (see [`ErrorPolicy`]). A panic counts as an error.
     ///
-    /// With several worker threads, calls may run at the same time on different batches.
+    /// It is called for every batch, also for one without events (a tick with nothing new),
+    /// so a handler can rely on one call per batch. With several worker threads, calls may
+    /// run at the same time on different batches.
     ///
     /// ```no_run
     /// # let client = pgq::Client::connect("dbname=app")?;
