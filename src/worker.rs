@@ -560,6 +560,11 @@ impl Worker {
         let mut result = Ok(());
         for t in threads.drain(..) {
             let name = t.thread().name().unwrap_or("pgq-worker").to_string();
+            if t.thread().id() == thread::current().id() {
+                // Called from a handler (e.g. the last handle dropped there): a thread cannot
+                // wait for itself; it ends on its own once the worker is stopped.
+                continue;
+            }
             let r = match t.join() {
                 Ok(r) => r,
                 Err(_) => Err(Error::new(
