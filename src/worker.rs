@@ -411,10 +411,12 @@ impl WorkerBuilder {
             wakers.extend(wake_tx);
             let ctx = ctx.clone();
             let stop = stop_rx.clone();
+            // Counted from here, so is_running() is true as soon as start() returns.
+            let running = Running::enter(&ctx.shared);
             let spawned = thread::Builder::new()
                 .name(format!("pgq-worker-{i}"))
                 .spawn(move || {
-                    let _running = Running::enter(&ctx.shared.counters);
+                    let _running = running;
                     work_loop(&ctx, &consumer, &stop, &wake_rx)
                 });
             // On failure `worker` is dropped: it stops and joins the threads started so far.
@@ -432,10 +434,11 @@ impl WorkerBuilder {
             let queue = self.queue.clone();
             let ctx = ctx.clone();
             let stop = stop_rx;
+            let running = Running::enter(&ctx.shared);
             let spawned = thread::Builder::new()
                 .name("pgq-listener".to_string())
                 .spawn(move || {
-                    let _running = Running::enter(&ctx.shared.counters);
+                    let _running = running;
                     listen_loop(&ctx, &config, &queue, &wakers, &stop);
                     Ok(())
                 });
@@ -720,19 +723,20 @@ impl Counters {
     }
 }
 
-/// Counts a thread as running for as long as it lives (also when it unwinds).
-struct Running<'a>(&'a Counters);
+/// Counts a thread as running from just before it is spawned for as long as it lives (also
+/// when it unwinds, or when spawning it failed and the guard is dropped unused).
+struct Running(Arc<Shared>);
 
-impl<'a> Running<'a> {
-    fn enter(c: &'a Counters) -> Running<'a> {
-        c.threads.fetch_add(1, Ordering::SeqCst);
-        Running(c)
+impl Running {
+    fn enter(shared: &Arc<Shared>) -> Running {
+        shared.counters.threads.fetch_add(1, Ordering::SeqCst);
+        Running(shared.clone())
     }
 }
 
-impl Drop for Running<'_> {
+impl Drop for Running {
     fn drop(&mut self) {
-        self.0.threads.fetch_sub(1, Ordering::SeqCst);
+        self.0.counters.threads.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -42,9 +42,11 @@ fn lifecycle() {
         .handler(|_| Ok(()))
         .start()
         .unwrap();
-    wait_until("two threads", WAIT, || w.stats().threads == 2);
-    assert_eq!(worker_threads(), ["pgq-listener", "pgq-worker-0"]);
+    // running as soon as start() returned
     assert!(w.is_running());
+    assert_eq!(w.stats().threads, 2);
+    wait_until("threads named", WAIT, || worker_threads().len() == 2);
+    assert_eq!(worker_threads(), ["pgq-listener", "pgq-worker-0"]);
     w.stop();
     w.stop();
     w.join().unwrap();
