@@ -37,7 +37,9 @@
 //! - **Failures are not fatal.** A lost connection or a server restart is logged through
 //!   `log`, counted in [`WorkerStats`], and retried with capped exponential backoff and
 //!   jitter; the worker then resumes at its open batch, so nothing is lost or skipped. What a
-//!   failing handler leads to is the [`ErrorPolicy`].
+//!   failing handler leads to is the [`ErrorPolicy`]. A batch that stopped being this
+//!   worker's while its handler ran (a cooperative sibling took it over after the dead
+//!   interval) is rolled back, logged and counted, and the worker goes on.
 //! - **Graceful stop.** After [`stop`](Worker::stop) no new batch is taken; a handler that is
 //!   running finishes and its batch is finished, or the batch is left for redelivery.
 //!
