@@ -71,18 +71,39 @@ use crate::event::Event;
 use crate::wakeup::{Backoff, Listener, DEFAULT_POLL_INTERVAL, DEFAULT_POLL_ONLY_INTERVAL};
 
 /// What a handler returns on failure: any error type.
+///
+/// ```
+/// let e: pgq::worker::HandlerError = "the mail server said no".into();
+/// assert_eq!(e.to_string(), "the mail server said no");
+/// ```
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 type HandlerFn =
     dyn for<'a, 'b> Fn(&'b mut WorkBatch<'a>) -> Result<(), HandlerError> + Send + Sync + 'static;
 
 /// First delay before a failed batch is tried again under [`ErrorPolicy::default`].
+///
+/// ```
+/// assert_eq!(pgq::worker::DEFAULT_RETRY_INITIAL.as_millis(), 500);
+/// ```
 pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_millis(500);
 /// Longest delay between attempts at a failing batch under [`ErrorPolicy::default`].
+///
+/// ```
+/// assert_eq!(pgq::worker::DEFAULT_RETRY_MAX.as_secs(), 30);
+/// ```
 pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(30);
 /// First delay before reconnecting after a database error.
+///
+/// ```
+/// assert_eq!(pgq::worker::DEFAULT_RECONNECT_INITIAL.as_millis(), 100);
+/// ```
 pub const DEFAULT_RECONNECT_INITIAL: Duration = Duration::from_millis(100);
 /// Longest delay between reconnection attempts.
+///
+/// ```
+/// assert_eq!(pgq::worker::DEFAULT_RECONNECT_MAX.as_secs(), 10);
+/// ```
 pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(10);
 
 /// How long the listener thread blocks for notifications before it checks for a stop:
