@@ -76,6 +76,7 @@ def test_send_many_all_forms_in_one_transaction(any_client: libpgq.Client) -> No
         {"type": "e", "data": "5", "extra3": "z"},
         {"ev_type": "f", "ev_data": "tab\tnl\nbs\\quote'"},
         (b"bytes-type", b"bytes-data"),
+        ("", "", "", None, "", "ü€😀"),
     ]
     assert c.send_many("q", events) == len(events)
     assert c.send_many("q", []) == 0
@@ -92,6 +93,7 @@ def test_send_many_all_forms_in_one_transaction(any_client: libpgq.Client) -> No
         ("e", "5", None, None, "z", None),
         ("f", "tab\tnl\nbs\\quote'", None, None, None, None),
         ("bytes-type", "bytes-data", None, None, None, None),
+        ("", "", "", None, "", "ü€😀"),
     ]
     assert len({e.ev_txid for e in evs}) == 1
 

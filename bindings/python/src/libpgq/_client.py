@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Type, Union
 from . import _ffi
 from ._consumer import Consumer
 from ._error import check
-from ._event import EventLike, event_array, one_event
+from ._event import EventLike, delay_ms, event_array, one_event
 from ._handle import Handle, Text, encode
 from ._info import ConsumerInfo, QueueInfo, read_consumer_list, read_queue_info, read_queue_list
 
@@ -75,8 +75,6 @@ class Client(Handle):
                     check(lib.pgq_client_options_set_pool_size(opts, pool_size, byref(err)),
                           err)
                 if connect_timeout is not None:
-                    from ._event import delay_ms
-
                     ms = delay_ms(connect_timeout, "connect_timeout")
                     check(lib.pgq_client_options_set_connect_timeout_ms(opts, ms, byref(err)),
                           err)
@@ -252,7 +250,7 @@ class Client(Handle):
         """Insert one event in its own transaction; returns its ev_id."""
         lib = _ffi.lib()
         q = encode(queue, "queue")
-        keep: List[bytes] = []
+        keep: List[Any] = []
         ev = one_event(type, data, (extra1, extra2, extra3, extra4), keep)
         ev_id = c_int64()
         err = c_void_p()
@@ -265,7 +263,7 @@ class Client(Handle):
         many were sent."""
         lib = _ffi.lib()
         q = encode(queue, "queue")
-        keep: List[bytes] = []
+        keep: List[Any] = []
         arr, n = event_array(events, keep)
         err = c_void_p()
         check(lib.pgq_send_many(self._ptr(), q, len(q), arr, n, byref(err)), err)
@@ -345,7 +343,7 @@ class Transaction(Handle):
         """Insert one event in this transaction; returns its ev_id."""
         lib = _ffi.lib()
         q = encode(queue, "queue")
-        keep: List[bytes] = []
+        keep: List[Any] = []
         ev = one_event(type, data, (extra1, extra2, extra3, extra4), keep)
         ev_id = c_int64()
         err = c_void_p()
@@ -358,7 +356,7 @@ class Transaction(Handle):
         """Insert many events in this transaction (COPY); returns how many."""
         lib = _ffi.lib()
         q = encode(queue, "queue")
-        keep: List[bytes] = []
+        keep: List[Any] = []
         arr, n = event_array(events, keep)
         err = c_void_p()
         with self._lock:
