@@ -234,8 +234,9 @@ pub unsafe extern "C" fn pgq_worker_options_set_poll_only(
 /// Cooperative mode: the worker consumes as subconsumer `sub` of its consumer (with
 /// several threads: `sub-0`, `sub-1`, ...), sharing the consumer's batches with other
 /// subconsumers. `dead_interval_ms` > 0 lets it take over the batch of a subconsumer
-/// silent for that long (0: never). (The worker runtime of this build may still refuse
-/// cooperative mode: `pgq_worker_start` then fails with `PGQ_STATUS_INVALID_INPUT`.)
+/// silent for that long (0: never). Each thread registers its subconsumer before its
+/// first batch; register them beforehand (`pgq_consumer_register_subconsumer`) if events
+/// produced before the worker first runs must be seen. They stay registered after a stop.
 #[no_mangle]
 pub unsafe extern "C" fn pgq_worker_options_set_subconsumer(
     opts: *mut pgq_worker_options,
@@ -311,9 +312,8 @@ impl std::error::Error for HandlerFailed {}
 /// `opts` may be NULL (defaults) and is consumed in every case. `user_data_free` (may be
 /// NULL) is called exactly once with `user_data` after the last handler call has returned:
 /// by `pgq_worker_free` (when freed from the handler, later, on a worker or helper
-/// thread). If this call
-/// fails, the handler is never called and `user_data_free` is not called: the caller
-/// still owns `user_data`. On success `*out` is the worker: stop it with `pgq_worker_stop`
+/// thread). If this call fails, the handler is never called and `user_data_free` is not
+/// called: the caller still owns `user_data`. On success `*out` is the worker: stop it with `pgq_worker_stop`
 /// and `pgq_worker_join`, or just `pgq_worker_free`.
 #[no_mangle]
 pub unsafe extern "C" fn pgq_worker_start(
