@@ -167,7 +167,7 @@ def test_worker_bad_input(client: libpgq.Client, fast_queue: str) -> None:
     with pytest.raises(ValueError, match="fetch_size"):
         client.worker(fast_queue, "w", print, fetch_size=0)
     with pytest.raises(libpgq.InvalidInputError):
-        client.worker(fast_queue, "w", print, workers=2)  # needs cooperative consumers
+        client.worker(fast_queue, "w", print, workers=2)  # needs a subconsumer
     w = client.worker(fast_queue, "w", print)
     w.close()
     w.close()
@@ -226,3 +226,29 @@ def test_long_handler_sees_the_worker_stopping(client: libpgq.Client,
     assert saw_stop == [False, True]
     with client.consumer(fast_queue, "w") as consumer:
         assert [e.ev_data for e in drain(consumer, timeout=5)] == ["long job"]
+
+
+def test_cooperative_worker_threads_share_the_batches(client: libpgq.Client,
+                                                      fast_queue: str) -> None:
+    for sub in ("s-0", "s-1"):  # registered up front, so they see every event from now on
+        client.consumer(fast_queue, "w", subconsumer=sub, register=True).close()
+    lock = threading.Lock()
+    seen: List[Any] = []
+
+    def handle(batch: libpgq.Batch) -> None:
+        evs = [ev.ev_data for ev in batch]
+        with lock:
+            seen.extend((batch.subconsumer, batch.id, d) for d in evs)
+
+    n = 40
+    with client.ticker(period=0.02):
+        with client.worker(fast_queue, "w", handle, workers=2, subconsumer="s") as worker:
+            for i in range(n):
+                client.send(fast_queue, "t", str(i))
+                if i % 5 == 4:
+                    client.force_tick(fast_queue)
+            wait_until(f"{n} events", lambda: len(seen) >= n, timeout=60)
+            assert worker.stats().threads >= 2  # the two workers (and a listener)
+    datas = [d for _, _, d in seen]
+    assert sorted(datas, key=int) == [str(i) for i in range(n)]  # each exactly once
+    assert {s for s, _, _ in seen} <= {"s-0", "s-1"}

@@ -207,8 +207,11 @@ class Worker(Handle):
 
     Options: ``fetch_size`` (events read per round trip), ``poll_interval`` (seconds between
     polls when no wake-up came), ``poll_only`` (never LISTEN, e.g. behind PgBouncer),
-    ``workers`` (threads), ``subconsumer`` and ``dead_interval`` (cooperative mode; the
-    library refuses both until its runtime supports cooperative workers).
+    ``subconsumer`` (cooperative mode: the worker consumes as that subconsumer of its
+    consumer, sharing the batches with the other subconsumers) with ``workers`` threads
+    (each its own subconsumer ``<sub>-0``, ``<sub>-1``, ...; more than one thread needs a
+    subconsumer; handler calls then overlap, each with its own batch) and
+    ``dead_interval`` (take over the batch of a subconsumer silent that long).
 
     ::
 
