@@ -159,7 +159,7 @@ def test_worker_batch_rules(client: libpgq.Client, fast_queue: str) -> None:
         assert drain(consumer, timeout=0) == []
 
 
-def test_worker_bad_input(client: libpgq.Client, fast_queue: str) -> None:
+def test_worker_bad_input(client: libpgq.Client, fast_queue: str, dsn: str) -> None:
     with pytest.raises(TypeError, match="callable"):
         client.worker(fast_queue, "w", "not a function")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="on_error"):
@@ -174,6 +174,12 @@ def test_worker_bad_input(client: libpgq.Client, fast_queue: str) -> None:
     with pytest.raises(libpgq.InvalidStateError):
         w.stats()
     w.stop()  # a no-op once closed
+    closed = libpgq.connect(dsn)
+    closed.close()
+    with pytest.raises(libpgq.InvalidStateError):
+        closed.worker(fast_queue, "w", print)
+    with pytest.raises(libpgq.InvalidStateError):
+        closed.ticker()
 
 
 def test_ticker_cuts_batches_for_a_pull_consumer(client: libpgq.Client,

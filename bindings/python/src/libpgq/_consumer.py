@@ -139,8 +139,9 @@ class Consumer(Handle):
         wait; ``None``: wait until one comes).
 
         While waiting the consumer listens for the ticker's wake-ups (unless ``poll_only``)
-        and polls every ``poll_interval``; the GIL is released meanwhile. A batch that is still open from an earlier call
-        is closed unfinished first (it will be delivered again).
+        and polls every ``poll_interval``; the GIL is released meanwhile, and the wait is
+        cut in slices of a quarter second so that Ctrl-C stops it. A batch that is still
+        open from an earlier call is closed unfinished first (it will be delivered again).
         """
         ms = _timeout_ms(timeout)
         lib = _ffi.lib()

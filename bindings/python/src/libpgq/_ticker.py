@@ -103,6 +103,7 @@ class Ticker(Handle):
                  notify: Optional[bool] = None, name: Optional[Text] = None) -> None:
         lib = _ffi.lib()
         start = lib.require("pgq_ticker_start")
+        cptr = client._ptr()  # before the options exist: a closed client leaks nothing
         opts = lib.require("pgq_ticker_options_new")()
         try:
             for opt, value in (("ticker_period_ms", period), ("retry_period_ms", retry_period),
@@ -121,7 +122,7 @@ class Ticker(Handle):
         out = c_void_p()
         err = c_void_p()
         # The options are consumed, success or not.
-        check(start(client._ptr(), opts, byref(out), byref(err)), err)
+        check(start(cptr, opts, byref(out), byref(err)), err)
         super().__init__(out.value or 0, lib.require("pgq_ticker_free"))
         self._client = client
         _live.add(self)

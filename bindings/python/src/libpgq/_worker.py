@@ -241,6 +241,7 @@ class Worker(Handle):
         q = encode(queue, "queue")
         c = encode(consumer, "consumer")
         stop_on_error = on_error == "stop"
+        cptr = client._ptr()  # before the options exist: a closed client leaks nothing
         opts = lib.require("pgq_worker_options_new")()
         try:
             self._opt(opts, "stop_on_error", [c_bool], stop_on_error)
@@ -272,7 +273,7 @@ class Worker(Handle):
         err = c_void_p()
         # The options are consumed, success or not. On failure libpgq does not call
         # _free_slot: drop the slot here.
-        st = start(client._ptr(), q, len(q), c, len(c), opts, _trampoline, sid, _free_slot,
+        st = start(cptr, q, len(q), c, len(c), opts, _trampoline, sid, _free_slot,
                    byref(out), byref(err))
         if st != 0:
             _drop_slot(sid)
