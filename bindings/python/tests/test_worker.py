@@ -258,3 +258,25 @@ def test_cooperative_worker_threads_share_the_batches(client: libpgq.Client,
     datas = [d for _, _, d in seen]
     assert sorted(datas, key=int) == [str(i) for i in range(n)]  # each exactly once
     assert {s for s, _, _ in seen} <= {"s-0", "s-1"}
+
+
+def test_handler_may_use_the_client(client: libpgq.Client, fast_queue: str) -> None:
+    # A handler that forwards every event to another queue, in one transaction per batch:
+    # libpgq is called from inside its own callback.
+    client.create_queue("out")
+    client.register_consumer("out", "reader")
+
+    def forward(batch: libpgq.Batch) -> None:
+        with client.transaction() as tx:
+            tx.send_many("out", [("fwd", ev.ev_data) for ev in batch])
+
+    with client.worker(fast_queue, "w", forward) as worker:
+        client.send_many(fast_queue, [("t", str(i)) for i in range(10)])
+        cut(client, fast_queue)
+        # A handled batch means its forwarding transaction committed.
+        wait_until("the batch to be handled", lambda: worker.stats().batches >= 1)
+        worker.stop()
+    cut(client, "out")
+    with client.consumer("out", "reader") as consumer:
+        assert [(e.ev_type, e.ev_data) for e in drain(consumer, timeout=5)] == [
+            ("fwd", str(i)) for i in range(10)]
