@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, List, Optional, Type, Union
 
 from . import _ffi
-from ._error import check
+from ._error import InvalidStateError, check
 from ._event import delay_ms, from_us
 from ._handle import Handle, Text, encode
 
@@ -141,9 +141,8 @@ class Ticker(Handle):
         s = _CTickerStats()
         s.struct_size = sizeof(_CTickerStats)
         err = c_void_p()
-        with self._lock:
-            check(_ffi.lib().require("pgq_ticker_stats_get")(self._ptr(), byref(s), byref(err)),
-                  err)
+        check(self._call_quick(_ffi.lib().require("pgq_ticker_stats_get"), byref(s), byref(err)),
+              err)
         return TickerStats(
             active=s.active, standby=s.standby, ticks=s.ticks, rounds=s.rounds,
             retry_events_moved=s.retry_events_moved, maintenance_runs=s.maintenance_runs,
@@ -159,11 +158,14 @@ class Ticker(Handle):
 
     def stop(self) -> None:
         """Ask the ticker to stop (returns at once; idempotent)."""
-        ptr = self._handle
-        if ptr is None:
+        if self._handle is None:
             return
         err = c_void_p()
-        check(_ffi.lib().require("pgq_ticker_stop")(ptr, byref(err)), err)
+        try:
+            st = self._call_quick(_ffi.lib().require("pgq_ticker_stop"), byref(err))
+        except InvalidStateError:
+            return  # closed meanwhile: stopped anyway
+        check(st, err)
 
     def join(self) -> None:
         """Wait for the ticker thread to end, then free it; raises what stopped it, if it

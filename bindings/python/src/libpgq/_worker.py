@@ -306,11 +306,14 @@ class Worker(Handle):
         """Ask the worker to stop after the batch in hand (returns at once; idempotent;
         may be called from the handler)."""
         self._stop_requested.set()
-        ptr = self._handle
-        if ptr is None:
+        if self._handle is None:
             return
         err = c_void_p()
-        check(_ffi.lib().require("pgq_worker_stop")(ptr, byref(err)), err)
+        try:
+            st = self._call_quick(_ffi.lib().require("pgq_worker_stop"), byref(err))
+        except InvalidStateError:
+            return  # closed meanwhile: stopped anyway
+        check(st, err)
 
     def join(self) -> None:
         """Wait until the worker's threads have ended (after :meth:`stop`, or after a
@@ -379,9 +382,8 @@ class Worker(Handle):
         s = _CWorkerStats()
         s.struct_size = sizeof(_CWorkerStats)
         err = c_void_p()
-        with self._lock:
-            check(_ffi.lib().require("pgq_worker_stats_get")(self._ptr(), byref(s), byref(err)),
-                  err)
+        check(self._call_quick(_ffi.lib().require("pgq_worker_stats_get"), byref(s), byref(err)),
+              err)
         return WorkerStats(
             threads=s.threads, events=s.events, batches=s.batches, retries=s.retries,
             errors=s.errors, handler_errors=s.handler_errors, db_errors=s.db_errors,
@@ -393,7 +395,7 @@ class Worker(Handle):
 
     def close(self) -> None:
         """Stop the worker, wait for its threads and free it; handler errors are not raised
-        (use :meth:`join` for that)."""
+        (use :meth:`join` for that). Not from the handler (call :meth:`stop` there)."""
         self._stop_requested.set()
         super().close()
         _live.discard(self)
