@@ -68,8 +68,8 @@ class Consumer(Handle):
         n = encode(name, "consumer name")
         out = c_void_p()
         err = c_void_p()
-        check(lib.pgq_consumer_new(client._ptr(), q, len(q), n, len(n), byref(out),
-                                   byref(err)), err)
+        with client._use() as cptr:
+            check(lib.pgq_consumer_new(cptr, q, len(q), n, len(n), byref(out), byref(err)), err)
         super().__init__(out.value or 0, lib.pgq_consumer_free)
         self._client = client  # keeps the client alive at least as long as this consumer
         self.queue: str = q.decode()

@@ -103,26 +103,32 @@ class Ticker(Handle):
                  notify: Optional[bool] = None, name: Optional[Text] = None) -> None:
         lib = _ffi.lib()
         start = lib.require("pgq_ticker_start")
-        cptr = client._ptr()  # before the options exist: a closed client leaks nothing
-        opts = lib.require("pgq_ticker_options_new")()
+        # Counted as in use until started, so that close() on another thread waits; taken
+        # before the options exist, so that a closed client leaks nothing.
+        cptr = client._acquire()
         try:
-            for opt, value in (("ticker_period_ms", period), ("retry_period_ms", retry_period),
-                               ("maint_period_ms", maint_period),
-                               ("takeover_period_ms", takeover_period)):
-                if value is not None:
-                    self._opt(opts, opt, [c_uint64], delay_ms(value, opt[:-3]))
-            if notify is not None:
-                self._opt(opts, "notify", [c_bool], bool(notify))
-            if name is not None:
-                n = encode(name, "name")
-                self._opt(opts, "name", [c_char_p, c_size_t], n, len(n))
-        except BaseException:
-            lib.require("pgq_ticker_options_free")(opts)
-            raise
-        out = c_void_p()
-        err = c_void_p()
-        # The options are consumed, success or not.
-        check(start(cptr, opts, byref(out), byref(err)), err)
+            opts = lib.require("pgq_ticker_options_new")()
+            try:
+                for opt, value in (("ticker_period_ms", period),
+                                   ("retry_period_ms", retry_period),
+                                   ("maint_period_ms", maint_period),
+                                   ("takeover_period_ms", takeover_period)):
+                    if value is not None:
+                        self._opt(opts, opt, [c_uint64], delay_ms(value, opt[:-3]))
+                if notify is not None:
+                    self._opt(opts, "notify", [c_bool], bool(notify))
+                if name is not None:
+                    n = encode(name, "name")
+                    self._opt(opts, "name", [c_char_p, c_size_t], n, len(n))
+            except BaseException:
+                lib.require("pgq_ticker_options_free")(opts)
+                raise
+            out = c_void_p()
+            err = c_void_p()
+            # The options are consumed, success or not.
+            check(start(cptr, opts, byref(out), byref(err)), err)
+        finally:
+            client._release()
         super().__init__(out.value or 0, lib.require("pgq_ticker_free"))
         self._client = client
         _live.add(self)

@@ -241,40 +241,47 @@ class Worker(Handle):
         q = encode(queue, "queue")
         c = encode(consumer, "consumer")
         stop_on_error = on_error == "stop"
-        cptr = client._ptr()  # before the options exist: a closed client leaks nothing
-        opts = lib.require("pgq_worker_options_new")()
+        # Counted as in use until started, so that close() on another thread waits; taken
+        # before the options exist, so that a closed client leaks nothing.
+        cptr = client._acquire()
         try:
-            self._opt(opts, "stop_on_error", [c_bool], stop_on_error)
-            if workers is not None:
-                self._opt(opts, "workers", [c_uint32], _count(workers, "workers"))
-            if fetch_size is not None:
-                self._opt(opts, "fetch_size", [c_uint32], _count(fetch_size, "fetch_size"))
-            if poll_interval is not None:
-                self._opt(opts, "poll_interval_ms", [c_uint64],
-                          delay_ms(poll_interval, "poll_interval"))
-            if poll_only is not None:
-                self._opt(opts, "poll_only", [c_bool], bool(poll_only))
-            if subconsumer is not None:
-                sub = encode(subconsumer, "subconsumer")
-                ms = 0 if dead_interval is None else delay_ms(dead_interval, "dead_interval")
-                self._opt(opts, "subconsumer", [c_char_p, c_size_t, c_uint64], sub, len(sub), ms)
-            if retry_backoff is not None:
-                initial, most = retry_backoff
-                self._opt(opts, "retry_backoff_ms", [c_uint64, c_uint64],
-                          delay_ms(initial, "retry_backoff"), delay_ms(most, "retry_backoff"))
-        except BaseException:
-            lib.require("pgq_worker_options_free")(opts)
-            raise
-        slot = _Slot(handler, q.decode(), stop_on_error)
-        with _slots_lock:
-            sid = next(_slot_ids)
-            _slots[sid] = slot
-        out = c_void_p()
-        err = c_void_p()
-        # The options are consumed, success or not. On failure libpgq does not call
-        # _free_slot: drop the slot here.
-        st = start(cptr, q, len(q), c, len(c), opts, _trampoline, sid, _free_slot,
-                   byref(out), byref(err))
+            opts = lib.require("pgq_worker_options_new")()
+            try:
+                self._opt(opts, "stop_on_error", [c_bool], stop_on_error)
+                if workers is not None:
+                    self._opt(opts, "workers", [c_uint32], _count(workers, "workers"))
+                if fetch_size is not None:
+                    self._opt(opts, "fetch_size", [c_uint32], _count(fetch_size, "fetch_size"))
+                if poll_interval is not None:
+                    self._opt(opts, "poll_interval_ms", [c_uint64],
+                              delay_ms(poll_interval, "poll_interval"))
+                if poll_only is not None:
+                    self._opt(opts, "poll_only", [c_bool], bool(poll_only))
+                if subconsumer is not None:
+                    sub = encode(subconsumer, "subconsumer")
+                    ms = (0 if dead_interval is None
+                          else delay_ms(dead_interval, "dead_interval"))
+                    self._opt(opts, "subconsumer", [c_char_p, c_size_t, c_uint64], sub,
+                              len(sub), ms)
+                if retry_backoff is not None:
+                    initial, most = retry_backoff
+                    self._opt(opts, "retry_backoff_ms", [c_uint64, c_uint64],
+                              delay_ms(initial, "retry_backoff"), delay_ms(most, "retry_backoff"))
+            except BaseException:
+                lib.require("pgq_worker_options_free")(opts)
+                raise
+            slot = _Slot(handler, q.decode(), stop_on_error)
+            with _slots_lock:
+                sid = next(_slot_ids)
+                _slots[sid] = slot
+            out = c_void_p()
+            err = c_void_p()
+            # The options are consumed, success or not. On failure libpgq does not call
+            # _free_slot: drop the slot here.
+            st = start(cptr, q, len(q), c, len(c), opts, _trampoline, sid, _free_slot,
+                       byref(out), byref(err))
+        finally:
+            client._release()
         if st != 0:
             _drop_slot(sid)
             check(st, err)
