@@ -270,3 +270,45 @@ func TestRetry(t *testing.T) {
 		t.Fatalf("after retry got %+v, want event %d once with Retry 1", got, id)
 	}
 }
+
+func TestNextBatchWaitsForTheTicker(t *testing.T) {
+	c, _ := openClient(t)
+	setupQueue(t, c, "q", "c")
+	startTicker(t, c)
+	for _, poll := range []bool{false, true} {
+		co, err := c.NewConsumer("q", "c", pgq.WithConsumerPollOnly(poll), pgq.WithConsumerPollInterval(20*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := fmt.Sprint("poll only: ", poll)
+		if _, err := c.Send("q", pgq.TextEvent("t", data)); err != nil {
+			t.Fatal(err)
+		}
+		// NextBatch waits until the ticker has cut a batch holding the event.
+		var got []pgq.Event
+		waitUntil(t, "the event through NextBatch", 20*time.Second, func() bool {
+			b, err := co.NextBatch(5 * time.Second)
+			if err != nil {
+				t.Fatalf("NextBatch: %v", err)
+			}
+			if b == nil {
+				return false
+			}
+			evs, err := b.Events()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, evs...)
+			if err := b.Finish(); err != nil {
+				t.Fatal(err)
+			}
+			return len(got) > 0
+		})
+		if len(got) != 1 || *got[0].Data != data {
+			t.Fatalf("got %+v", got)
+		}
+		co.Close()
+	}
+	_, err := c.NewConsumer("q", "c", pgq.WithConsumerPollInterval(-time.Second))
+	wantStatus(t, err, pgq.ErrOutOfRange)
+}

@@ -106,7 +106,9 @@ type Consumer struct {
 type ConsumerOption func(*consumerOptions)
 
 type consumerOptions struct {
-	fetchSize *uint32
+	fetchSize    *uint32
+	pollOnly     *bool
+	pollInterval *time.Duration
 }
 
 // WithFetchSize sets how many events Batch.Next fetches from the server at a time.
@@ -118,6 +120,18 @@ func WithFetchSize(n int) ConsumerOption {
 		}
 		o.fetchSize = &v
 	}
+}
+
+// WithConsumerPollOnly makes NextBatch only poll, without LISTENing for tick notifications
+// (for PgBouncer in transaction pooling mode).
+func WithConsumerPollOnly(pollOnly bool) ConsumerOption {
+	return func(o *consumerOptions) { o.pollOnly = &pollOnly }
+}
+
+// WithConsumerPollInterval sets how often a waiting NextBatch looks for a batch between tick
+// notifications.
+func WithConsumerPollInterval(d time.Duration) ConsumerOption {
+	return func(o *consumerOptions) { o.pollInterval = &d }
 }
 
 // NewConsumer makes a pull consumer for queue under the consumer name. It does not register
@@ -138,11 +152,29 @@ func (c *Client) NewConsumer(queue, name string, opts ...ConsumerOption) (*Consu
 	}
 	co := &Consumer{ptr: ptr, queue: queue, name: name}
 	runtime.SetFinalizer(co, (*Consumer).Close)
+	var setters []func(p *C.pgq_consumer, e **C.pgq_error) C.pgq_status
 	if o.fetchSize != nil {
-		err := co.call(func(p *C.pgq_consumer, e **C.pgq_error) C.pgq_status {
+		setters = append(setters, func(p *C.pgq_consumer, e **C.pgq_error) C.pgq_status {
 			return C.pgq_consumer_set_fetch_size(p, C.uint32_t(*o.fetchSize), e)
 		})
+	}
+	if o.pollOnly != nil {
+		setters = append(setters, func(p *C.pgq_consumer, e **C.pgq_error) C.pgq_status {
+			return C.pgq_consumer_set_poll_only(p, C.bool(*o.pollOnly), e)
+		})
+	}
+	if o.pollInterval != nil {
+		ms, err := durationMS(*o.pollInterval)
 		if err != nil {
+			co.Close()
+			return nil, err
+		}
+		setters = append(setters, func(p *C.pgq_consumer, e **C.pgq_error) C.pgq_status {
+			return C.pgq_consumer_set_poll_interval_ms(p, ms, e)
+		})
+	}
+	for _, set := range setters {
+		if err := co.call(set); err != nil {
 			co.Close()
 			return nil, err
 		}
