@@ -34,3 +34,16 @@ func pgqGoBatchHandler(userData unsafe.Pointer, batch *C.pgq_batch) C.int32_t {
 func pgqGoFreeHandle(userData unsafe.Pointer) {
 	cgo.Handle(uintptr(userData)).Delete()
 }
+
+// pgqGoLog is the pgq_log_fn installed by SetLogger: user_data is the cgo.Handle of the Go
+// function. The strings are valid only during the call, so they are copied.
+//
+//export pgqGoLog
+func pgqGoLog(userData unsafe.Pointer, level C.pgq_log_level, target *C.char, targetLen C.size_t, msg *C.char, msgLen C.size_t) {
+	f, ok := cgo.Handle(uintptr(userData)).Value().(LogFunc)
+	if !ok {
+		return
+	}
+	defer func() { _ = recover() }() // a panicking logger must not unwind into the library
+	f(LogLevel(level), goStringN(target, targetLen), goStringN(msg, msgLen))
+}
