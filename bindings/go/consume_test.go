@@ -312,3 +312,67 @@ func TestNextBatchWaitsForTheTicker(t *testing.T) {
 	_, err := c.NewConsumer("q", "c", pgq.WithConsumerPollInterval(-time.Second))
 	wantStatus(t, err, pgq.ErrOutOfRange)
 }
+
+func TestCooperativeSubconsumersShareBatches(t *testing.T) {
+	c, _ := openClient(t)
+	if _, err := c.CreateQueue("q"); err != nil {
+		t.Fatal(err)
+	}
+	subs := make([]*pgq.Consumer, 2)
+	for i := range subs {
+		co, err := c.NewConsumer("q", "c", pgq.WithConsumerSubconsumer(fmt.Sprint("s", i), 0))
+		if err != nil {
+			t.Fatalf("NewConsumer with a subconsumer: %v", err)
+		}
+		defer co.Close()
+		if created, err := co.RegisterSubconsumer(); err != nil || !created {
+			t.Fatalf("RegisterSubconsumer = %v, %v", created, err)
+		}
+		subs[i] = co
+	}
+	// Two batches: the first subconsumer takes one and holds it, so the second gets the other.
+	ids := map[int64]bool{}
+	batches := make([]*pgq.Batch, 2)
+	for i := range batches {
+		id, err := c.Send("q", pgq.TextEvent("t", fmt.Sprint(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[id] = true
+		tick(t, c, "q")
+	}
+	for i, co := range subs {
+		b, err := co.NextBatch(5 * time.Second)
+		if err != nil || b == nil {
+			t.Fatalf("subconsumer %d NextBatch: %v, %v", i, b, err)
+		}
+		batches[i] = b
+	}
+	if batches[0].ID() == batches[1].ID() {
+		t.Fatalf("both subconsumers got batch %d", batches[0].ID())
+	}
+	wantStatus(t, subs[0].UnregisterSubconsumer(false), pgq.ErrBatchOpen)
+	got := 0
+	for _, b := range batches {
+		evs, err := b.Events()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range evs {
+			if !ids[ev.ID] {
+				t.Fatalf("unexpected or repeated event %d", ev.ID)
+			}
+			delete(ids, ev.ID)
+			got++
+		}
+		if err := b.Finish(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got != 2 {
+		t.Fatalf("the subconsumers got %d events together, want 2", got)
+	}
+	if err := subs[0].UnregisterSubconsumer(false); err != nil {
+		t.Fatalf("UnregisterSubconsumer: %v", err)
+	}
+}

@@ -106,6 +106,8 @@ type Consumer struct {
 type ConsumerOption func(*consumerOptions)
 
 type consumerOptions struct {
+	sub          *string
+	deadInterval time.Duration
 	fetchSize    *uint32
 	pollOnly     *bool
 	pollInterval *time.Duration
@@ -134,6 +136,17 @@ func WithConsumerPollInterval(d time.Duration) ConsumerOption {
 	return func(o *consumerOptions) { o.pollInterval = &d }
 }
 
+// WithConsumerSubconsumer makes the consumer cooperative (pgq_coop): it consumes as
+// subconsumer sub of its consumer name, sharing the consumer's batches with the other
+// subconsumers (each batch goes to one of them). deadInterval > 0 lets it take over the open
+// batch of a sibling silent that long. Register it with Consumer.RegisterSubconsumer.
+func WithConsumerSubconsumer(sub string, deadInterval time.Duration) ConsumerOption {
+	return func(o *consumerOptions) {
+		o.sub = &sub
+		o.deadInterval = deadInterval
+	}
+}
+
 // NewConsumer makes a pull consumer for queue under the consumer name. It does not register
 // the name (see Consumer.Register or Client.RegisterConsumer).
 func (c *Client) NewConsumer(queue, name string, opts ...ConsumerOption) (*Consumer, error) {
@@ -156,6 +169,17 @@ func (c *Client) NewConsumer(queue, name string, opts ...ConsumerOption) (*Consu
 	if o.fetchSize != nil {
 		setters = append(setters, func(p *C.pgq_consumer, e **C.pgq_error) C.pgq_status {
 			return C.pgq_consumer_set_fetch_size(p, C.uint32_t(*o.fetchSize), e)
+		})
+	}
+	if o.sub != nil {
+		ms, err := durationMS(o.deadInterval)
+		if err != nil {
+			co.Close()
+			return nil, err
+		}
+		setters = append(setters, func(p *C.pgq_consumer, e **C.pgq_error) C.pgq_status {
+			s, sl := strArg(*o.sub)
+			return C.pgq_consumer_set_subconsumer(p, s, sl, ms, e)
 		})
 	}
 	if o.pollOnly != nil {
@@ -213,6 +237,25 @@ func (co *Consumer) Register() (created bool, err error) {
 func (co *Consumer) Unregister() error {
 	return co.call(func(p *C.pgq_consumer, e **C.pgq_error) C.pgq_status {
 		return C.pgq_consumer_unregister(p, e)
+	})
+}
+
+// RegisterSubconsumer registers the consumer's subconsumer (WithConsumerSubconsumer) with
+// pgq_coop, and the consumer on the queue if needed; created is false when it already was.
+func (co *Consumer) RegisterSubconsumer() (created bool, err error) {
+	var b C.bool
+	err = co.call(func(p *C.pgq_consumer, e **C.pgq_error) C.pgq_status {
+		return C.pgq_consumer_register_subconsumer(p, &b, e)
+	})
+	return bool(b), err
+}
+
+// UnregisterSubconsumer unregisters the consumer's subconsumer. If it holds an open batch,
+// releaseBatch leaves that batch to the next sibling that asks; without it the call fails
+// with ErrBatchOpen.
+func (co *Consumer) UnregisterSubconsumer(releaseBatch bool) error {
+	return co.call(func(p *C.pgq_consumer, e **C.pgq_error) C.pgq_status {
+		return C.pgq_consumer_unregister_subconsumer(p, C.bool(releaseBatch), e)
 	})
 }
 

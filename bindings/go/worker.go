@@ -109,9 +109,9 @@ func WithSubconsumer(name string, deadInterval time.Duration) WorkerOption {
 	}
 }
 
-// WithPollInterval sets how often an idle worker looks for a batch without a tick
+// WithWorkerPollInterval sets how often an idle worker looks for a batch without a tick
 // notification (default 1s).
-func WithPollInterval(d time.Duration) WorkerOption {
+func WithWorkerPollInterval(d time.Duration) WorkerOption {
 	return func(wc *workerConfig) {
 		ms := wc.ms(d)
 		wc.set(func(o *C.pgq_worker_options, e **C.pgq_error) C.pgq_status {
@@ -120,9 +120,9 @@ func WithPollInterval(d time.Duration) WorkerOption {
 	}
 }
 
-// WithPollOnly makes the worker only poll, without a LISTEN connection (for PgBouncer in
+// WithWorkerPollOnly makes the worker only poll, without a LISTEN connection (for PgBouncer in
 // transaction pooling mode).
-func WithPollOnly(pollOnly bool) WorkerOption {
+func WithWorkerPollOnly(pollOnly bool) WorkerOption {
 	return func(wc *workerConfig) {
 		wc.set(func(o *C.pgq_worker_options, e **C.pgq_error) C.pgq_status {
 			return C.pgq_worker_options_set_poll_only(o, C.bool(pollOnly), e)

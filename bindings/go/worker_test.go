@@ -71,7 +71,7 @@ func TestWorkerAndTicker(t *testing.T) {
 		}
 		mu.Unlock()
 		return nil
-	}, pgq.WithPollInterval(50*time.Millisecond))
+	}, pgq.WithWorkerPollInterval(50*time.Millisecond))
 	if err != nil {
 		t.Fatalf("StartWorker: %v", err)
 	}
@@ -337,7 +337,7 @@ func TestWorkerBadInput(t *testing.T) {
 	wantStatus(t, err, pgq.ErrInvalidUTF8)
 	_, err = c.StartWorker("q", "c", ok, pgq.WithWorkerFetchSize(0))
 	wantStatus(t, err, pgq.ErrInvalidInput)
-	_, err = c.StartWorker("q", "c", ok, pgq.WithPollInterval(-time.Second))
+	_, err = c.StartWorker("q", "c", ok, pgq.WithWorkerPollInterval(-time.Second))
 	wantStatus(t, err, pgq.ErrOutOfRange)
 	_, err = c.StartWorker("q", "c", ok, pgq.WithRetryBackoff(time.Second, time.Millisecond))
 	wantStatus(t, err, pgq.ErrInvalidInput)
