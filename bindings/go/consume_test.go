@@ -1,6 +1,8 @@
 package pgq_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -374,5 +376,46 @@ func TestCooperativeSubconsumersShareBatches(t *testing.T) {
 	}
 	if err := subs[0].UnregisterSubconsumer(false); err != nil {
 		t.Fatalf("UnregisterSubconsumer: %v", err)
+	}
+}
+
+func TestNextBatchContext(t *testing.T) {
+	c, _ := openClient(t)
+	setupQueue(t, c, "q", "c")
+	co, err := c.NewConsumer("q", "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer co.Close()
+
+	// Nothing comes: the deadline ends the wait with the context's error.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	b, err := co.NextBatchContext(ctx)
+	if b != nil || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("NextBatchContext past the deadline = %v, %v", b, err)
+	}
+	// Cancelled from another goroutine (whether before or during the wait, the result is the
+	// same).
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	time.AfterFunc(50*time.Millisecond, cancel2)
+	if b, err := co.NextBatchContext(ctx2); b != nil || !errors.Is(err, context.Canceled) {
+		t.Fatalf("NextBatchContext after cancel = %v, %v", b, err)
+	}
+
+	// A batch is returned as soon as it is there.
+	if _, err := c.Send("q", pgq.TextEvent("t", "d")); err != nil {
+		t.Fatal(err)
+	}
+	tick(t, c, "q")
+	ctx3, cancel3 := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel3()
+	b, err = co.NextBatchContext(ctx3)
+	if err != nil || b == nil {
+		t.Fatalf("NextBatchContext with a batch waiting = %v, %v", b, err)
+	}
+	if err := b.Finish(); err != nil {
+		t.Fatal(err)
 	}
 }

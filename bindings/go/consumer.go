@@ -72,6 +72,7 @@ static pgq_status pgq_go_batch_fill(pgq_batch *b, const pgq_event **pending,
 import "C"
 
 import (
+	"context"
 	"runtime"
 	"sync"
 	"time"
@@ -281,6 +282,29 @@ func (co *Consumer) NextBatch(timeout time.Duration) (*Batch, error) {
 		return nil, err
 	}
 	return newBatch(ptr, true), nil
+}
+
+// contextSlice bounds each wait of NextBatchContext, so a cancellation is seen that soon.
+const contextSlice = 200 * time.Millisecond
+
+// NextBatchContext is NextBatch waiting until ctx is done: it returns a batch as soon as one
+// is there, or ctx.Err() once ctx is cancelled or past its deadline (noticed within 200ms).
+func (co *Consumer) NextBatchContext(ctx context.Context) (*Batch, error) {
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		wait := contextSlice
+		if dl, ok := ctx.Deadline(); ok {
+			if left := time.Until(dl); left < wait {
+				wait = left
+			}
+		}
+		b, err := co.NextBatch(wait)
+		if err != nil || b != nil {
+			return b, err
+		}
+	}
 }
 
 // Close releases the consumer. It is idempotent. Batches already returned stay usable.

@@ -14,7 +14,9 @@
 //	client.RegisterConsumer("orders", "mailer")
 //	client.Send("orders", pgq.TextEvent("order.created", `{"id": 42}`))
 //
-// Sending inside a transaction of your own, together with your business data: Client.Begin.
+// Sending inside a transaction together with your business data: Client.Begin. (Within a
+// database/sql or pgx transaction of your own, call PGQ's SQL function in it instead:
+// SELECT pgq.insert_event('orders', 'order.created', '{"id": 42}').)
 // Consuming by pulling: Client.NewConsumer, Consumer.NextBatch, Batch.Next, Batch.Finish.
 // Consuming with a handler called once per batch on the library's worker threads:
 // Client.StartWorker. Cutting batches (what pgqd does): Client.StartTicker, or Client.Tick.
