@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -350,4 +351,67 @@ func TestWorkerBadInput(t *testing.T) {
 	wantStatus(t, err, pgq.ErrInvalidState)
 	_, err = c.StartTicker()
 	wantStatus(t, err, pgq.ErrInvalidState)
+}
+
+func TestWorkerCloseWaitsForRunningHandler(t *testing.T) {
+	c, _ := openClient(t)
+	setupQueue(t, c, "q", "c")
+	startTicker(t, c)
+	entered := make(chan struct{})
+	release := make(chan struct{})
+	var once sync.Once
+	var handled int64
+	w, err := c.StartWorker("q", "c", func(b *pgq.Batch) error {
+		evs, err := b.Events()
+		if err != nil {
+			return err
+		}
+		if len(evs) == 0 {
+			return nil
+		}
+		once.Do(func() { close(entered) })
+		<-release
+		atomic.AddInt64(&handled, int64(len(evs)))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Send("q", pgq.TextEvent("t", "slow")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-entered:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the handler was not called")
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- w.Close() }()
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned (%v) while the handler was still running", err)
+	default:
+	}
+	close(release)
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close did not return after the handler did")
+	}
+	if n := atomic.LoadInt64(&handled); n != 1 {
+		t.Fatalf("handled %d events", n)
+	}
+	// The handler returned nil, so its batch was finished: nothing is delivered again.
+	tick(t, c, "q")
+	co, err := c.NewConsumer("q", "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer co.Close()
+	if got := consumeAll(t, co); len(got) != 0 {
+		t.Fatalf("delivered again after a finished handler call: %+v", got)
+	}
 }
