@@ -313,6 +313,36 @@ typedef struct pgq_new_event {
     struct pgq_str extra4;
 } pgq_new_event;
 
+// Every field of an event in one struct, for bindings where each call costs (Python's
+// ctypes): filled by `pgq_event_fields_get` or `pgq_batch_next_event_fields`. The text
+// views borrow from the event view and are valid as long as it is. Set `struct_size` to
+// `sizeof(pgq_event_fields)` before the call (see `pgq_worker_stats`).
+//
+typedef struct pgq_event_fields {
+    // In: `sizeof(pgq_event_fields)` as the caller knows it.
+    uint32_t struct_size;
+    // Times retried before, -1 on the first delivery.
+    int32_t retry;
+    // The event id.
+    int64_t id;
+    // Insert time, microseconds since the Unix epoch.
+    int64_t time_us;
+    // The inserting transaction's id.
+    int64_t txid;
+    // `ev_type`.
+    struct pgq_str type;
+    // `ev_data`.
+    struct pgq_str data;
+    // `ev_extra1`.
+    struct pgq_str extra1;
+    // `ev_extra2`.
+    struct pgq_str extra2;
+    // `ev_extra3`.
+    struct pgq_str extra3;
+    // `ev_extra4`.
+    struct pgq_str extra4;
+} pgq_event_fields;
+
 // Handles one batch for a worker.
 //
 // - **Thread:** called on one of the worker's own threads (named `pgq-worker-N`), never
@@ -338,7 +368,8 @@ typedef int32_t (*pgq_batch_handler)(void *user_data, struct pgq_batch *batch);
 // A snapshot of a worker's counters, filled by `pgq_worker_stats_get`. Set `struct_size` to
 // `sizeof(pgq_worker_stats)` before the call: the library writes at most that many bytes,
 // so a program built against an older (smaller) struct keeps working when fields are
-// appended.
+// appended (a size below this first version's is `PGQ_STATUS_OUT_OF_RANGE`). After the
+// call `struct_size` holds the library's own size of the struct.
 typedef struct pgq_worker_stats {
     // In: `sizeof(pgq_worker_stats)` as the caller knows it.
     uint32_t struct_size;
@@ -881,6 +912,25 @@ int64_t pgq_batch_tick_id(const struct pgq_batch *batch);
 // The tick that starts the batch, -1 for the first batch after registration.
 int64_t pgq_batch_prev_tick_id(const struct pgq_batch *batch);
 
+// The queue's name; borrowed from the batch, valid until it is finished or freed (inside
+// a handler: until the handler returns).
+struct pgq_str pgq_batch_queue(const struct pgq_batch *batch);
+
+// The consumer's name; borrowed like `pgq_batch_queue`.
+struct pgq_str pgq_batch_consumer(const struct pgq_batch *batch);
+
+// The subconsumer that holds the batch in cooperative mode, else a NULL view; borrowed
+// like `pgq_batch_queue`.
+struct pgq_str pgq_batch_subconsumer(const struct pgq_batch *batch);
+
+// When the batch's end tick was taken, in microseconds since the Unix epoch.
+int64_t pgq_batch_tick_time_us(const struct pgq_batch *batch);
+
+// Whether the worker that lent this batch to its handler is stopping (a long handler
+// may cut its work short and return non-zero to have the batch delivered again later).
+// Always false for a batch from `pgq_consumer_next_batch`.
+bool pgq_batch_is_stopping(const struct pgq_batch *batch);
+
 // The next event of the batch: `*out` is a view valid until the next call on this batch
 // (`pgq_batch_next_event`, `pgq_batch_finish`, `pgq_batch_free`), or NULL after the last
 // event (and on every call after that). Events are fetched from the server in rounds of
@@ -888,6 +938,19 @@ int64_t pgq_batch_prev_tick_id(const struct pgq_batch *batch);
 pgq_status pgq_batch_next_event(struct pgq_batch *batch,
                                 const struct pgq_event **out,
                                 struct pgq_error **err);
+
+// Fills `*out` with every field of the event view `ev` (one call instead of ten).
+pgq_status pgq_event_fields_get(const struct pgq_event *ev,
+                                struct pgq_event_fields *out,
+                                struct pgq_error **err);
+
+// `pgq_batch_next_event` and `pgq_event_fields_get` in one call: `*out` is the next event
+// view (NULL after the last one) and, when it is not NULL, `*fields` is filled from it
+// (`fields->struct_size` must be set; it is checked before the event is taken).
+pgq_status pgq_batch_next_event_fields(struct pgq_batch *batch,
+                                       const struct pgq_event **out,
+                                       struct pgq_event_fields *fields,
+                                       struct pgq_error **err);
 
 // Tags event `ev_id` of this batch for redelivery after `delay_ms` milliseconds (rounded
 // up to whole seconds by PGQ's retry queue). Takes effect when the batch is finished.
@@ -968,8 +1031,9 @@ pgq_status pgq_worker_options_set_poll_only(struct pgq_worker_options *opts,
 // Cooperative mode: the worker consumes as subconsumer `sub` of its consumer (with
 // several threads: `sub-0`, `sub-1`, ...), sharing the consumer's batches with other
 // subconsumers. `dead_interval_ms` > 0 lets it take over the batch of a subconsumer
-// silent for that long (0: never). (The worker runtime of this build may still refuse
-// cooperative mode: `pgq_worker_start` then fails with `PGQ_STATUS_INVALID_INPUT`.)
+// silent for that long (0: never). Each thread registers its subconsumer before its
+// first batch; register them beforehand (`pgq_consumer_register_subconsumer`) if events
+// produced before the worker first runs must be seen. They stay registered after a stop.
 pgq_status pgq_worker_options_set_subconsumer(struct pgq_worker_options *opts,
                                               const char *sub,
                                               size_t sub_len,
@@ -997,9 +1061,8 @@ pgq_status pgq_worker_options_set_retry_backoff_ms(struct pgq_worker_options *op
 // `opts` may be NULL (defaults) and is consumed in every case. `user_data_free` (may be
 // NULL) is called exactly once with `user_data` after the last handler call has returned:
 // by `pgq_worker_free` (when freed from the handler, later, on a worker or helper
-// thread). If this call
-// fails, the handler is never called and `user_data_free` is not called: the caller
-// still owns `user_data`. On success `*out` is the worker: stop it with `pgq_worker_stop`
+// thread). If this call fails, the handler is never called and `user_data_free` is not
+// called: the caller still owns `user_data`. On success `*out` is the worker: stop it with `pgq_worker_stop`
 // and `pgq_worker_join`, or just `pgq_worker_free`.
 pgq_status pgq_worker_start(const struct pgq_client *client,
                             const char *q,

@@ -270,7 +270,12 @@ fn kind_from_server_message(sqlstate: &str, msg: &str) -> ErrorKind {
     if lower.starts_with("ticker has been paused") || lower.contains("external tick source") {
         return ErrorKind::TickerDisabled;
     }
-    if lower.starts_with("cannot change parameter") || lower.starts_with("invalid null value") {
+    if lower.starts_with("cannot change parameter")
+        || lower.starts_with("invalid null value")
+        || lower.starts_with("queue name must not be null")
+        || lower.starts_with("invalid queue name")
+        || lower.starts_with("invalid consumer name")
+    {
         return ErrorKind::InvalidInput;
     }
     match sqlstate {
@@ -387,6 +392,11 @@ mod tests {
                 ErrorKind::TickerDisabled,
             ),
             ("cannot change parameter \"x\"", ErrorKind::InvalidInput),
+            ("Queue name must not be NULL", ErrorKind::InvalidInput),
+            (
+                "Invalid queue name: must not be empty",
+                ErrorKind::InvalidInput,
+            ),
             ("something else", ErrorKind::Database),
         ];
         for (msg, kind) in cases {

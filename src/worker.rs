@@ -281,7 +281,9 @@ impl WorkerBuilder {
     /// that several threads or processes share the consumer's batches. A batch open longer
     /// than `dead_interval` by a subconsumer is taken over by another one. With
     /// [`workers(n)`](WorkerBuilder::workers), `n > 1`, thread `i` is subconsumer
-    /// `name-i`.
+    /// `name-i`. Each thread registers its sub-consumer (idempotent) before its first batch;
+    /// register them yourself beforehand if the consumer must see events produced before the
+    /// worker first ran. Sub-consumers stay registered when the worker stops.
     ///
     /// ```no_run
     /// # let client = pgq::Client::connect("dbname=app")?;
@@ -439,12 +441,9 @@ fn spawn_error(e: std::io::Error) -> Error {
     .with_source(e)
 }
 
-/// Switches a consumer to cooperative mode. Cooperative consumers (pgq_coop) are being added
-/// in parallel; until they land this refuses clearly.
-fn cooperative(_c: Consumer, sub: &str, _dead: Option<Duration>) -> Result<Consumer> {
-    Err(Error::invalid_input(format!(
-        "subconsumer({sub:?}): cooperative consumers are not supported yet by this build"
-    )))
+/// Switches a consumer to cooperative mode (pgq_coop) as sub-consumer `sub`.
+fn cooperative(c: Consumer, sub: &str, dead: Option<Duration>) -> Result<Consumer> {
+    c.subconsumer(sub, dead)
 }
 
 /// Running consumer threads; made by [`Worker::builder`]. Stop with [`stop`](Worker::stop)
@@ -779,11 +778,22 @@ fn work_loop(
         ErrorPolicy::Stop => Backoff::new(DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX),
     };
     let mut failing = false;
+    // A sub-consumer registers itself (idempotent) before its first batch, and again after
+    // database errors in case it was unregistered meanwhile.
+    let mut registered = consumer.subconsumer_name().is_none();
     loop {
         if stopped(stop) {
             return Ok(());
         }
-        let outcome = match consumer.next_batch() {
+        let next = if registered {
+            consumer.next_batch()
+        } else {
+            consumer.register_subconsumer().and_then(|_| {
+                registered = true;
+                consumer.next_batch()
+            })
+        };
+        let outcome = match next {
             Ok(batch) => {
                 if failing {
                     failing = false;
@@ -810,6 +820,7 @@ fn work_loop(
             Outcome::Finished => handler_backoff.reset(),
             Outcome::Database(e) => {
                 failing = true;
+                registered = consumer.subconsumer_name().is_none();
                 let delay = db_backoff.next_delay();
                 log::warn!("{}: {e}; retrying in {} ms", ctx.label, delay.as_millis());
                 counters.error(&counters.db_errors, &e);

@@ -4,11 +4,17 @@
 //! One named thread per database (`pgq-ticker <name>`) owns one dedicated connection (never a
 //! pooled one: it holds a session lock) and runs three schedules on it:
 //!
-//! * every `ticker_period`, one round: `pgq.ticker(queue)` for every queue that is neither
-//!   paused nor externally ticked, and `pg_notify('pgq_tick', queue)` for each queue that got
-//!   a tick, in one transaction, so a notification arrives only for a committed tick. Whether
-//!   a queue is due is PGQ's own rule (PGQ-SPEC section 4): an idle queue gets no more ticks
-//!   than its idle back-off allows, however short the period;
+//! * every `ticker_period` (10 ms) while events flow, every `idle_ticker_period` (50 ms) once
+//!   nothing has happened for a few seconds, one round. A round is first one prepared
+//!   statement that tells, from the queues' tick rows and event sequences, whether any queue
+//!   may be due (PGQ-SPEC section 4). Usually none is, and that is the whole round: tens of
+//!   microseconds of server time for a few queues, about 10 us per queue for many. When one
+//!   may be due, `pgq.ticker(queue)` runs for those queues and `pg_notify('pgq_tick', queue)`
+//!   for each queue that got a tick, in one transaction, so a notification arrives only for a
+//!   committed tick. PGQ's own function still decides, so an idle queue gets no more ticks
+//!   than its idle back-off allows. Every 5 s a round calls `pgq.ticker(queue)` for every
+//!   queue, as a safety net. The pause after a round is at least 9 times the round's
+//!   duration, so thousands of queues never keep a server backend busy;
 //! * every `retry_period`, `pgq.maint_retry_events()` until it returns 0;
 //! * every `maint_period`, every operation `pgq.maint_operations()` lists, each in its own
 //!   transaction (rotation step 1 and step 2 separately), `VACUUM` outside a transaction.
@@ -57,9 +63,18 @@ use postgres::{NoTls, SimpleQueryMessage};
 use crate::client::{describe_target, Client};
 use crate::error::{Error, ErrorKind, Result};
 
-/// Default pause between ticker rounds (pgqd: 1 s). A round when nothing is due is one short
-/// statement, so this can be small; it bounds how late a due queue gets its tick.
-pub const DEFAULT_TICKER_PERIOD: Duration = Duration::from_millis(20);
+/// Default pause between ticker rounds while events flow (pgqd: 1 s). A round when nothing is
+/// due is one short prepared statement, so this can be small; it bounds how late a due
+/// queue gets its tick.
+pub const DEFAULT_TICKER_PERIOD: Duration = Duration::from_millis(10);
+
+/// Default pause between ticker rounds once no queue has had new events for a while
+/// ([`IDLE_AFTER`]): an idle ticker costs next to nothing, and the first event after a quiet
+/// spell waits at most this long for the ticker to notice it.
+pub const DEFAULT_IDLE_TICKER_PERIOD: Duration = Duration::from_millis(50);
+
+/// How long without new events before the ticker slows to its idle period.
+pub const IDLE_AFTER: Duration = Duration::from_secs(5);
 
 /// Default pause between moves of due retry events back into their queues (pgqd: 30 s).
 /// Moving nothing costs one indexed lookup.
@@ -104,6 +119,7 @@ const LEADER_LOCK_SQL: &str =
 /// # Ok::<(), pgq::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum TickerState {
     /// Opening the connection (at start, or after losing it).
     Connecting,
@@ -147,6 +163,7 @@ impl fmt::Display for TickerState {
 /// # Ok::<(), pgq::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TickerDatabaseStats {
     /// `host:port/dbname` (never the password).
     pub target: String,
@@ -212,6 +229,7 @@ impl TickerDatabaseStats {
 /// # Ok::<(), pgq::Error>(())
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TickerStats {
     /// Ticks created (one per queue ticked).
     pub ticks: u64,
@@ -260,12 +278,14 @@ pub struct TickerStats {
 pub struct TickerBuilder {
     databases: Vec<std::result::Result<postgres::Config, String>>,
     ticker_period: Duration,
+    idle_ticker_period: Duration,
     retry_period: Duration,
     maint_period: Duration,
     takeover_period: Duration,
     backoff: (Duration, Duration),
     notify: bool,
     name: Option<String>,
+    full_round_every: Duration,
 }
 
 impl TickerBuilder {
@@ -283,12 +303,14 @@ impl TickerBuilder {
         TickerBuilder {
             databases: Vec::new(),
             ticker_period: DEFAULT_TICKER_PERIOD,
+            idle_ticker_period: DEFAULT_IDLE_TICKER_PERIOD,
             retry_period: DEFAULT_RETRY_PERIOD,
             maint_period: DEFAULT_MAINT_PERIOD,
             takeover_period: DEFAULT_TAKEOVER_PERIOD,
             backoff: DEFAULT_RECONNECT_BACKOFF,
             notify: true,
             name: None,
+            full_round_every: FULL_ROUND_EVERY,
         }
     }
 
@@ -349,6 +371,22 @@ impl TickerBuilder {
     /// ```
     pub fn ticker_period(mut self, period: Duration) -> TickerBuilder {
         self.ticker_period = period.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Pause between ticker rounds once no queue has had new events for [`IDLE_AFTER`]
+    /// (default [`DEFAULT_IDLE_TICKER_PERIOD`]); never shorter than the ticker period. The
+    /// ticker returns to `ticker_period` as soon as it sees new events.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let ticker = pgq::Ticker::builder(&client)
+    ///     .idle_ticker_period(std::time::Duration::from_millis(200))
+    ///     .start()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn idle_ticker_period(mut self, period: Duration) -> TickerBuilder {
+        self.idle_ticker_period = period.max(Duration::from_millis(1));
         self
     }
 
@@ -428,6 +466,23 @@ impl TickerBuilder {
         self
     }
 
+    /// How often a round calls `pgq.ticker(queue)` for every queue rather than only for the
+    /// queues the cheap pre-check lists (default 5 s). For tests, which set it very long to
+    /// show that the pre-check alone never misses a due queue.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let ticker = pgq::Ticker::builder(&client)
+    ///     .full_round_every(std::time::Duration::from_secs(3600))
+    ///     .start()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    #[doc(hidden)]
+    pub fn full_round_every(mut self, period: Duration) -> TickerBuilder {
+        self.full_round_every = period;
+        self
+    }
+
     /// A label for thread names (`pgq-ticker <name>`) and log lines; defaults to the
     /// database name.
     ///
@@ -484,11 +539,13 @@ impl TickerBuilder {
                 config,
                 settings: Settings {
                     ticker_period: self.ticker_period,
+                    idle_ticker_period: self.idle_ticker_period.max(self.ticker_period),
                     retry_period: self.retry_period,
                     maint_period: self.maint_period,
                     takeover_period: self.takeover_period,
                     backoff: self.backoff,
                     notify: self.notify,
+                    full_round_every: self.full_round_every,
                 },
                 stop: stop_rx.clone(),
                 stats: Arc::clone(&shared),
@@ -523,12 +580,22 @@ impl Default for TickerBuilder {
 }
 
 /// The settings for the ticker's own connection: read-write only (so a multi-host DSN
-/// follows the primary), keepalives (so a vanished server is noticed), a connect timeout.
+/// follows the primary), keepalives and a TCP user timeout (so a vanished server is noticed
+/// in seconds, not when the kernel gives up after many minutes), a connect timeout.
 fn ticker_config(base: &postgres::Config) -> postgres::Config {
     let mut config = base.clone();
     config.target_session_attrs(TargetSessionAttrs::ReadWrite);
     config.keepalives(true);
-    config.keepalives_idle(Duration::from_secs(30));
+    config.keepalives_idle(Duration::from_secs(10));
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(Duration::from_secs(5));
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(3);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(Duration::from_secs(20));
+    }
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
     }
@@ -705,11 +772,13 @@ impl Drop for Ticker {
 #[derive(Debug, Clone, Copy)]
 struct Settings {
     ticker_period: Duration,
+    idle_ticker_period: Duration,
     retry_period: Duration,
     maint_period: Duration,
     takeover_period: Duration,
     backoff: (Duration, Duration),
     notify: bool,
+    full_round_every: Duration,
 }
 
 /// One database's thread.
@@ -730,18 +799,29 @@ enum SessionEnd {
 
 impl DbWorker {
     fn run(self) {
+        // Marks the database stopped however the thread ends, a panic included.
+        struct MarkStopped(Arc<Mutex<TickerDatabaseStats>>);
+        impl Drop for MarkStopped {
+            fn drop(&mut self) {
+                let mut s = self.0.lock();
+                s.state = TickerState::Stopped;
+                s.active_since = None;
+            }
+        }
+        let _mark = MarkStopped(Arc::clone(&self.stats));
         log::debug!("pgq ticker {}: started for {}", self.label, self.target);
         let mut backoff = Backoff::new(self.settings.backoff.0, self.settings.backoff.1);
         let mut connected_before = false;
         loop {
             self.set_state(TickerState::Connecting);
             match self.config.connect(NoTls) {
-                Ok(conn) => {
+                Ok(mut conn) => {
                     if connected_before {
                         self.stats.lock().reconnects += 1;
                         log::info!("pgq ticker {}: reconnected to {}", self.label, self.target);
                     }
                     connected_before = true;
+                    self.tune_server_keepalives(&mut conn);
                     let since = Instant::now();
                     match self.session(conn) {
                         SessionEnd::Stop => break,
@@ -763,17 +843,15 @@ impl DbWorker {
                 break;
             }
         }
-        let mut s = self.stats.lock();
-        s.state = TickerState::Stopped;
-        s.active_since = None;
-        drop(s);
         log::debug!("pgq ticker {}: stopped", self.label);
     }
 
     /// Runs on one connection until it breaks or a stop is asked.
     fn session(&self, mut conn: postgres::Client) -> SessionEnd {
         let st = self.settings;
-        let mut error_backoff = Backoff::new(st.backoff.0, st.backoff.1);
+        // Per step, so one step failing for good does not hurry another's retries.
+        let mut tick_backoff = Backoff::new(st.backoff.0, st.backoff.1);
+        let mut retry_backoff = Backoff::new(st.backoff.0, st.backoff.1);
         loop {
             // Standby until the election lock is ours.
             match try_leader_lock(&mut conn) {
@@ -796,31 +874,41 @@ impl DbWorker {
         log::info!("pgq ticker {}: active on {}", self.label, self.target);
 
         let now = Instant::now();
-        let (mut next_tick, mut next_retry, mut next_maint) = (now, now, now);
+        // Maintenance (perhaps a VACUUM) waits for the first tick round.
+        let (mut next_tick, mut next_retry) = (now, now);
+        let mut next_maint = now + st.ticker_period;
+        let mut planner = RoundPlanner::new(st.full_round_every);
+        let mut last_activity = now;
         loop {
             let now = Instant::now();
             if now >= next_retry {
                 match retry_events(&mut conn) {
                     Ok(moved) => {
                         next_retry = Instant::now() + st.retry_period;
+                        retry_backoff.reset();
                         if moved > 0 {
                             self.stats.lock().retry_events_moved += moved;
                             log::debug!("pgq ticker {}: moved {moved} retry events", self.label);
                             // The moved events become visible with the next tick.
                             next_tick = Instant::now();
+                            last_activity = next_tick;
                         }
                     }
                     Err(e) => match self.step_failed(&conn, e, "retry events") {
                         Some(end) => return end,
-                        None => next_retry = Instant::now() + error_backoff.next(),
+                        None => next_retry = Instant::now() + retry_backoff.next(),
                     },
                 }
             }
             let now = Instant::now();
             if now >= next_maint {
-                match super::maintenance(&mut conn) {
-                    Ok(report) => {
-                        next_maint = Instant::now() + st.maint_period;
+                // A failed operation waits for the next run: maintenance is never urgent.
+                next_maint = now + st.maint_period;
+                match super::maintenance_keep_going(&mut conn) {
+                    Ok((report, errors)) => {
+                        for e in &errors {
+                            self.record_error(e, "maintenance");
+                        }
                         let mut s = self.stats.lock();
                         s.maintenance_runs += 1;
                         s.maintenance_calls += report.function_calls;
@@ -833,19 +921,28 @@ impl DbWorker {
                             report.tables_vacuumed
                         );
                     }
-                    Err(e) => match self.step_failed(&conn, e, "maintenance") {
-                        Some(end) => return end,
-                        None => next_maint = Instant::now() + error_backoff.next(),
-                    },
+                    Err(e) => {
+                        if let Some(end) = self.step_failed(&conn, e, "maintenance") {
+                            return end;
+                        }
+                    }
                 }
             }
             let now = Instant::now();
             if now >= next_tick {
-                match tick_round(&mut conn, st.notify) {
-                    Ok(ticked) => {
+                match planner.round(&mut conn, st.notify, &self.label) {
+                    Ok(Round { ticked, activity }) => {
                         let cost = now.elapsed();
-                        next_tick = now + st.ticker_period.max(cost * PAUSE_PER_ROUND_COST);
-                        error_backoff.reset();
+                        if activity {
+                            last_activity = now;
+                        }
+                        let period = if last_activity.elapsed() < IDLE_AFTER {
+                            st.ticker_period
+                        } else {
+                            st.idle_ticker_period
+                        };
+                        next_tick = now + period.max(cost * PAUSE_PER_ROUND_COST);
+                        tick_backoff.reset();
                         let mut s = self.stats.lock();
                         s.rounds += 1;
                         if !ticked.is_empty() {
@@ -859,13 +956,29 @@ impl DbWorker {
                     }
                     Err(e) => match self.step_failed(&conn, e, "tick") {
                         Some(end) => return end,
-                        None => next_tick = Instant::now() + error_backoff.next(),
+                        None => next_tick = Instant::now() + tick_backoff.next(),
                     },
                 }
             }
             let due = next_tick.min(next_retry).min(next_maint);
             if self.wait(due.saturating_duration_since(Instant::now())) {
                 return SessionEnd::Stop;
+            }
+        }
+    }
+
+    /// Asks the server to notice within about 25 s when this ticker's host vanishes without
+    /// closing the connection (power loss, network partition), so the session and its
+    /// election lock go away and a standby takes over; the server's defaults wait two hours.
+    /// Only affects TCP connections; failures (an old server) are harmless.
+    fn tune_server_keepalives(&self, conn: &mut postgres::Client) {
+        for sql in [
+            "set tcp_keepalives_idle = 10; set tcp_keepalives_interval = 5; \
+             set tcp_keepalives_count = 3",
+            "set tcp_user_timeout = 20000",
+        ] {
+            if let Err(e) = conn.batch_execute(sql) {
+                log::debug!("pgq ticker {}: {sql}: {e}", self.label);
             }
         }
     }
@@ -923,48 +1036,207 @@ fn try_leader_lock(conn: &mut postgres::Client) -> Result<bool> {
     Ok(row.try_get(0)?)
 }
 
-// One ticker round in one transaction (one round trip): a multi-statement simple query runs
-// as one implicit transaction, and each statement takes its own snapshot, so the ticks'
-// snapshots are taken after the tick lock is held. The CTE calls the volatile
-// pgq.ticker(queue) exactly once per queue; pg_notify runs only for the queues it ticked.
-const TICK_ROUND_SQL: &str =
-    "select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgq'), 1); \
-     with t as (select q.queue_name, pgq.ticker(q.queue_name) as tick_id from pgq.queue q \
-     where not q.queue_external_ticker and not q.queue_ticker_paused order by q.queue_id) \
-     select t.queue_name, pg_catalog.pg_notify('pgq_tick', t.queue_name) \
-     from t where t.tick_id is not null";
-
-/// [`TICK_ROUND_SQL`] without notifications.
-const TICK_ROUND_QUIET_SQL: &str =
-    "select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgq'), 1); \
-     with t as (select q.queue_name, pgq.ticker(q.queue_name) as tick_id from pgq.queue q \
-     where not q.queue_external_ticker and not q.queue_ticker_paused order by q.queue_id) \
-     select t.queue_name from t where t.tick_id is not null";
-
-/// Runs one ticker round; returns the ticked queues.
-fn tick_round(conn: &mut postgres::Client, notify: bool) -> Result<Vec<String>> {
-    let sql = if notify {
-        TICK_ROUND_SQL
-    } else {
-        TICK_ROUND_QUIET_SQL
+/// The queues the ticker handles that may be due for a tick now, as `(queue_id, queue_name)`.
+///
+/// This mirrors PGQ's rule (PGQ-SPEC section 4) in plain SQL, which the planner runs in
+/// microseconds per queue, while calling the PL/pgSQL `pgq.ticker(queue)` costs about 0.1 ms
+/// per queue. It must never leave out a due queue, so where our schema and the official
+/// extension differ it takes the union: the official one ticks an idle queue that has a
+/// single tick at once, ours waits for `max_lag / 2`. `new` is read as both do, from the
+/// event sequence's `last_value` (NULL until the first event: nothing new).
+macro_rules! queue_state_sql {
+    () => {
+        " from pgq.queue q \
+           left join lateral (select t.tick_id, t.tick_time, t.tick_event_seq from pgq.tick t \
+                               where t.tick_queue = q.queue_id \
+                               order by t.tick_id desc limit 1) lt on true \
+           left join lateral (select t.tick_time from pgq.tick t \
+                               where t.tick_queue = q.queue_id and t.tick_id < lt.tick_id \
+                               order by t.tick_id desc limit 1) pt on true \
+           cross join lateral (select coalesce(pg_catalog.pg_sequence_last_value( \
+                                         q.queue_event_seq::pg_catalog.regclass), \
+                                       lt.tick_event_seq) - lt.tick_event_seq as new, \
+                                      pg_catalog.now() - lt.tick_time as lag) s \
+          where not q.queue_external_ticker and not q.queue_ticker_paused "
     };
-    let msgs = conn
-        .simple_query(sql)
-        .map_err(|e| Error::from(e).context("tick"))?;
-    let mut ticked = Vec::new();
-    let mut statement = 0;
-    for m in msgs {
-        match m {
-            SimpleQueryMessage::CommandComplete(_) => statement += 1,
-            SimpleQueryMessage::Row(row) if statement == 1 => {
-                if let Some(q) = row.get(0) {
-                    ticked.push(q.to_string());
-                }
-            }
-            _ => {}
+}
+
+macro_rules! due_sql {
+    () => {
+        "(lt.tick_id is null \
+          or s.new < 0 \
+          or (s.new > 0 and (s.new >= q.queue_ticker_max_count \
+                             or s.lag >= q.queue_ticker_max_lag)) \
+          or (s.new = 0 and (pt.tick_time is null \
+               or (s.lag >= q.queue_ticker_max_lag / 2 \
+                   and (s.lag >= (lt.tick_time - pt.tick_time) * 2 \
+                        or s.lag >= q.queue_ticker_idle_period)))))"
+    };
+}
+
+macro_rules! due_queues_sql {
+    () => {
+        concat!(
+            "select q.queue_id, q.queue_name",
+            queue_state_sql!(),
+            " and ",
+            due_sql!()
+        )
+    };
+}
+
+/// The whole of a round when nothing is due, as one prepared statement: whether any queue
+/// may be due, and whether any has events not yet covered by a tick (activity, which keeps
+/// the ticker at its fast period).
+const PRECHECK_SQL: &str = concat!(
+    "select coalesce(bool_or(",
+    due_sql!(),
+    "), false), coalesce(bool_or(s.new <> 0), false)",
+    queue_state_sql!()
+);
+
+/// A ticker round in one transaction and one round trip: a multi-statement simple query runs
+/// as one implicit transaction, and each statement takes its own snapshot, so the ticks'
+/// snapshots are taken after the tick lock is held (tick order follows snapshot order). The
+/// CTE calls the volatile `pgq.ticker(queue)` exactly once per queue it lists; `pg_notify`
+/// runs only for the queues that got a tick, and is delivered only if the round commits.
+macro_rules! round_sql {
+    ($queues:expr, $notify:expr) => {
+        concat!(
+            "select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgq'), 1); ",
+            "with t as (select d.queue_name, pgq.ticker(d.queue_name) as tick_id from (",
+            $queues,
+            ") d order by d.queue_id) select t.queue_name",
+            $notify,
+            " from t where t.tick_id is not null"
+        )
+    };
+}
+
+macro_rules! all_queues_sql {
+    () => {
+        "select q.queue_id, q.queue_name from pgq.queue q \
+          where not q.queue_external_ticker and not q.queue_ticker_paused"
+    };
+}
+
+macro_rules! notify_sql {
+    () => {
+        ", pg_catalog.pg_notify('pgq_tick', t.queue_name)"
+    };
+}
+
+/// Round SQL by (only possibly due queues?, notify?).
+const ROUNDS: [[&str; 2]; 2] = [
+    [
+        round_sql!(all_queues_sql!(), ""),
+        round_sql!(all_queues_sql!(), notify_sql!()),
+    ],
+    [
+        round_sql!(due_queues_sql!(), ""),
+        round_sql!(due_queues_sql!(), notify_sql!()),
+    ],
+];
+
+/// By default, every this often a round calls `pgq.ticker(queue)` for every queue, not only those the
+/// pre-check lists: a safety net should a PGQ variant decide due-ness in a way the
+/// pre-check does not foresee.
+const FULL_ROUND_EVERY: Duration = Duration::from_secs(5);
+
+/// Decides, per round, between the cheap pre-check and a full round.
+struct RoundPlanner {
+    /// False once the pre-check failed on this connection (e.g. no privilege on the event
+    /// sequences): then every round is a full one.
+    precheck: bool,
+    full_every: Duration,
+    /// The pre-check, prepared once per connection so the server plans it once.
+    statement: Option<postgres::Statement>,
+    last_full: Option<Instant>,
+}
+
+impl RoundPlanner {
+    fn new(full_every: Duration) -> RoundPlanner {
+        RoundPlanner {
+            full_every,
+            precheck: true,
+            statement: None,
+            last_full: None,
         }
     }
-    Ok(ticked)
+
+    /// Runs one round.
+    fn round(&mut self, conn: &mut postgres::Client, notify: bool, label: &str) -> Result<Round> {
+        let full = !self.precheck
+            || self
+                .last_full
+                .map_or(true, |t| t.elapsed() >= self.full_every);
+        if !full {
+            let prepared = match self.statement.take() {
+                Some(st) => Ok(st),
+                None => conn.prepare(PRECHECK_SQL),
+            };
+            let result = prepared.and_then(|st| {
+                let row = conn.query_one(&st, &[]);
+                self.statement = Some(st);
+                row
+            });
+            match result {
+                Ok(row) => {
+                    let due: bool = row.try_get(0)?;
+                    let pending: bool = row.try_get(1)?;
+                    if !due {
+                        return Ok(Round {
+                            ticked: Vec::new(),
+                            activity: pending,
+                        });
+                    }
+                }
+                Err(e) if e.is_closed() || e.as_db_error().is_none() => {
+                    return Err(Error::from(e).context("tick"))
+                }
+                Err(e) => {
+                    log::warn!(
+                        "pgq ticker {label}: cheap due check unavailable, calling pgq.ticker() for \
+                         every queue every round: {}",
+                        Error::from(e)
+                    );
+                    self.precheck = false;
+                }
+            }
+        }
+        let sql = ROUNDS[usize::from(!full)][usize::from(notify)];
+        let msgs = conn
+            .simple_query(sql)
+            .map_err(|e| Error::from(e).context("tick"))?;
+        if full {
+            self.last_full = Some(Instant::now());
+        }
+        let mut ticked = Vec::new();
+        let mut statement = 0;
+        for m in msgs {
+            match m {
+                SimpleQueryMessage::CommandComplete(_) => statement += 1,
+                SimpleQueryMessage::Row(row) if statement == 1 => {
+                    if let Some(q) = row.get(0) {
+                        ticked.push(q.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(Round {
+            activity: !ticked.is_empty(),
+            ticked,
+        })
+    }
+}
+
+/// What a round did.
+struct Round {
+    /// Queues that got a tick.
+    ticked: Vec<String>,
+    /// Whether events were waiting for a tick (or got one).
+    activity: bool,
 }
 
 /// [`super::retry_events`] with each call in its own implicit transaction.
@@ -1037,6 +1309,14 @@ mod tests {
         assert!(b.next() <= max);
         b.reset();
         assert!(b.next() <= min);
+    }
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Ticker>();
+        check::<TickerBuilder>();
+        check::<TickerStats>();
     }
 
     #[test]

@@ -108,16 +108,21 @@ static long drain(const char *q, const char *name, int *seen, long n_seen) {
         if (!b)
             break;
         const pgq_event *ev = NULL;
+        pgq_event_fields f;
+        memset(&f, 0, sizeof f);
+        f.struct_size = sizeof f;
         for (;;) {
+            /* the one-call form the Python binding uses */
             pgq_error *err = NULL;
-            pgq_status st = pgq_batch_next_event(b, &ev, &err);
+            pgq_status st = pgq_batch_next_event_fields(b, &ev, &f, &err);
             CHECK(st == PGQ_STATUS_OK);
             pgq_error_free(err);
             if (st != PGQ_STATUS_OK || !ev)
                 break;
             n++;
+            CHECK(f.id == pgq_event_id(ev));
             if (seen) {
-                pgq_str d = pgq_event_data(ev);
+                pgq_str d = f.data;
                 char buf[32] = {0};
                 if (d.data && d.len < sizeof buf) {
                     memcpy(buf, d.data, d.len);
@@ -186,6 +191,11 @@ static void test_null_pointers(void) {
     CHECK(pgq_batch_id(NULL) == -1);
     CHECK(pgq_batch_tick_id(NULL) == -1);
     CHECK(pgq_batch_prev_tick_id(NULL) == -1);
+    CHECK(pgq_batch_queue(NULL).data == NULL);
+    CHECK(pgq_batch_consumer(NULL).data == NULL);
+    CHECK(pgq_batch_subconsumer(NULL).data == NULL);
+    CHECK(pgq_batch_tick_time_us(NULL) == -1);
+    CHECK(!pgq_batch_is_stopping(NULL));
     CHECK(pgq_event_id(NULL) == -1);
     CHECK(pgq_event_retry(NULL) == -1);
     CHECK(pgq_event_data(NULL).data == NULL);
@@ -250,6 +260,12 @@ static void test_null_pointers(void) {
     EXPECT(PGQ_STATUS_NULL_POINTER, pgq_batch_next_event, NULL, &evp);
     EXPECT(PGQ_STATUS_NULL_POINTER, pgq_batch_retry, NULL, 1, 0);
     EXPECT(PGQ_STATUS_NULL_POINTER, pgq_batch_finish, NULL);
+    {
+        pgq_event_fields f;
+        f.struct_size = sizeof f;
+        EXPECT(PGQ_STATUS_NULL_POINTER, pgq_event_fields_get, NULL, &f);
+        EXPECT(PGQ_STATUS_NULL_POINTER, pgq_batch_next_event_fields, NULL, &evp, &f);
+    }
     CHECK(co == NULL && tx == NULL && b == NULL && qi == NULL && ql == NULL && cli == NULL);
 
     /* A consumer handle with a NULL out-parameter for next_batch. */
@@ -457,6 +473,11 @@ static void test_produce_consume_retry(void) {
     }
     CHECK(pgq_batch_id(b) > 0);
     CHECK(pgq_batch_tick_id(b) > pgq_batch_prev_tick_id(b));
+    CHECK(str_eq(pgq_batch_queue(b), "pcq"));
+    CHECK(str_eq(pgq_batch_consumer(b), "c"));
+    CHECK(str_eq(pgq_batch_subconsumer(b), NULL));
+    CHECK(pgq_batch_tick_time_us(b) > 1500000000000000LL);
+    CHECK(!pgq_batch_is_stopping(b));
     int n = 0;
     int64_t retry_id = -1;
     const pgq_event *e = NULL;
@@ -468,6 +489,16 @@ static void test_produce_consume_retry(void) {
         CHECK(pgq_event_retry(e) == -1);
         CHECK(pgq_event_txid(e) > 0);
         CHECK(pgq_event_time_us(e) > 1500000000000000LL);
+        pgq_event_fields f;
+        memset(&f, 0, sizeof f);
+        EXPECT(PGQ_STATUS_OUT_OF_RANGE, pgq_event_fields_get, e, &f); /* struct_size unset */
+        f.struct_size = sizeof f;
+        EXPECT(PGQ_STATUS_OK, pgq_event_fields_get, e, &f);
+        CHECK(f.id == pgq_event_id(e) && f.txid == pgq_event_txid(e));
+        CHECK(f.time_us == pgq_event_time_us(e) && f.retry == pgq_event_retry(e));
+        CHECK(f.data.data == pgq_event_data(e).data && f.data.len == pgq_event_data(e).len);
+        CHECK(f.type.data == pgq_event_type(e).data);
+        CHECK(f.extra4.data == pgq_event_extra4(e).data);
         if (pgq_event_id(e) == id) {
             CHECK(str_eq(pgq_event_type(e), "t"));
             CHECK(str_eq(pgq_event_data(e), "0"));
@@ -733,6 +764,8 @@ static void test_coop_pull(void) {
     CHECK(ba != NULL && bb != NULL);
     if (ba && bb) {
         CHECK(pgq_batch_id(ba) != pgq_batch_id(bb));
+        CHECK(str_eq(pgq_batch_subconsumer(ba), "s1"));
+        CHECK(str_eq(pgq_batch_subconsumer(bb), "s2"));
         const pgq_event *e = NULL;
         EXPECT(PGQ_STATUS_OK, pgq_batch_next_event, ba, &e);
         CHECK(e && str_eq(pgq_event_data(e), "1"));
@@ -1040,6 +1073,43 @@ static void test_worker_start_errors(void) {
     pgq_worker_options_free(NULL);
 }
 
+/* Cooperative worker: two threads, each its own subconsumer, share the batches. */
+static void test_worker_coop(void) {
+    setup_queue("wcq", NULL);
+    const char *subs[2] = {"s-0", "s-1"};
+    for (int i = 0; i < 2; i++) {
+        pgq_consumer *c = NULL;
+        EXPECT(PGQ_STATUS_OK, pgq_consumer_new, CLIENT, S("wcq"), S("w"), &c);
+        EXPECT(PGQ_STATUS_OK, pgq_consumer_set_subconsumer, c, subs[i], 3, 0);
+        EXPECT(PGQ_STATUS_OK, pgq_consumer_register_subconsumer, c, NULL);
+        pgq_consumer_free(c);
+    }
+    struct wstate st;
+    wstate_init(&st, 12);
+    pgq_worker_options *o = fast_options();
+    EXPECT(PGQ_STATUS_OK, pgq_worker_options_set_workers, o, 2);
+    EXPECT(PGQ_STATUS_OK, pgq_worker_options_set_subconsumer, o, S("s"), 60000);
+    pgq_worker *w = NULL;
+    EXPECT(PGQ_STATUS_OK, pgq_worker_start, CLIENT, S("wcq"), S("w"), o, count_handler, &st,
+           free_wstate, &w);
+    if (!w)
+        return;
+    for (int i = 0; i < 4; i++)
+        send_n("wcq", 3, "plain"); /* four batches */
+    CHECK(wait_until(reached, &st, 15000));
+    struct stats_goal goal = {w, 12};
+    CHECK(wait_until(stats_reached, &goal, 10000));
+    pgq_worker_stats s;
+    memset(&s, 0, sizeof s);
+    s.struct_size = sizeof s;
+    EXPECT(PGQ_STATUS_OK, pgq_worker_stats_get, w, &s);
+    CHECK(s.events == 12);
+    CHECK(s.batches >= 4);
+    pgq_worker_free(w);
+    CHECK(atomic_load(&st.events) == 12); /* each event handled once */
+    CHECK(atomic_load(&st.freed) == 1);
+}
+
 static int ticker_ticked(void *p) {
     pgq_ticker_stats s;
     memset(&s, 0, sizeof s);
@@ -1141,6 +1211,7 @@ int main(int argc, char **argv) {
         {"worker_handler_error", test_worker_handler_error},
         {"worker_stop_from_handler", test_worker_stop_from_handler},
         {"worker_start_errors", test_worker_start_errors},
+        {"worker_coop", test_worker_coop},
         {"ticker", test_ticker},
     };
     int failed = 0;

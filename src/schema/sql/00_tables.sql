@@ -37,8 +37,11 @@ begin
     then
         begin
             grant pgq_reader, pgq_writer to pgq_admin;
-        exception when insufficient_privilege then
-            raise notice 'libpgq: cannot grant pgq_reader/pgq_writer to pgq_admin';
+        exception
+            when insufficient_privilege then
+                raise notice 'libpgq: cannot grant pgq_reader/pgq_writer to pgq_admin';
+            when unique_violation then
+                null; -- a concurrent install into another database granted it just now
         end;
     end if;
 end

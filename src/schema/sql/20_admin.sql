@@ -49,7 +49,7 @@ begin
     perform pgq.grant_perms(i_queue_name);
 
     insert into pgq.tick (tick_queue, tick_id, tick_event_seq)
-    values (v_id, pg_catalog.nextval(v_tickseq::regclass), pgq._seq_used(v_evseq));
+    values (v_id, pg_catalog.nextval(v_tickseq::regclass), pgq.seq_getval(v_evseq));
 
     return 1;
 end;
@@ -95,12 +95,13 @@ begin
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 
+-- STRICT: a NULL name gives NULL, not an error, as in the reference.
 create or replace function pgq.drop_queue(x_queue_name text)
 returns integer as $$
 begin
     return pgq.drop_queue(x_queue_name, false);
 end;
-$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+$$ language plpgsql strict security definer set search_path = pg_catalog, pg_temp;
 
 -- Change one queue setting; the parameter is named without its column's "queue_" prefix.
 create or replace function pgq.set_queue_config(
@@ -121,7 +122,8 @@ begin
     -- 'queue_ticker_max_count' is not a parameter.
     if v_param not in ('ticker_max_count', 'ticker_max_lag',
             'ticker_idle_period', 'ticker_paused', 'rotation_period', 'external_ticker') then
-        raise exception 'cannot change parameter "%"', x_param_name;
+        -- The reference's message has a stray "s" after the name; tools may match it.
+        raise exception 'cannot change parameter "%"', x_param_name || 's';
     end if;
     -- The literal is coerced to the column's type, so bad values fail with the type's error.
     execute pg_catalog.format('update pgq.queue set %I = %L where queue_name = %L',
@@ -153,10 +155,13 @@ declare
     v_consumer  int4;
     v_tick      bigint;
 begin
-    perform pgq._check_name('consumer', x_consumer_name);
     select q.queue_id into v_queue from pgq.queue q where q.queue_name = x_queue_name;
     if not found then
         raise exception 'Event queue not created yet';
+    end if;
+    -- A NULL name fails on pgq.consumer's NOT NULL below, with the reference's message.
+    if x_consumer_name is not null then
+        perform pgq._check_name('consumer', x_consumer_name);
     end if;
 
     if x_tick_pos is null then
@@ -172,9 +177,17 @@ begin
         v_tick := x_tick_pos;
     end if;
 
-    insert into pgq.consumer (co_name) values (x_consumer_name)
-        on conflict (co_name) do nothing;
-    select c.co_id into v_consumer from pgq.consumer c where c.co_name = x_consumer_name;
+    -- unregister_consumer deletes names no queue uses any more; the key-share lock keeps
+    -- this one alive until our subscription row references it, and the loop takes the name
+    -- again if a concurrent unregister removed it just before.
+    loop
+        insert into pgq.consumer (co_name) values (x_consumer_name)
+            on conflict (co_name) do nothing;
+        select c.co_id into v_consumer from pgq.consumer c
+         where c.co_name = x_consumer_name
+           for key share;
+        exit when found;
+    end loop;
 
     perform 1 from pgq.subscription s
       where s.sub_queue = v_queue and s.sub_consumer = v_consumer

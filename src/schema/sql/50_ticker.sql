@@ -37,7 +37,7 @@ begin
      order by t.tick_id desc
      limit 1;
 
-    v_seq := pgq._seq_used(q.queue_event_seq);
+    v_seq := pgq.seq_getval(q.queue_event_seq);
     if v_last.tick_id is not null then
         v_new := v_seq - v_last.tick_event_seq;
         v_lag := pg_catalog.now() - v_last.tick_time;
@@ -139,22 +139,28 @@ end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 
 -- Make the next ticker() call tick this queue, by moving its event counter well past
--- max_count (by 2 * max_count + 1001, as the reference does, so tools that look at the
--- counter see the same). Returns the queue's last tick id, NULL for an unknown queue.
+-- max_count: to nextval + 2 * max_count + 1000, as the reference does, so tools that look
+-- at the counter see the same. Paused and externally ticked queues are left alone. Returns
+-- the queue's last tick id, NULL for an unknown queue.
 create or replace function pgq.force_tick(i_queue_name text)
 returns bigint as $$
 declare
     q       record;
     v_tick  bigint;
 begin
-    select qq.queue_id, qq.queue_event_seq, qq.queue_ticker_max_count into q
+    select qq.queue_id, qq.queue_event_seq, qq.queue_ticker_max_count,
+           qq.queue_ticker_paused, qq.queue_external_ticker
+      into q
       from pgq.queue qq
      where qq.queue_name = i_queue_name;
     if not found then
         return null;
     end if;
-    perform pgq.seq_setval(q.queue_event_seq,
-                           pgq.seq_getval(q.queue_event_seq) + q.queue_ticker_max_count * 2 + 1001);
+    if not q.queue_ticker_paused and not q.queue_external_ticker then
+        perform pg_catalog.setval(q.queue_event_seq::regclass,
+            pg_catalog.nextval(q.queue_event_seq::regclass)
+                + q.queue_ticker_max_count * 2 + 1000);
+    end if;
     select max(t.tick_id) into v_tick from pgq.tick t where t.tick_queue = q.queue_id;
     return v_tick;
 end;
@@ -181,6 +187,10 @@ begin
                    for update skip locked)
         returning rq.*
     loop
+        -- The reference re-inserts through insert_event_raw, which takes a sequence value
+        -- even for a given ev_id; do the same so event counters agree.
+        perform pg_catalog.nextval(qq.queue_event_seq::regclass)
+           from pgq.queue qq where qq.queue_id = r.ev_queue;
         perform pgq._insert_event_into(r.ev_queue, r.ev_id, r.ev_time, r.ev_owner, r.ev_retry,
             r.ev_type, r.ev_data, r.ev_extra1, r.ev_extra2, r.ev_extra3, r.ev_extra4);
         v_cnt := v_cnt + 1;
@@ -215,7 +225,9 @@ begin
     end if;
 
     -- A consumer whose position may still include transactions older than the previous
-    -- step-2 mark could need the table before the current one: wait for it. Idle pgq_coop
+    -- step-2 mark could need the table before the current one: wait for it. (A tick whose
+    -- xmin is the mark itself waits too: not strictly needed, but the reference does, and a
+    -- tool must see the same rotation decisions on both.) Idle pgq_coop
     -- sub-consumers have no position (NULL sub_last_tick) and need nothing.
     if exists (select 1
                  from pgq.subscription s
@@ -223,7 +235,7 @@ begin
                 where s.sub_queue = q.queue_id
                   and s.sub_last_tick is not null
                   and (t.tick_id is null
-                       or txid_snapshot_xmin(t.tick_snapshot) < q.queue_switch_step2))
+                       or txid_snapshot_xmin(t.tick_snapshot) <= q.queue_switch_step2))
     then
         return 0;
     end if;

@@ -52,7 +52,7 @@ begin
         else
             ev_per_sec := null;
         end if;
-        ev_new := pgq._seq_used(q.queue_event_seq) - v_last.tick_event_seq;
+        ev_new := pgq.seq_getval(q.queue_event_seq) - v_last.tick_event_seq;
         last_tick_id := v_last.tick_id;
         return next;
     end loop;
@@ -98,7 +98,7 @@ returns setof record as $$
            pg_catalog.now() - t.tick_time,
            pg_catalog.now() - s.sub_active,
            s.sub_last_tick, s.sub_batch, s.sub_next_tick,
-           pgq._seq_used(q.queue_event_seq) - t.tick_event_seq
+           pgq.seq_getval(q.queue_event_seq) - t.tick_event_seq
       from pgq.subscription s
       join pgq.queue q on q.queue_id = s.sub_queue
       join pgq.consumer c on c.co_id = s.sub_consumer
