@@ -60,8 +60,13 @@ func TestSendAndConsumeAllFields(t *testing.T) {
 	if err != nil || b == nil {
 		t.Fatalf("NextBatch = %v, %v; want a batch", b, err)
 	}
-	if b.ID() <= 0 || b.TickID() <= 0 {
-		t.Fatalf("batch id %d tick %d", b.ID(), b.TickID())
+	if b.ID() <= 0 || b.TickID() <= 0 || b.PrevTickID() >= b.TickID() {
+		t.Fatalf("batch id %d ticks %d..%d", b.ID(), b.PrevTickID(), b.TickID())
+	}
+	if b.Queue() != "q" || b.Consumer() != "c1" || b.Subconsumer() != "" || b.IsStopping() ||
+		b.TickTime().Before(before) || b.TickTime().After(time.Now().Add(time.Minute)) {
+		t.Fatalf("batch queue %q consumer %q sub %q stopping %v tick time %v",
+			b.Queue(), b.Consumer(), b.Subconsumer(), b.IsStopping(), b.TickTime())
 	}
 	got, err := b.Events()
 	if err != nil {
@@ -352,6 +357,11 @@ func TestCooperativeSubconsumersShareBatches(t *testing.T) {
 	}
 	if batches[0].ID() == batches[1].ID() {
 		t.Fatalf("both subconsumers got batch %d", batches[0].ID())
+	}
+	for i, b := range batches {
+		if b.Subconsumer() != fmt.Sprint("s", i) || b.Consumer() != "c" {
+			t.Fatalf("batch %d held by %q/%q", i, b.Consumer(), b.Subconsumer())
+		}
 	}
 	wantStatus(t, subs[0].UnregisterSubconsumer(false), pgq.ErrBatchOpen)
 	got := 0

@@ -371,6 +371,6 @@ func (w *Worker) Stats() (WorkerStats, error) {
 func (b *Batch) detach() {
 	b.mu.Lock()
 	b.ptr = nil
-	b.pending = nil
+	b.hasPending = false
 	b.mu.Unlock()
 }

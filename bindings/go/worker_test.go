@@ -415,3 +415,54 @@ func TestWorkerCloseWaitsForRunningHandler(t *testing.T) {
 		t.Fatalf("delivered again after a finished handler call: %+v", got)
 	}
 }
+
+func TestCooperativeWorkerThreads(t *testing.T) {
+	c, _ := openClient(t)
+	if _, err := c.CreateQueue("q"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RegisterConsumer("q", "c"); err != nil {
+		t.Fatal(err)
+	}
+	startTicker(t, c)
+	var got seen
+	var subsMu sync.Mutex
+	subs := map[string]bool{}
+	w, err := c.StartWorker("q", "c", func(b *pgq.Batch) error {
+		evs, err := b.Events()
+		if err != nil {
+			return err
+		}
+		subsMu.Lock()
+		subs[b.Subconsumer()] = true
+		subsMu.Unlock()
+		got.add(evs)
+		return nil
+	}, pgq.WithSubconsumer("w", 0), pgq.WithWorkers(2))
+	if err != nil {
+		t.Fatalf("StartWorker in cooperative mode: %v", err)
+	}
+	defer w.Close()
+	const n = 200
+	for i := 0; i < n; i++ {
+		if _, err := c.Send("q", pgq.TextEvent("t", fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitUntil(t, "the workers to handle every event", 30*time.Second, func() bool { return got.count() >= n })
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got.mu.Lock()
+	defer got.mu.Unlock()
+	if len(got.ids) != n || len(got.events) != n {
+		t.Fatalf("%d events handled, %d distinct, want %d once each", len(got.events), len(got.ids), n)
+	}
+	subsMu.Lock()
+	defer subsMu.Unlock()
+	for sub := range subs {
+		if sub != "w-0" && sub != "w-1" {
+			t.Fatalf("batch held by subconsumer %q, want w-0 or w-1 (%v)", sub, subs)
+		}
+	}
+}
