@@ -36,7 +36,8 @@ func TestSendAndConsumeAllFields(t *testing.T) {
 		pgq.TextEvent("order.created", `{"id": 42}`),
 		{Type: strp("t"), Data: strp(""), Extra1: strp("e1"), Extra2: strp("e2 ünïcødé ✓"), Extra3: strp("tab\tnew\nline"), Extra4: strp(`back\slash`)},
 		{}, // every field NULL
-		{Data: strp(strings.Repeat("x", 100_000))},
+		{Data: strp(strings.Repeat("x", 100_000))}, // larger than the read-ahead buffer
+		pgq.TextEvent("after", "the big one"),
 	}
 	var ids []int64
 	for _, ev := range sent {

@@ -465,7 +465,7 @@ func (b *Batch) fill() {
 		}
 		b.ready = decodeEvents(b.meta[:int(n)], string(b.buf[:int(used)]))
 		if len(b.buf) > fillBytes {
-			b.buf = b.buf[:fillBytes:fillBytes] // do not keep a huge buffer for the rest
+			b.buf = make([]byte, fillBytes) // do not keep a huge buffer for the rest
 		}
 		if st != C.PGQ_STATUS_OK {
 			b.readErr = takeError(st, cerr)
