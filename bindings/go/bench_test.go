@@ -3,6 +3,7 @@ package pgq_test
 import (
 	"fmt"
 	"runtime"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -141,4 +142,42 @@ func processCPU() time.Duration {
 func reportRates(b *testing.B, events int, start time.Time, cpu0 time.Duration) {
 	b.ReportMetric(float64(events)/time.Since(start).Seconds(), "events/s")
 	b.ReportMetric(float64(processCPU()-cpu0)/float64(events), "client-cpu-ns/event")
+}
+
+// BenchmarkWorkerConsume measures consuming through a Worker: one op is one event read in
+// the Go handler (called once per batch on a library thread).
+func BenchmarkWorkerConsume(b *testing.B) {
+	c, _ := openClient(b)
+	fillBench(b, c, b.N)
+	done := make(chan struct{})
+	var once sync.Once
+	got := 0 // only the handler touches it (one worker thread)
+	b.ResetTimer()
+	start, cpu0 := time.Now(), processCPU()
+	w, err := c.StartWorker("bench", "c", func(batch *pgq.Batch) error {
+		for {
+			ev, err := batch.Next()
+			if err != nil {
+				return err
+			}
+			if ev == nil {
+				break
+			}
+			got++
+		}
+		if got >= b.N {
+			once.Do(func() { close(done) }) // later (empty) batches may come
+		}
+		return nil
+	}, pgq.WithWorkerFetchSize(1000))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer w.Close()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Minute):
+		b.Fatalf("timed out waiting for %d events", b.N)
+	}
+	reportRates(b, b.N, start, cpu0)
 }

@@ -1,6 +1,8 @@
 package pgq_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -34,7 +36,8 @@ func TestSendAndConsumeAllFields(t *testing.T) {
 		pgq.TextEvent("order.created", `{"id": 42}`),
 		{Type: strp("t"), Data: strp(""), Extra1: strp("e1"), Extra2: strp("e2 ünïcødé ✓"), Extra3: strp("tab\tnew\nline"), Extra4: strp(`back\slash`)},
 		{}, // every field NULL
-		{Data: strp(strings.Repeat("x", 100_000))},
+		{Data: strp(strings.Repeat("x", 100_000))}, // larger than the read-ahead buffer
+		pgq.TextEvent("after", "the big one"),
 	}
 	var ids []int64
 	for _, ev := range sent {
@@ -58,8 +61,13 @@ func TestSendAndConsumeAllFields(t *testing.T) {
 	if err != nil || b == nil {
 		t.Fatalf("NextBatch = %v, %v; want a batch", b, err)
 	}
-	if b.ID() <= 0 || b.TickID() <= 0 {
-		t.Fatalf("batch id %d tick %d", b.ID(), b.TickID())
+	if b.ID() <= 0 || b.TickID() <= 0 || b.PrevTickID() >= b.TickID() {
+		t.Fatalf("batch id %d ticks %d..%d", b.ID(), b.PrevTickID(), b.TickID())
+	}
+	if b.Queue() != "q" || b.Consumer() != "c1" || b.Subconsumer() != "" || b.IsStopping() ||
+		b.TickTime().Before(before) || b.TickTime().After(time.Now().Add(time.Minute)) {
+		t.Fatalf("batch queue %q consumer %q sub %q stopping %v tick time %v",
+			b.Queue(), b.Consumer(), b.Subconsumer(), b.IsStopping(), b.TickTime())
 	}
 	got, err := b.Events()
 	if err != nil {
@@ -268,5 +276,157 @@ func TestRetry(t *testing.T) {
 	got := consumeAll(t, co)
 	if len(got) != 1 || got[0].ID != id || *got[0].Data != "flaky" || got[0].Retry != 1 {
 		t.Fatalf("after retry got %+v, want event %d once with Retry 1", got, id)
+	}
+}
+
+func TestNextBatchWaitsForTheTicker(t *testing.T) {
+	c, _ := openClient(t)
+	setupQueue(t, c, "q", "c")
+	startTicker(t, c)
+	for _, poll := range []bool{false, true} {
+		co, err := c.NewConsumer("q", "c", pgq.WithConsumerPollOnly(poll), pgq.WithConsumerPollInterval(20*time.Millisecond))
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := fmt.Sprint("poll only: ", poll)
+		if _, err := c.Send("q", pgq.TextEvent("t", data)); err != nil {
+			t.Fatal(err)
+		}
+		// NextBatch waits until the ticker has cut a batch holding the event.
+		var got []pgq.Event
+		waitUntil(t, "the event through NextBatch", 20*time.Second, func() bool {
+			b, err := co.NextBatch(5 * time.Second)
+			if err != nil {
+				t.Fatalf("NextBatch: %v", err)
+			}
+			if b == nil {
+				return false
+			}
+			evs, err := b.Events()
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, evs...)
+			if err := b.Finish(); err != nil {
+				t.Fatal(err)
+			}
+			return len(got) > 0
+		})
+		if len(got) != 1 || *got[0].Data != data {
+			t.Fatalf("got %+v", got)
+		}
+		co.Close()
+	}
+	_, err := c.NewConsumer("q", "c", pgq.WithConsumerPollInterval(-time.Second))
+	wantStatus(t, err, pgq.ErrOutOfRange)
+}
+
+func TestCooperativeSubconsumersShareBatches(t *testing.T) {
+	c, _ := openClient(t)
+	if _, err := c.CreateQueue("q"); err != nil {
+		t.Fatal(err)
+	}
+	subs := make([]*pgq.Consumer, 2)
+	for i := range subs {
+		co, err := c.NewConsumer("q", "c", pgq.WithConsumerSubconsumer(fmt.Sprint("s", i), 0))
+		if err != nil {
+			t.Fatalf("NewConsumer with a subconsumer: %v", err)
+		}
+		defer co.Close()
+		if created, err := co.RegisterSubconsumer(); err != nil || !created {
+			t.Fatalf("RegisterSubconsumer = %v, %v", created, err)
+		}
+		subs[i] = co
+	}
+	// Two batches: the first subconsumer takes one and holds it, so the second gets the other.
+	ids := map[int64]bool{}
+	batches := make([]*pgq.Batch, 2)
+	for i := range batches {
+		id, err := c.Send("q", pgq.TextEvent("t", fmt.Sprint(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[id] = true
+		tick(t, c, "q")
+	}
+	for i, co := range subs {
+		b, err := co.NextBatch(5 * time.Second)
+		if err != nil || b == nil {
+			t.Fatalf("subconsumer %d NextBatch: %v, %v", i, b, err)
+		}
+		batches[i] = b
+	}
+	if batches[0].ID() == batches[1].ID() {
+		t.Fatalf("both subconsumers got batch %d", batches[0].ID())
+	}
+	for i, b := range batches {
+		if b.Subconsumer() != fmt.Sprint("s", i) || b.Consumer() != "c" {
+			t.Fatalf("batch %d held by %q/%q", i, b.Consumer(), b.Subconsumer())
+		}
+	}
+	wantStatus(t, subs[0].UnregisterSubconsumer(false), pgq.ErrBatchOpen)
+	got := 0
+	for _, b := range batches {
+		evs, err := b.Events()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range evs {
+			if !ids[ev.ID] {
+				t.Fatalf("unexpected or repeated event %d", ev.ID)
+			}
+			delete(ids, ev.ID)
+			got++
+		}
+		if err := b.Finish(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got != 2 {
+		t.Fatalf("the subconsumers got %d events together, want 2", got)
+	}
+	if err := subs[0].UnregisterSubconsumer(false); err != nil {
+		t.Fatalf("UnregisterSubconsumer: %v", err)
+	}
+}
+
+func TestNextBatchContext(t *testing.T) {
+	c, _ := openClient(t)
+	setupQueue(t, c, "q", "c")
+	co, err := c.NewConsumer("q", "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer co.Close()
+
+	// Nothing comes: the deadline ends the wait with the context's error.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	b, err := co.NextBatchContext(ctx)
+	if b != nil || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("NextBatchContext past the deadline = %v, %v", b, err)
+	}
+	// Cancelled from another goroutine (whether before or during the wait, the result is the
+	// same).
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer cancel2()
+	time.AfterFunc(50*time.Millisecond, cancel2)
+	if b, err := co.NextBatchContext(ctx2); b != nil || !errors.Is(err, context.Canceled) {
+		t.Fatalf("NextBatchContext after cancel = %v, %v", b, err)
+	}
+
+	// A batch is returned as soon as it is there.
+	if _, err := c.Send("q", pgq.TextEvent("t", "d")); err != nil {
+		t.Fatal(err)
+	}
+	tick(t, c, "q")
+	ctx3, cancel3 := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel3()
+	b, err = co.NextBatchContext(ctx3)
+	if err != nil || b == nil {
+		t.Fatalf("NextBatchContext with a batch waiting = %v, %v", b, err)
+	}
+	if err := b.Finish(); err != nil {
+		t.Fatal(err)
 	}
 }

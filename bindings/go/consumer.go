@@ -15,11 +15,11 @@ typedef struct pgq_go_meta {
 	uint64_t len[6]; // type, data, extra1..4
 } pgq_go_meta;
 
-// *pending carries an event view over to the next call when its fields did not fit into
-// buf (views stay valid until the next call on the batch). If not even the first event fits,
-// *n_out is 0 and *need says how many bytes it needs. On an error, the *n_out events before
-// it are complete.
-static pgq_status pgq_go_batch_fill(pgq_batch *b, const pgq_event **pending,
+// *pending (with *has_pending) carries an event's fields over to the next call when they did
+// not fit into buf (the views stay valid until the next call on the batch). If not even the
+// first event fits, *n_out is 0 and *need says how many bytes it needs. On an error, the
+// *n_out events before it are complete.
+static pgq_status pgq_go_batch_fill(pgq_batch *b, pgq_event_fields *pending, bool *has_pending,
                                     pgq_go_meta *meta, size_t cap, char *buf, size_t buf_cap,
                                     size_t *n_out, size_t *used_out, size_t *need,
                                     pgq_error **err) {
@@ -27,31 +27,35 @@ static pgq_status pgq_go_batch_fill(pgq_batch *b, const pgq_event **pending,
 	*need = 0;
 	*used_out = 0;
 	while (n < cap) {
-		const pgq_event *ev = *pending;
-		if (ev == NULL) {
-			pgq_status st = pgq_batch_next_event(b, &ev, err);
+		pgq_event_fields ev;
+		if (*has_pending) {
+			ev = *pending;
+		} else {
+			const pgq_event *view = NULL;
+			ev.struct_size = sizeof ev;
+			pgq_status st = pgq_batch_next_event_fields(b, &view, &ev, err);
 			if (st != PGQ_STATUS_OK) {
 				*n_out = n;
 				*used_out = used;
 				return st;
 			}
-			if (ev == NULL) break; // end of the batch
+			if (view == NULL) break; // end of the batch
 		}
-		pgq_str f[6] = {pgq_event_type(ev), pgq_event_data(ev), pgq_event_extra1(ev),
-		                pgq_event_extra2(ev), pgq_event_extra3(ev), pgq_event_extra4(ev)};
+		pgq_str f[6] = {ev.type, ev.data, ev.extra1, ev.extra2, ev.extra3, ev.extra4};
 		size_t size = 0;
 		for (int i = 0; i < 6; i++) size += f[i].len;
 		if (size > buf_cap - used) {
 			*pending = ev;
+			*has_pending = true;
 			if (n == 0) *need = size;
 			break;
 		}
-		*pending = NULL;
+		*has_pending = false;
 		pgq_go_meta *m = &meta[n];
-		m->id = pgq_event_id(ev);
-		m->time_us = pgq_event_time_us(ev);
-		m->txid = pgq_event_txid(ev);
-		m->retry = pgq_event_retry(ev);
+		m->id = ev.id;
+		m->time_us = ev.time_us;
+		m->txid = ev.txid;
+		m->retry = ev.retry;
 		m->nulls = 0;
 		for (int i = 0; i < 6; i++) {
 			m->len[i] = f[i].len;
@@ -72,6 +76,7 @@ static pgq_status pgq_go_batch_fill(pgq_batch *b, const pgq_event **pending,
 import "C"
 
 import (
+	"context"
 	"runtime"
 	"sync"
 	"time"
@@ -106,7 +111,11 @@ type Consumer struct {
 type ConsumerOption func(*consumerOptions)
 
 type consumerOptions struct {
-	fetchSize *uint32
+	sub          *string
+	deadInterval time.Duration
+	fetchSize    *uint32
+	pollOnly     *bool
+	pollInterval *time.Duration
 }
 
 // WithFetchSize sets how many events Batch.Next fetches from the server at a time.
@@ -117,6 +126,29 @@ func WithFetchSize(n int) ConsumerOption {
 			v = 0 // rejected by the library as invalid input
 		}
 		o.fetchSize = &v
+	}
+}
+
+// WithConsumerPollOnly makes NextBatch only poll, without LISTENing for tick notifications
+// (for PgBouncer in transaction pooling mode).
+func WithConsumerPollOnly(pollOnly bool) ConsumerOption {
+	return func(o *consumerOptions) { o.pollOnly = &pollOnly }
+}
+
+// WithConsumerPollInterval sets how often a waiting NextBatch looks for a batch between tick
+// notifications.
+func WithConsumerPollInterval(d time.Duration) ConsumerOption {
+	return func(o *consumerOptions) { o.pollInterval = &d }
+}
+
+// WithConsumerSubconsumer makes the consumer cooperative (pgq_coop): it consumes as
+// subconsumer sub of its consumer name, sharing the consumer's batches with the other
+// subconsumers (each batch goes to one of them). deadInterval > 0 lets it take over the open
+// batch of a sibling silent that long. Register it with Consumer.RegisterSubconsumer.
+func WithConsumerSubconsumer(sub string, deadInterval time.Duration) ConsumerOption {
+	return func(o *consumerOptions) {
+		o.sub = &sub
+		o.deadInterval = deadInterval
 	}
 }
 
@@ -138,11 +170,40 @@ func (c *Client) NewConsumer(queue, name string, opts ...ConsumerOption) (*Consu
 	}
 	co := &Consumer{ptr: ptr, queue: queue, name: name}
 	runtime.SetFinalizer(co, (*Consumer).Close)
+	var setters []func(p *C.pgq_consumer, e **C.pgq_error) C.pgq_status
 	if o.fetchSize != nil {
-		err := co.call(func(p *C.pgq_consumer, e **C.pgq_error) C.pgq_status {
+		setters = append(setters, func(p *C.pgq_consumer, e **C.pgq_error) C.pgq_status {
 			return C.pgq_consumer_set_fetch_size(p, C.uint32_t(*o.fetchSize), e)
 		})
+	}
+	if o.sub != nil {
+		ms, err := durationMS(o.deadInterval)
 		if err != nil {
+			co.Close()
+			return nil, err
+		}
+		setters = append(setters, func(p *C.pgq_consumer, e **C.pgq_error) C.pgq_status {
+			s, sl := strArg(*o.sub)
+			return C.pgq_consumer_set_subconsumer(p, s, sl, ms, e)
+		})
+	}
+	if o.pollOnly != nil {
+		setters = append(setters, func(p *C.pgq_consumer, e **C.pgq_error) C.pgq_status {
+			return C.pgq_consumer_set_poll_only(p, C.bool(*o.pollOnly), e)
+		})
+	}
+	if o.pollInterval != nil {
+		ms, err := durationMS(*o.pollInterval)
+		if err != nil {
+			co.Close()
+			return nil, err
+		}
+		setters = append(setters, func(p *C.pgq_consumer, e **C.pgq_error) C.pgq_status {
+			return C.pgq_consumer_set_poll_interval_ms(p, ms, e)
+		})
+	}
+	for _, set := range setters {
+		if err := co.call(set); err != nil {
 			co.Close()
 			return nil, err
 		}
@@ -184,6 +245,25 @@ func (co *Consumer) Unregister() error {
 	})
 }
 
+// RegisterSubconsumer registers the consumer's subconsumer (WithConsumerSubconsumer) with
+// pgq_coop, and the consumer on the queue if needed; created is false when it already was.
+func (co *Consumer) RegisterSubconsumer() (created bool, err error) {
+	var b C.bool
+	err = co.call(func(p *C.pgq_consumer, e **C.pgq_error) C.pgq_status {
+		return C.pgq_consumer_register_subconsumer(p, &b, e)
+	})
+	return bool(b), err
+}
+
+// UnregisterSubconsumer unregisters the consumer's subconsumer. If it holds an open batch,
+// releaseBatch leaves that batch to the next sibling that asks; without it the call fails
+// with ErrBatchOpen.
+func (co *Consumer) UnregisterSubconsumer(releaseBatch bool) error {
+	return co.call(func(p *C.pgq_consumer, e **C.pgq_error) C.pgq_status {
+		return C.pgq_consumer_unregister_subconsumer(p, C.bool(releaseBatch), e)
+	})
+}
+
 // NextBatch waits up to timeout for the next batch of events and returns it, or nil (and no
 // error) if none came in time. A timeout of 0 (or less) only looks.
 //
@@ -208,6 +288,29 @@ func (co *Consumer) NextBatch(timeout time.Duration) (*Batch, error) {
 	return newBatch(ptr, true), nil
 }
 
+// contextSlice bounds each wait of NextBatchContext, so a cancellation is seen that soon.
+const contextSlice = 200 * time.Millisecond
+
+// NextBatchContext is NextBatch waiting until ctx is done: it returns a batch as soon as one
+// is there, or ctx.Err() once ctx is cancelled or past its deadline (noticed within 200ms).
+func (co *Consumer) NextBatchContext(ctx context.Context) (*Batch, error) {
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		wait := contextSlice
+		if dl, ok := ctx.Deadline(); ok {
+			if left := time.Until(dl); left < wait {
+				wait = left
+			}
+		}
+		b, err := co.NextBatch(wait)
+		if err != nil || b != nil {
+			return b, err
+		}
+	}
+}
+
 // Close releases the consumer. It is idempotent. Batches already returned stay usable.
 func (co *Consumer) Close() error {
 	co.mu.Lock()
@@ -226,20 +329,25 @@ func (co *Consumer) Close() error {
 // batch with Finish, or with Close to have it delivered again. A Batch is not meant to be
 // shared between goroutines (its calls are serialised).
 type Batch struct {
-	mu     sync.Mutex
-	ptr    *C.pgq_batch
-	owned  bool // false inside a handler: the library ends the batch
-	id     int64
-	tickID int64
-	prevID int64
+	mu       sync.Mutex
+	ptr      *C.pgq_batch
+	owned    bool // false inside a handler: the library ends the batch
+	id       int64
+	tickID   int64
+	prevID   int64
+	tickTime time.Time
+	queue    string
+	consumer string
+	sub      string
 
 	// Events read ahead from the library (see pgq_go_batch_fill), served by Next.
-	pending *C.pgq_event    // a view whose fields did not fit into the last buffer
-	meta    []C.pgq_go_meta // reused between fills
-	buf     []byte          // reused between fills; events get an exact-size copy
-	ready   []Event         // read, not yet returned
-	readErr error           // the failure after the ready events, reported after them
-	atEnd   bool
+	pending    C.pgq_event_fields // an event whose fields did not fit into the last buffer
+	hasPending C.bool
+	meta       []C.pgq_go_meta // reused between fills
+	buf        []byte          // reused between fills; events get an exact-size copy
+	ready      []Event         // read, not yet returned
+	readErr    error           // the failure after the ready events, reported after them
+	atEnd      bool
 }
 
 // Read-ahead limits: events per cgo call, and the initial size of the byte buffer they are
@@ -257,6 +365,10 @@ func newBatch(ptr *C.pgq_batch, owned bool) *Batch {
 		tickID: int64(C.pgq_batch_tick_id(ptr)),
 		prevID: int64(C.pgq_batch_prev_tick_id(ptr)),
 	}
+	b.tickTime = time.UnixMicro(int64(C.pgq_batch_tick_time_us(ptr)))
+	b.queue, _ = goStr(C.pgq_batch_queue(ptr))
+	b.consumer, _ = goStr(C.pgq_batch_consumer(ptr))
+	b.sub, _ = goStr(C.pgq_batch_subconsumer(ptr))
 	if owned {
 		runtime.SetFinalizer(b, (*Batch).Close)
 	}
@@ -272,6 +384,32 @@ func (b *Batch) TickID() int64 { return b.tickID }
 // PrevTickID returns the id of the tick that starts the batch, -1 for the first batch after
 // registration.
 func (b *Batch) PrevTickID() int64 { return b.prevID }
+
+// TickTime returns when the tick that ends the batch was taken.
+func (b *Batch) TickTime() time.Time { return b.tickTime }
+
+// Queue returns the queue's name.
+func (b *Batch) Queue() string { return b.queue }
+
+// Consumer returns the consumer's name.
+func (b *Batch) Consumer() string { return b.consumer }
+
+// Subconsumer returns the subconsumer holding the batch in cooperative mode, else "".
+func (b *Batch) Subconsumer() string { return b.sub }
+
+// IsStopping reports whether the Worker that lent this batch to its handler is stopping: a
+// long handler may cut its work short and return an error to have the batch delivered again
+// later. Always false for a batch from NextBatch, and after the batch ended.
+func (b *Batch) IsStopping() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ptr == nil {
+		return false
+	}
+	stopping := bool(C.pgq_batch_is_stopping(b.ptr))
+	runtime.KeepAlive(b)
+	return stopping
+}
 
 func (b *Batch) call(f func(p *C.pgq_batch, err **C.pgq_error) C.pgq_status) error {
 	b.mu.Lock()
@@ -318,7 +456,7 @@ func (b *Batch) fill() {
 	for {
 		var n, used, need C.size_t
 		var cerr *C.pgq_error
-		st := C.pgq_go_batch_fill(b.ptr, &b.pending, &b.meta[0], C.size_t(len(b.meta)),
+		st := C.pgq_go_batch_fill(b.ptr, &b.pending, &b.hasPending, &b.meta[0], C.size_t(len(b.meta)),
 			(*C.char)(unsafe.Pointer(&b.buf[0])), C.size_t(len(b.buf)), &n, &used, &need, &cerr)
 		runtime.KeepAlive(b)
 		if n == 0 && need > 0 && st == C.PGQ_STATUS_OK {
@@ -327,7 +465,7 @@ func (b *Batch) fill() {
 		}
 		b.ready = decodeEvents(b.meta[:int(n)], string(b.buf[:int(used)]))
 		if len(b.buf) > fillBytes {
-			b.buf = b.buf[:fillBytes:fillBytes] // do not keep a huge buffer for the rest
+			b.buf = make([]byte, fillBytes) // do not keep a huge buffer for the rest
 		}
 		if st != C.PGQ_STATUS_OK {
 			b.readErr = takeError(st, cerr)

@@ -14,16 +14,21 @@
 //	client.RegisterConsumer("orders", "mailer")
 //	client.Send("orders", pgq.TextEvent("order.created", `{"id": 42}`))
 //
-// Sending inside a transaction of your own, together with your business data: Client.Begin.
-// Consuming: Client.NewConsumer, Consumer.NextBatch, Batch.Next, Batch.Finish.
+// Sending inside a transaction together with your business data: Client.Begin. (Within a
+// database/sql or pgx transaction of your own, call PGQ's SQL function in it instead:
+// SELECT pgq.insert_event('orders', 'order.created', '{"id": 42}').)
+// Consuming by pulling: Client.NewConsumer, Consumer.NextBatch, Batch.Next, Batch.Finish.
+// Consuming with a handler called once per batch on the library's worker threads:
+// Client.StartWorker. Cutting batches (what pgqd does): Client.StartTicker, or Client.Tick.
 //
 // # Lifetimes and concurrency
 //
 // Client, Consumer, Batch and Tx hold C resources. Each has an explicit, idempotent Close
 // (Tx: Rollback; Batch: Close or Finish); a finalizer releases forgotten ones only as a
-// safety net. Calls after Close fail with ErrInvalidState. A Client is safe for concurrent
-// use; Consumer, Batch and Tx serialise their calls but are meant for one goroutine at a
-// time.
+// safety net. Calls after Close fail with ErrInvalidState. Worker and Ticker run threads and,
+// like goroutines, run until stopped (Close, Stop), referenced or not. A Client, Worker and
+// Ticker are safe for concurrent use; Consumer, Batch and Tx serialise their calls but are
+// meant for one goroutine at a time.
 //
 // # Errors
 //
@@ -32,9 +37,13 @@
 //
 // # Building
 //
-// The package links against the repository's own build of libpgq: run `cargo build` at the
-// repository root first (it produces target/debug/libpgq.so and include/pgq.h); test and
-// program binaries find the library through an rpath. To link against an installed libpgq
-// instead, build with `-tags pgq_pkgconfig` (pkg-config module "pgq"). Only Go's standard
+// By default the package links the repository's own debug build of libpgq statically: run
+// `cargo build` at the repository root first (it produces target/debug/libpgq.a; the
+// header is include/pgq.h), then `go test` or `go build` here; the binaries need nothing
+// at run time. `-tags pgq_release` links target/release/libpgq.a instead (`cargo build
+// --release`; for benchmarks). To link an installed shared libpgq, install it with
+// `scripts/install-lib.sh PREFIX` and build with `-tags pgq_pkgconfig` and
+// PKG_CONFIG_PATH=PREFIX/lib/pkgconfig; the program then loads libpgq.so.0 from the
+// loader's path (LD_LIBRARY_PATH, or ldconfig for a system prefix). Only Go's standard
 // library is used; Go 1.19 or newer.
 package pgq

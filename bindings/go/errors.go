@@ -43,7 +43,25 @@ const (
 	ErrPanic             Status = 23 // the library caught a panic inside itself (a bug)
 	ErrInvalidState      Status = 24 // a handle was used after Close, Finish, Commit, ...
 	ErrOutOfRange        Status = 25 // a number does not fit (size, duration, ...)
+	ErrBatchOpen         Status = 26 // a cooperative subconsumer still has an open batch
 )
+
+// The numbers above must be the header's: each line fails to compile if one differs.
+var _ = [...]struct{}{
+	{}, [1]struct{}{}[ErrOther-C.PGQ_STATUS_ERROR], [1]struct{}{}[ErrNullPointer-C.PGQ_STATUS_NULL_POINTER],
+	[1]struct{}{}[ErrInvalidUTF8-C.PGQ_STATUS_INVALID_UTF8], [1]struct{}{}[ErrInvalidInput-C.PGQ_STATUS_INVALID_INPUT],
+	[1]struct{}{}[ErrConnect-C.PGQ_STATUS_CONNECT], [1]struct{}{}[ErrPool-C.PGQ_STATUS_POOL],
+	[1]struct{}{}[ErrConnectionLost-C.PGQ_STATUS_CONNECTION_LOST], [1]struct{}{}[ErrNoSuchQueue-C.PGQ_STATUS_NO_SUCH_QUEUE],
+	[1]struct{}{}[ErrNotSubscribed-C.PGQ_STATUS_NOT_SUBSCRIBED], [1]struct{}{}[ErrConsumersAttached-C.PGQ_STATUS_CONSUMERS_ATTACHED],
+	[1]struct{}{}[ErrNoSuchBatch-C.PGQ_STATUS_NO_SUCH_BATCH], [1]struct{}{}[ErrNoSuchEvent-C.PGQ_STATUS_NO_SUCH_EVENT],
+	[1]struct{}{}[ErrNoSuchTick-C.PGQ_STATUS_NO_SUCH_TICK], [1]struct{}{}[ErrInsertDisabled-C.PGQ_STATUS_INSERT_DISABLED],
+	[1]struct{}{}[ErrTickerDisabled-C.PGQ_STATUS_TICKER_DISABLED], [1]struct{}{}[ErrNotInstalled-C.PGQ_STATUS_NOT_INSTALLED],
+	[1]struct{}{}[ErrPermissionDenied-C.PGQ_STATUS_PERMISSION_DENIED], [1]struct{}{}[ErrDatabase-C.PGQ_STATUS_DATABASE],
+	[1]struct{}{}[ErrTimeout-C.PGQ_STATUS_TIMEOUT], [1]struct{}{}[ErrStopped-C.PGQ_STATUS_STOPPED],
+	[1]struct{}{}[ErrWouldDeadlock-C.PGQ_STATUS_WOULD_DEADLOCK], [1]struct{}{}[ErrHandler-C.PGQ_STATUS_HANDLER],
+	[1]struct{}{}[ErrPanic-C.PGQ_STATUS_PANIC], [1]struct{}{}[ErrInvalidState-C.PGQ_STATUS_INVALID_STATE],
+	[1]struct{}{}[ErrOutOfRange-C.PGQ_STATUS_OUT_OF_RANGE], [1]struct{}{}[ErrBatchOpen-C.PGQ_STATUS_BATCH_OPEN],
+}
 
 var statusNames = map[Status]string{
 	ErrOther:             "error",
@@ -71,6 +89,7 @@ var statusNames = map[Status]string{
 	ErrPanic:             "internal panic",
 	ErrInvalidState:      "invalid state",
 	ErrOutOfRange:        "out of range",
+	ErrBatchOpen:         "batch still open",
 }
 
 // String returns a short lower-case description, e.g. "no such queue".

@@ -80,6 +80,20 @@ func TestBadInputLosesNothing(t *testing.T) {
 	// One bad event in a SendMany rejects all of them.
 	err = c.SendMany("q", []pgq.NewEvent{pgq.TextEvent("t", "good"), pgq.TextEvent("t", "\xff")})
 	wantStatus(t, err, pgq.ErrInvalidUTF8)
+	wantStatus(t, c.SetQueueConfig("q", "ticker_max_count", "\xff"), pgq.ErrInvalidUTF8)
+	wantStatus(t, c.SetQueueConfig("q", "ticker_max_count", "lots"), pgq.ErrInvalidInput)
+	tx, err := c.Begin()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Send("q", pgq.TextEvent("t", "in a failed transaction")); err != nil {
+		t.Fatal(err)
+	}
+	wantStatus(t, tx.Exec("select '\xff'"), pgq.ErrInvalidUTF8)
+	_, err = tx.Send("q", pgq.TextEvent("\xff", "d"))
+	wantStatus(t, err, pgq.ErrInvalidUTF8)
+	// A transaction with a failed call never commits, even if the server saw nothing wrong.
+	wantStatus(t, tx.Commit(), pgq.ErrInvalidState)
 	_, err = c.NewConsumer("q", "")
 	wantStatus(t, err, pgq.ErrInvalidInput)
 	co, err := c.NewConsumer("nope", "c")
@@ -109,8 +123,13 @@ func TestBadInputLosesNothing(t *testing.T) {
 }
 
 func TestUseAfterClose(t *testing.T) {
-	c, _ := openClient(t)
+	c, dsn := openClient(t)
 	setupQueue(t, c, "q", "c")
+	c2, err := pgq.Open(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
 	co, err := c.NewConsumer("q", "c")
 	if err != nil {
 		t.Fatal(err)
@@ -144,12 +163,31 @@ func TestUseAfterClose(t *testing.T) {
 	if _, err := co.NextBatch(0); err != nil {
 		t.Fatalf("NextBatch after Client.Close: %v", err)
 	}
+	if _, err := c2.Send("q", pgq.TextEvent("t", "d")); err != nil {
+		t.Fatal(err)
+	}
+	tick(t, c2, "q")
+	b, err := co.NextBatch(time.Second)
+	if err != nil || b == nil {
+		t.Fatalf("NextBatch: %v, %v", b, err)
+	}
 	if err := co.Close(); err != nil {
 		t.Fatal(err)
 	}
 	if err := co.Close(); err != nil {
 		t.Fatalf("second Consumer.Close: %v", err)
 	}
+	// The batch outlives its consumer; once finished it is dead.
+	if _, err := b.Events(); err != nil {
+		t.Fatalf("Events after Consumer.Close: %v", err)
+	}
+	if err := b.Finish(); err != nil {
+		t.Fatalf("Finish after Consumer.Close: %v", err)
+	}
+	_, err = b.Next()
+	wantStatus(t, err, pgq.ErrInvalidState)
+	wantStatus(t, b.Retry(1, 0), pgq.ErrInvalidState)
+	wantStatus(t, b.Finish(), pgq.ErrInvalidState)
 	_, err = co.NextBatch(0)
 	wantStatus(t, err, pgq.ErrInvalidState)
 	_, err = co.Register()

@@ -219,3 +219,63 @@ func ExampleBatch_Retry() {
 	// done ok
 	// retry flaky
 }
+
+// A Ticker cuts batches and a Worker hands each batch to a handler on the library's threads.
+func ExampleClient_StartWorker() {
+	client, err := pgq.Open(exampleDSN())
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer client.Close()
+	for _, step := range []func() error{
+		client.Install,
+		func() error { _, err := client.CreateQueue("orders"); return err },
+		func() error { _, err := client.RegisterConsumer("orders", "mailer"); return err },
+		// Tick as soon as events wait 50ms (the default is 3s).
+		func() error { return client.SetQueueConfig("orders", "ticker_max_lag", "50 milliseconds") },
+	} {
+		if err := step(); err != nil {
+			log.Fatal(err)
+		}
+	}
+
+	ticker, err := client.StartTicker(pgq.WithTickerPeriod(20 * time.Millisecond))
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer ticker.Stop()
+
+	handled := make(chan string, 10)
+	worker, err := client.StartWorker("orders", "mailer", func(b *pgq.Batch) error {
+		events, err := b.Events()
+		if err != nil {
+			return err // the batch is delivered again
+		}
+		for _, ev := range events {
+			handled <- *ev.Data
+		}
+		return nil // the batch is finished
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer worker.Close()
+
+	if err := client.SendMany("orders", []pgq.NewEvent{
+		pgq.TextEvent("order.created", "41"),
+		pgq.TextEvent("order.created", "42"),
+	}); err != nil {
+		log.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		select {
+		case data := <-handled:
+			fmt.Println("mailed order", data)
+		case <-time.After(30 * time.Second):
+			log.Fatal("timed out")
+		}
+	}
+	// Output:
+	// mailed order 41
+	// mailed order 42
+}

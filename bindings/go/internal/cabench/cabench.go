@@ -29,7 +29,8 @@ static void cabench_close(cabench *b) {
 	pgq_client_free(b->client);
 }
 
-// Consumes batches until `want` events were read (reading every field of each event) and
+// Consumes batches until `want` events were read (every field of each event, with
+// pgq_batch_next_event_fields: the fastest way through the C ABI) and
 // their batches finished. *got: events read; *sum: a checksum so no read is optimised away.
 static pgq_status cabench_consume(cabench *b, int64_t want, int64_t *got, uint64_t *sum,
                                   pgq_error **err) {
@@ -42,16 +43,17 @@ static pgq_status cabench_consume(cabench *b, int64_t want, int64_t *got, uint64
 		if (batch == NULL) return PGQ_STATUS_TIMEOUT;
 		for (;;) {
 			const pgq_event *ev = NULL;
-			st = pgq_batch_next_event(batch, &ev, err);
+			pgq_event_fields f;
+			f.struct_size = sizeof f;
+			st = pgq_batch_next_event_fields(batch, &ev, &f, err);
 			if (st != PGQ_STATUS_OK) {
 				pgq_batch_free(batch);
 				return st;
 			}
 			if (ev == NULL) break;
-			*sum += (uint64_t)pgq_event_id(ev) + (uint64_t)pgq_event_time_us(ev) +
-			        (uint64_t)pgq_event_txid(ev) + (uint64_t)pgq_event_retry(ev) +
-			        pgq_event_type(ev).len + pgq_event_data(ev).len + pgq_event_extra1(ev).len +
-			        pgq_event_extra2(ev).len + pgq_event_extra3(ev).len + pgq_event_extra4(ev).len;
+			*sum += (uint64_t)f.id + (uint64_t)f.time_us + (uint64_t)f.txid + (uint64_t)f.retry +
+			        f.type.len + f.data.len + f.extra1.len + f.extra2.len + f.extra3.len +
+			        f.extra4.len;
 			(*got)++;
 		}
 		st = pgq_batch_finish(batch, err);
