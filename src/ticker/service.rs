@@ -9,12 +9,14 @@
 //!   statement that tells, from the queues' tick rows and event sequences, whether any queue
 //!   may be due (PGQ-SPEC section 4). Usually none is, and that is the whole round: tens of
 //!   microseconds of server time for a few queues, about 10 us per queue for many. When one
-//!   may be due, `pgq.ticker(queue)` runs for those queues and `pg_notify('pgq_tick', queue)`
-//!   for each queue that got a tick, in one transaction, so a notification arrives only for a
-//!   committed tick. PGQ's own function still decides, so an idle queue gets no more ticks
-//!   than its idle back-off allows. Every 5 s a round calls `pgq.ticker(queue)` for every
-//!   queue, as a safety net. The pause after a round is at least 9 times the round's
-//!   duration, so thousands of queues never keep a server backend busy;
+//!   may be due, `pgq.ticker(queue)` (with eager ticking `pgq.ticker_eager(queue, min_lag)`)
+//!   runs for those queues and `pg_notify('pgq_tick', queue)` for each queue that got a
+//!   tick, in one transaction, so a notification arrives only for a committed tick. The SQL
+//!   function still decides, so an idle queue gets no more ticks than its idle back-off
+//!   allows. After a round that ticked, the next one skips the pre-check (under traffic it
+//!   would say "due" anyway). Every 5 s a round calls the function for every queue, as a
+//!   safety net. The pause after a round is at least 9 times the round's duration, so
+//!   thousands of queues never keep a server backend busy;
 //! * every `retry_period`, `pgq.maint_retry_events()` until it returns 0;
 //! * every `maint_period`, every operation `pgq.maint_operations()` lists, each in its own
 //!   transaction (rotation step 1 and step 2 separately), `VACUUM` outside a transaction.
@@ -1241,9 +1243,9 @@ impl RoundSql {
     }
 }
 
-/// By default, every this often a round calls `pgq.ticker(queue)` for every queue, not only those the
-/// pre-check lists: a safety net should a PGQ variant decide due-ness in a way the
-/// pre-check does not foresee.
+/// By default, every this often a round calls `pgq.ticker(queue)` (or `pgq.ticker_eager`)
+/// for every queue, not only those the pre-check lists: a safety net should a PGQ variant
+/// decide due-ness in a way the pre-check does not foresee.
 const FULL_ROUND_EVERY: Duration = Duration::from_secs(5);
 
 /// Whether the connected database has libpgq's `pgq.ticker_eager` and we may call it.
