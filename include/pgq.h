@@ -1130,6 +1130,15 @@ pgq_status pgq_ticker_options_set_notify(struct pgq_ticker_options *opts,
                                          bool notify,
                                          struct pgq_error **err);
 
+// Eager ticking (libpgq's schema only): tick a queue with new events once its last tick is
+// at least `ms` old, instead of waiting for the queue's `ticker_max_count` events or
+// `ticker_max_lag`; a negative `ms` turns it off (PGQ's rules only, like pgqd). Default on
+// with 5 ms, which gives consumers millisecond latency; see the Rust
+// `TickerBuilder::eager` for the cost (up to one tick per round per busy queue).
+pgq_status pgq_ticker_options_set_min_tick_lag_ms(struct pgq_ticker_options *opts,
+                                                  int64_t ms,
+                                                  struct pgq_error **err);
+
 // A label for the ticker's thread name and log lines (default: the database name).
 pgq_status pgq_ticker_options_set_name(struct pgq_ticker_options *opts,
                                        const char *name,

@@ -239,6 +239,21 @@ fn ticker_eager_sql() {
     assert_eq!(eager(&mut b, "0"), None);
     assert_eq!(datas(&db.consume_all("q", "c")), vec!["b"]);
 
+    // Granted like ticker(queue): to pgq_admin, not to PUBLIC.
+    let row = b
+        .query_one(
+            "select has_function_privilege('pgq_admin', 'pgq.ticker_eager(text,interval)', \
+                    'execute'), \
+                    has_function_privilege('public', 'pgq.ticker_eager(text,interval)', \
+                    'execute')",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(
+        (row.get::<_, bool>(0), row.get::<_, bool>(1)),
+        (true, false)
+    );
+
     // Same errors as ticker(queue).
     for (sql, msg) in [
         ("select pgq.ticker_eager('nope', '0')", "no such queue"),

@@ -24,6 +24,8 @@ pub struct pgq_ticker_options {
     takeover_period: Option<Duration>,
     notify: bool,
     name: Option<String>,
+    /// None: the default; Some(None): eager ticking off.
+    min_tick_lag: Option<Option<Duration>>,
 }
 
 /// A running ticker service: one thread per database that ticks the queues, moves due
@@ -77,6 +79,7 @@ pub extern "C" fn pgq_ticker_options_new() -> *mut pgq_ticker_options {
             takeover_period: None,
             notify: true,
             name: None,
+            min_tick_lag: None,
         }))
     })
 }
@@ -171,6 +174,24 @@ pub unsafe extern "C" fn pgq_ticker_options_set_notify(
     })
 }
 
+/// Eager ticking (libpgq's schema only): tick a queue with new events once its last tick is
+/// at least `ms` old, instead of waiting for the queue's `ticker_max_count` events or
+/// `ticker_max_lag`; a negative `ms` turns it off (PGQ's rules only, like pgqd). Default on
+/// with 5 ms, which gives consumers millisecond latency; see the Rust
+/// `TickerBuilder::eager` for the cost (up to one tick per round per busy queue).
+#[no_mangle]
+pub unsafe extern "C" fn pgq_ticker_options_set_min_tick_lag_ms(
+    opts: *mut pgq_ticker_options,
+    ms: i64,
+    err: *mut *mut pgq_error,
+) -> pgq_status {
+    ffi_boundary!(err = err, {
+        let o = handle_mut("opts", opts)?;
+        o.min_tick_lag = Some(u64::try_from(ms).ok().map(Duration::from_millis));
+        Ok(())
+    })
+}
+
 /// A label for the ticker's thread name and log lines (default: the database name).
 #[no_mangle]
 pub unsafe extern "C" fn pgq_ticker_options_set_name(
@@ -221,6 +242,9 @@ pub unsafe extern "C" fn pgq_ticker_start(
                 b = b.takeover_period(d);
             }
             b = b.notify(o.notify);
+            if let Some(lag) = o.min_tick_lag {
+                b = b.eager(lag);
+            }
             if let Some(n) = o.name {
                 b = b.name(n);
             }
