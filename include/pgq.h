@@ -1130,14 +1130,16 @@ pgq_status pgq_ticker_options_set_notify(struct pgq_ticker_options *opts,
                                          bool notify,
                                          struct pgq_error **err);
 
-// Eager ticking (libpgq's schema only): tick a queue with new events once its last tick is
-// at least `ms` old, instead of waiting for the queue's `ticker_max_count` events or
-// `ticker_max_lag`; a negative `ms` turns it off (PGQ's rules only, like pgqd). Default on
-// with 5 ms, which gives consumers millisecond latency; see the Rust
-// `TickerBuilder::eager` for the cost (up to one tick per round per busy queue).
-pgq_status pgq_ticker_options_set_min_tick_lag_ms(struct pgq_ticker_options *opts,
-                                                  int64_t ms,
-                                                  struct pgq_error **err);
+// Eager ticking (default on): tick a queue as soon as it has new events and its last
+// tick is at least `min_lag_ms` old (0: the library's default, 5 ms), instead of waiting
+// for the queue's `ticker_max_count` events or `ticker_max_lag`, so consumers see events
+// about one ticker round after their commit. `eager = false` ticks by the queue's rules
+// only, like pgqd (fewer, larger batches). Needs libpgq's schema; on the official
+// extension the ticker falls back to the queue's rules.
+pgq_status pgq_ticker_options_set_eager(struct pgq_ticker_options *opts,
+                                        bool eager,
+                                        uint64_t min_lag_ms,
+                                        struct pgq_error **err);
 
 // A label for the ticker's thread name and log lines (default: the database name).
 pgq_status pgq_ticker_options_set_name(struct pgq_ticker_options *opts,
