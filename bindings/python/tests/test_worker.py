@@ -280,3 +280,21 @@ def test_handler_may_use_the_client(client: libpgq.Client, fast_queue: str) -> N
     with client.consumer("out", "reader") as consumer:
         assert [(e.ev_type, e.ev_data) for e in drain(consumer, timeout=5)] == [
             ("fwd", str(i)) for i in range(10)]
+
+
+def test_ticker_eager_and_by_the_queue_rules(client: libpgq.Client) -> None:
+    # The queue's own rules would tick only after 1000 events or an hour.
+    client.create_queue("q")
+    client.configure("q", ticker_max_count=1000, ticker_max_lag="1 hour",
+                     ticker_idle_period="1 hour")
+    client.register_consumer("q", "c")
+    with client.consumer("q", "c") as consumer:
+        # Eager (the default): one event is enough for a tick.
+        with client.ticker(period=0.02, eager=True, eager_min_lag=0.01):
+            client.send("q", "t", "eager")
+            assert [e.ev_data for e in drain(consumer, timeout=30)] == ["eager"]
+        # By the queue's rules, like pgqd: ticks once ticker_max_count events are there.
+        client.configure("q", ticker_max_count=3)
+        with client.ticker(period=0.02, eager=False):
+            client.send_many("q", [("t", "a"), ("t", "b"), ("t", "c")])
+            assert [e.ev_data for e in drain(consumer, timeout=30)] == ["a", "b", "c"]

@@ -86,7 +86,10 @@ class Ticker(Handle):
     Only one ticker ticks a database at a time; another one stands by and takes over when
     the first goes away (``takeover_period``). ``period`` is how often it looks for queues
     due a tick; ``retry_period`` and ``maint_period`` how often it moves due retry events
-    and runs maintenance; ``notify`` wakes listening consumers after each tick.
+    and runs maintenance; ``notify`` wakes listening consumers after each tick. ``eager``
+    (default on, libpgq's schema only) ticks a queue as soon as it has new events and its
+    last tick is ``eager_min_lag`` old, instead of waiting for the queue's
+    ``ticker_max_count`` / ``ticker_max_lag``; ``eager=False`` ticks like pgqd.
 
     ::
 
@@ -100,7 +103,9 @@ class Ticker(Handle):
                  retry_period: Optional[Seconds] = None,
                  maint_period: Optional[Seconds] = None,
                  takeover_period: Optional[Seconds] = None,
-                 notify: Optional[bool] = None, name: Optional[Text] = None) -> None:
+                 notify: Optional[bool] = None, name: Optional[Text] = None,
+                 eager: Optional[bool] = None,
+                 eager_min_lag: Optional[Seconds] = None) -> None:
         lib = _ffi.lib()
         start = lib.require("pgq_ticker_start")
         # Counted as in use until started, so that close() on another thread waits; taken
@@ -117,6 +122,11 @@ class Ticker(Handle):
                         self._opt(opts, opt, [c_uint64], delay_ms(value, opt[:-3]))
                 if notify is not None:
                     self._opt(opts, "notify", [c_bool], bool(notify))
+                if eager is not None or eager_min_lag is not None:
+                    lag = (0 if eager_min_lag is None
+                           else delay_ms(eager_min_lag, "eager_min_lag"))
+                    self._opt(opts, "eager", [c_bool, c_uint64],
+                              True if eager is None else bool(eager), lag)
                 if name is not None:
                     n = encode(name, "name")
                     self._opt(opts, "name", [c_char_p, c_size_t], n, len(n))
