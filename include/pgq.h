@@ -1130,6 +1130,17 @@ pgq_status pgq_ticker_options_set_notify(struct pgq_ticker_options *opts,
                                          bool notify,
                                          struct pgq_error **err);
 
+// Eager ticking (default on): tick a queue as soon as it has new events and its last
+// tick is at least `min_lag_ms` old (0: the library's default, 5 ms), instead of waiting
+// for the queue's `ticker_max_count` events or `ticker_max_lag`, so consumers see events
+// about one ticker round after their commit. `eager = false` ticks by the queue's rules
+// only, like pgqd (fewer, larger batches). Needs libpgq's schema; on the official
+// extension the ticker falls back to the queue's rules.
+pgq_status pgq_ticker_options_set_eager(struct pgq_ticker_options *opts,
+                                        bool eager,
+                                        uint64_t min_lag_ms,
+                                        struct pgq_error **err);
+
 // A label for the ticker's thread name and log lines (default: the database name).
 pgq_status pgq_ticker_options_set_name(struct pgq_ticker_options *opts,
                                        const char *name,

@@ -8,9 +8,10 @@
 # --verify), one throwaway PostgreSQL cluster, cargo test
 # (unit, integration, bins, examples, doctests) against it, the C ABI checks (tests/c/run.sh:
 # C tests under sanitizers, a C++ include check, the C examples under valgrind), the Go
-# binding's go vet, gofmt and go test -race (bindings/go), the demo (scripts/demo.sh), and
+# binding's go vet, gofmt and go test -race (bindings/go), the demo (scripts/demo.sh),
 # the compatibility round trip with the reference tools (tests/compat) on our schema and on
-# the official extension.
+# the official extension, and the Python binding (bindings/python/run-tests.sh: venv, mypy,
+# pytest).
 #
 # SERVER_DSN (or $PGQ_TEST_DSN): a superuser DSN of a running PostgreSQL 13+ server to test
 # on instead of a throwaway cluster. Tests create and drop their own databases there. The
@@ -148,7 +149,8 @@ step "go vet (bindings/go)" go_vet
 step "gofmt -l (bindings/go)" go_fmt
 step "go test -race (bindings/go)" go_test
 step "demo (scripts/demo.sh)" run_demo
-step "compat: pgqd + python3-pgq on our schema" tests/compat/run.sh ours "$dsn"
-step "compat: pgqd + python3-pgq on the official extension" tests/compat/run.sh official "$dsn"
+step "compat: pgqd / pgqctl ticker + python3-pgq on our schema" tests/compat/run.sh ours "$dsn"
+step "compat: pgqd / pgqctl ticker + python3-pgq on the official extension" tests/compat/run.sh official "$dsn"
+step "python binding (bindings/python)" bindings/python/run-tests.sh
 
 summary

@@ -14,12 +14,15 @@ use pgq::{Consumer, ErrorKind, InstallOutcome, NewEvent};
 fn schema_fingerprint(conn: &mut postgres::Client) -> String {
     conn.query_one(
         "select concat_ws(E'\\n',
-            (select string_agg(p.oid::regprocedure::text || '=' || md5(p.prosrc)
-                               || coalesce(array_to_string(p.proacl, ','), ''), E'\\n' order by 1)
-               from pg_proc p where p.pronamespace = to_regnamespace('pgq')),
-            (select string_agg(c.relname || ':' || c.relkind::text
-                               || coalesce(array_to_string(c.relacl, ','), ''), E'\\n' order by 1)
-               from pg_class c where c.relnamespace = to_regnamespace('pgq')),
+            (select string_agg(x, E'\\n' order by x) from (
+                select p.oid::regprocedure::text || '=' || md5(p.prosrc)
+                       || coalesce(array_to_string(p.proacl, ','), '') as x
+                  from pg_proc p where p.pronamespace = to_regnamespace('pgq')) f),
+            (select string_agg(x, E'\\n' order by x) from (
+                select c.relname || ':' || c.relkind::text
+                       || coalesce(array_to_string(c.relacl, ','), '')
+                       || coalesce(array_to_string(c.reloptions, ','), '') as x
+                  from pg_class c where c.relnamespace = to_regnamespace('pgq')) r),
             (select string_agg(e.extname || ' ' || e.extversion, ',') from pg_extension e
               where e.extname = 'pgq'))",
         &[],
@@ -144,11 +147,15 @@ fn upgrade_from_an_older_revision_keeps_everything() {
     // e4: inserted, not yet ticked.
     c.send("q", &NewEvent::new("t", "e4")).unwrap();
 
-    // Make it look like an older libpgq revision: an older version row, a function that
-    // did not exist yet, another with an older body.
+    // Make it look like an older libpgq revision: an older version row, constraints named
+    // as revision 1 named them (one missing), a function that did not exist yet, another
+    // with an older body.
     let mut su = db.superuser();
     su.batch_execute(
         "update pgq.libpgq_schema set version = '0';
+         alter table pgq.retry_queue rename constraint rq_pkey to retry_queue_pkey;
+         alter table pgq.retry_queue drop constraint rq_queue_id_fkey;
+         alter table pgq.consumer rename constraint consumer_name_uq to consumer_co_name_key;
          drop function pgq.get_batch_info(bigint);
          create or replace function pgq.version() returns text
              language sql as $$ select '3.5.0 (libpgq 0)' $$;",
@@ -171,6 +178,26 @@ fn upgrade_from_an_older_revision_keeps_everything() {
     assert!(
         v.contains(&format!("libpgq {}", pgq::schema::SCHEMA_VERSION)),
         "{v}"
+    );
+    let names: Vec<String> = su
+        .query(
+            "select conname::text from pg_constraint
+              where conrelid in ('pgq.retry_queue'::regclass, 'pgq.consumer'::regclass)
+                and contype in ('p', 'u', 'f') order by 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "consumer_name_uq",
+            "consumer_pkey",
+            "rq_pkey",
+            "rq_queue_id_fkey"
+        ]
     );
     // the function that was missing is back, and sees b's open batch
     let info = c
@@ -328,4 +355,153 @@ fn definer_functions_pin_search_path_and_are_not_public() {
         public_writers.is_empty(),
         "PUBLIC may execute {public_writers:?}"
     );
+}
+
+/// `pgqctl schema` output (pgq::schema::sql) installs the same schema when fed to psql, and
+/// feeding it again over an install with queued events keeps them.
+#[test]
+fn printed_schema_installs_with_psql() {
+    let db = TestDb::new(Backend::Ours);
+    wipe(&db);
+    let host = match db.config.get_hosts().first() {
+        Some(postgres::config::Host::Tcp(h)) => h.clone(),
+        other => panic!("the tests expect a TCP server, got {other:?}"),
+    };
+    let port = db.config.get_ports().first().copied().unwrap_or(5432);
+    let run_psql = || {
+        let psql = if std::path::Path::new("/usr/lib/postgresql/15/bin/psql").exists() {
+            "/usr/lib/postgresql/15/bin/psql"
+        } else {
+            "psql"
+        };
+        let mut child = std::process::Command::new(psql)
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+            .env("PGHOST", &host)
+            .env("PGPORT", port.to_string())
+            .env("PGUSER", db.config.get_user().unwrap_or("postgres"))
+            .env("PGDATABASE", &db.name)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run psql");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(pgq::schema::sql().as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run_psql();
+    assert_eq!(
+        db.client.install().unwrap(),
+        InstallOutcome::AlreadyCurrent {
+            version: pgq::schema::SCHEMA_VERSION.to_string()
+        }
+    );
+    db.client.create_queue("q").unwrap();
+    db.client.register_consumer("q", "c").unwrap();
+    db.client.send("q", &NewEvent::new("t", "kept")).unwrap();
+    run_psql();
+    db.tick("q");
+    assert_eq!(datas(&db.consume_all("q", "c")), ["kept"]);
+}
+
+/// A database installed with libpgq's first released schema (tests/fixtures/schema-rev1.sql)
+/// and in use (queued, retried, unticked events, an open batch) upgrades to this revision
+/// with everything intact: the real upgrade path users take.
+#[test]
+fn upgrade_from_revision_1_keeps_everything() {
+    let db = TestDb::new(Backend::Ours);
+    wipe(&db);
+    let mut su = db.superuser();
+    su.batch_execute(include_str!("fixtures/schema-rev1.sql"))
+        .expect("install revision 1");
+    // One statement per transaction (a multi-statement string would be one transaction,
+    // and a tick cannot see events of its own transaction).
+    for sql in [
+        "select pgq.create_queue('q')",
+        "select pgq.register_consumer('q', 'a')",
+        "select pgq.register_consumer('q', 'b')",
+        "select pgq.insert_event('q', 't', 'e' || i) from generate_series(1, 5) i",
+        "select pgq.force_tick('q')",
+        "select pgq.ticker('q')",
+    ] {
+        su.batch_execute(sql).unwrap();
+    }
+    let a_batch: i64 = su
+        .query_one("select pgq.next_batch('q', 'a')", &[])
+        .unwrap()
+        .get(0);
+    let retried: i64 = su
+        .query_one(
+            "select ev_id from pgq.get_batch_events($1) where ev_data = 'e2'",
+            &[&a_batch],
+        )
+        .unwrap()
+        .get(0);
+    su.execute("select pgq.event_retry($1, $2, 0)", &[&a_batch, &retried])
+        .unwrap();
+    su.execute("select pgq.finish_batch($1)", &[&a_batch])
+        .unwrap();
+    let b_batch: i64 = su
+        .query_one("select pgq.next_batch('q', 'b')", &[])
+        .unwrap()
+        .get(0);
+    su.batch_execute("select pgq.insert_event('q', 't', 'late')")
+        .unwrap();
+    // Older than whatever revision this library is (the lead bumps it at release).
+    su.batch_execute("update pgq.libpgq_schema set version = '0'")
+        .unwrap();
+
+    let outcome = db.client.install().unwrap();
+    assert!(
+        matches!(outcome, InstallOutcome::Upgraded { .. }),
+        "{outcome:?}"
+    );
+    let c = &db.client;
+    let b = Consumer::new(c, "q", "b").unwrap();
+    let again = b.next_batch().unwrap().expect("b's open batch");
+    assert_eq!(again.id(), b_batch);
+    let got: Vec<_> = again.events().map(|e| e.unwrap()).collect();
+    assert_eq!(datas(&got), ["e1", "e2", "e3", "e4", "e5"]);
+    again.finish().unwrap();
+    assert_eq!(c.retry_events().unwrap(), 1);
+    db.tick("q");
+    let a_got = db.consume_all("q", "a");
+    assert_eq!(datas(&a_got), ["e2", "late"]);
+    assert_eq!(a_got[0].retry, Some(1));
+    assert_eq!(datas(&db.consume_all("q", "b")), ["late"]);
+    // and it is the current schema now: a fresh install would look the same
+    let fresh = TestDb::new(Backend::Ours);
+    let mut fresh_su = fresh.superuser();
+    fresh.client.create_queue("q").unwrap();
+    let shape = |conn: &mut postgres::Client| -> String {
+        conn.query_one(
+            "select string_agg(conname, ',' order by conname) from pg_constraint
+              where connamespace = 'pgq'::regnamespace",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    assert_eq!(shape(&mut su), shape(&mut fresh_su));
+    let funcs = |conn: &mut postgres::Client| -> String {
+        conn.query_one(
+            "select string_agg(oid::regprocedure::text || md5(prosrc), ','
+                               order by oid::regprocedure::text)
+               from pg_proc where pronamespace = 'pgq'::regnamespace",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    assert_eq!(funcs(&mut su), funcs(&mut fresh_su));
 }

@@ -182,9 +182,17 @@ fn compare(name: &str) -> Result<usize, String> {
 fn scripts_give_identical_output_on_both_backends() {
     let names = scripts();
     assert!(!names.is_empty(), "no tests/sql/*.sql scripts found");
+    // Every script in its own pair of databases, all at once.
+    let results: Vec<Result<usize, String>> = std::thread::scope(|s| {
+        let handles: Vec<_> = names.iter().map(|n| s.spawn(move || compare(n))).collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("script comparison panicked"))
+            .collect()
+    });
     let mut failures = Vec::new();
-    for name in &names {
-        match compare(name) {
+    for (name, result) in names.iter().zip(results) {
+        match result {
             Ok(lines) => eprintln!("tests/sql/{name}: identical ({lines} lines)"),
             Err(report) => failures.push(report),
         }

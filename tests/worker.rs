@@ -672,3 +672,63 @@ fn ticker_notification_wakes_the_worker_end_to_end() {
     let datas: Vec<String> = seen.lock().iter().map(|(_, d)| d.clone()).collect();
     assert_eq!(datas, ["e0", "e1", "e2"]);
 }
+
+#[test]
+fn coop_batch_taken_over_while_handled_is_not_a_handler_failure() {
+    let db = TestDb::new(common::Backend::Ours);
+    db.client.create_queue("q").unwrap();
+    db.client.register_subconsumer("q", "c", "a").unwrap();
+    db.client.register_subconsumer("q", "c", "b").unwrap();
+    produce(&db, "x", 2);
+    db.tick("q");
+    let (entered_tx, entered_rx) = bounded::<i64>(1);
+    let (go_tx, go_rx) = bounded::<()>(1);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    // Under ErrorPolicy::Stop a handler failure would stop the worker: losing the batch to
+    // a sibling must not.
+    let w = Worker::builder(&db.client, "q", "c")
+        .subconsumer("a", None)
+        .error_policy(ErrorPolicy::Stop)
+        .poll_interval(Duration::from_millis(20))
+        .handler(move |b| {
+            if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                entered_tx.send(b.id()).ok();
+                go_rx.recv().ok();
+            }
+            for ev in b.events() {
+                ev?;
+            }
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    let held = entered_rx.recv_timeout(WAIT).unwrap();
+    // Sibling b considers a dead after 200 ms and takes its batch over.
+    let b = pgq::Consumer::new(&db.client, "q", "c")
+        .unwrap()
+        .subconsumer("b", Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut taken = None;
+    wait_until("b takes a's batch over", WAIT, || {
+        taken = b.next_batch().unwrap();
+        taken.is_some()
+    });
+    let taken = taken.unwrap();
+    assert_eq!(taken.id(), held);
+    assert_eq!(taken.events().count(), 2);
+    taken.finish().unwrap();
+    go_tx.send(()).unwrap();
+    wait_until("a's batch refused", WAIT, || w.stats().db_errors >= 1);
+    let s = w.stats();
+    assert_eq!((s.batches, s.handler_errors), (0, 0), "{s:?}");
+    let msg = s.last_error.unwrap();
+    assert!(msg.contains("no longer open"), "{msg}");
+    assert!(w.is_running());
+    // a goes on with the next batch.
+    produce(&db, "y", 1);
+    db.tick("q");
+    wait_until("a finishes the next batch", WAIT, || w.stats().batches == 1);
+    w.stop();
+    w.join().unwrap();
+}

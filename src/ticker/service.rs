@@ -25,13 +25,27 @@
 //! within about that time after the active one stops, dies or loses its connection. Every
 //! round also takes a transaction advisory lock before ticking, so two tickers can never
 //! interleave ticks (tick order follows snapshot order) even while a dead peer's session is
-//! still being cleaned up.
+//! still being cleaned up. `pgqd` knows nothing of these locks: run it or libpgq tickers on a
+//! database, not both.
 //!
 //! **Failures are never fatal.** A lost connection or a server restart is logged through
 //! [`log`], counted, and followed by reconnect attempts with capped exponential back-off and
 //! jitter. The connection always asks for `target_session_attrs=read-write`, so with a
-//! multi-host DSN (`host=db1,db2`) the ticker follows a promoted standby. Other errors (e.g.
-//! PGQ not installed yet) are logged, counted and retried with the same back-off.
+//! multi-host DSN (`host=db1,db2`) the ticker follows a promoted standby (and leaves a
+//! server that turned read-only). Other errors (e.g. PGQ not installed yet) are logged,
+//! counted and retried: ticks and retry moves with the same back-off, a failed maintenance
+//! operation at the next `maint_period` (the other operations still run). A ticker whose host
+//! vanishes without closing its connection is dropped by the server within about 25 s (the
+//! ticker sets TCP keepalives for its session), and a standby takes over then.
+//!
+//! **Latency.** By default the ticker ticks *eagerly* ([`TickerBuilder::eager`]): a queue
+//! with new events gets a tick on the first round after them (once its last tick is at
+//! least [`DEFAULT_MIN_TICK_LAG`] old), so consumers woken by the notification see an event
+//! about one `ticker_period` after its commit, without waiting for PGQ's
+//! `ticker_max_count` (500 events) or `ticker_max_lag` (3 s). Idle queues keep PGQ's idle
+//! back-off. This needs libpgq's schema (`pgq.ticker_eager`); on the official extension
+//! the ticker follows the queue's settings only: lower the queue's `ticker_max_lag` there
+//! (e.g. `'10 ms'`). `eager(None)` turns it off, for fewer and larger batches.
 //!
 //! Behind PgBouncer in transaction mode session locks do not work: point the ticker at the
 //! server directly.
@@ -49,6 +63,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::cell::Cell;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -92,7 +107,18 @@ pub const DEFAULT_RECONNECT_BACKOFF: (Duration, Duration) =
 
 /// The notification channel the ticker signals after a round that created ticks; the payload
 /// is the queue name. Consumers `LISTEN` on it to fetch at once instead of at their next poll.
-pub const TICK_CHANNEL: &str = "pgq_tick";
+/// The same constant as [`crate::wakeup::NOTIFY_CHANNEL`].
+///
+/// ```
+/// assert_eq!(pgq::ticker::TICK_CHANNEL, pgq::wakeup::NOTIFY_CHANNEL);
+/// ```
+pub const TICK_CHANNEL: &str = crate::wakeup::NOTIFY_CHANNEL;
+
+/// Default minimum age of a queue's last tick before the ticker ticks it again because it
+/// has new events (eager ticking, see [`TickerBuilder::eager`]). With the default
+/// [`DEFAULT_TICKER_PERIOD`] the round period is the real bound (one tick per busy queue per
+/// round); this only caps ticks at 200 per second per queue when the period is set lower.
+pub const DEFAULT_MIN_TICK_LAG: Duration = Duration::from_millis(5);
 
 /// A round's cost is kept below this share of wall time: the pause after a round is at least
 /// this many times the round's duration. With thousands of queues a round takes milliseconds,
@@ -286,6 +312,7 @@ pub struct TickerBuilder {
     notify: bool,
     name: Option<String>,
     full_round_every: Duration,
+    min_tick_lag: Option<Duration>,
 }
 
 impl TickerBuilder {
@@ -311,6 +338,7 @@ impl TickerBuilder {
             notify: true,
             name: None,
             full_round_every: FULL_ROUND_EVERY,
+            min_tick_lag: Some(DEFAULT_MIN_TICK_LAG),
         }
     }
 
@@ -483,6 +511,43 @@ impl TickerBuilder {
         self
     }
 
+    /// Eager ticking (default on, `Some(`[`DEFAULT_MIN_TICK_LAG`]`)`): tick a queue as soon as
+    /// it has new events and its last tick is at least `min_lag` old, instead of waiting
+    /// for the queue's `ticker_max_count` events or `ticker_max_lag` (500 and 3 s by
+    /// default). Consumers then see an event about one round after its commit, without
+    /// changing the queue's settings. Idle queues are unaffected: they get exactly the ticks
+    /// PGQ's rules give them. `None` turns it off and ticks by the queue's rules only.
+    ///
+    /// The cost: a queue with steady traffic gets up to one tick per round (100 per second
+    /// with the default period) rather than one per 500 events or 3 s. Each tick is a row in
+    /// `pgq.tick` (about 80 bytes) kept until table rotation (every `rotation_period`, 2 h
+    /// by default) deletes the ticks behind all consumers: 100 ticks/s for 2 h is about
+    /// 720 000 rows, 80 MB, which rotation deletes in well under a second. Each tick also
+    /// lets consumers take a (smaller) batch, so more batches for the same events. Raise
+    /// `min_lag` (e.g. 100 ms: at most 10 ticks/s per queue) or turn eager ticking off for
+    /// fewer, larger batches.
+    ///
+    /// Needs libpgq's schema (its `pgq.ticker_eager` function). On the official extension the
+    /// ticker logs this once at info level and ticks by the queue's rules; to get low latency
+    /// there lower the queue's `ticker_max_lag` instead (`pgq.set_queue_config(queue,
+    /// 'ticker_max_lag', '10 ms')`).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// // At most one tick per 100 ms per busy queue:
+    /// let ticker = pgq::Ticker::builder(&client)
+    ///     .eager(Some(Duration::from_millis(100)))
+    ///     .start()?;
+    /// // Only PGQ's rules (like pgqd):
+    /// let classic = pgq::Ticker::builder(&client).eager(None).start()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn eager(mut self, min_lag: Option<Duration>) -> TickerBuilder {
+        self.min_tick_lag = min_lag;
+        self
+    }
+
     /// A label for thread names (`pgq-ticker <name>`) and log lines; defaults to the
     /// database name.
     ///
@@ -546,9 +611,11 @@ impl TickerBuilder {
                     backoff: self.backoff,
                     notify: self.notify,
                     full_round_every: self.full_round_every,
+                    min_tick_lag: self.min_tick_lag,
                 },
                 stop: stop_rx.clone(),
                 stats: Arc::clone(&shared),
+                eager_note_logged: Cell::new(false),
             };
             let handle = thread::Builder::new()
                 .name(format!("pgq-ticker {label}"))
@@ -779,6 +846,7 @@ struct Settings {
     backoff: (Duration, Duration),
     notify: bool,
     full_round_every: Duration,
+    min_tick_lag: Option<Duration>,
 }
 
 /// One database's thread.
@@ -789,6 +857,8 @@ struct DbWorker {
     settings: Settings,
     stop: Receiver<()>,
     stats: Arc<Mutex<TickerDatabaseStats>>,
+    /// Whether the "eager ticking needs libpgq's schema" note was logged.
+    eager_note_logged: Cell<bool>,
 }
 
 /// Why a session on one connection ended.
@@ -877,7 +947,7 @@ impl DbWorker {
         // Maintenance (perhaps a VACUUM) waits for the first tick round.
         let (mut next_tick, mut next_retry) = (now, now);
         let mut next_maint = now + st.ticker_period;
-        let mut planner = RoundPlanner::new(st.full_round_every);
+        let mut planner = RoundPlanner::new(st.full_round_every, st.min_tick_lag);
         let mut last_activity = now;
         loop {
             let now = Instant::now();
@@ -930,7 +1000,7 @@ impl DbWorker {
             }
             let now = Instant::now();
             if now >= next_tick {
-                match planner.round(&mut conn, st.notify, &self.label) {
+                match planner.round(&mut conn, st.notify, &self.label, &self.eager_note_logged) {
                     Ok(Round { ticked, activity }) => {
                         let cost = now.elapsed();
                         if activity {
@@ -970,12 +1040,20 @@ impl DbWorker {
     /// Asks the server to notice within about 25 s when this ticker's host vanishes without
     /// closing the connection (power loss, network partition), so the session and its
     /// election lock go away and a standby takes over; the server's defaults wait two hours.
-    /// Only affects TCP connections; failures (an old server) are harmless.
+    /// Only affects TCP connections; failures (an old server) are harmless. Also turns off
+    /// synchronous commit for this session (see below).
     fn tune_server_keepalives(&self, conn: &mut postgres::Client) {
         for sql in [
             "set tcp_keepalives_idle = 10; set tcp_keepalives_interval = 5; \
              set tcp_keepalives_count = 3",
             "set tcp_user_timeout = 20000",
+            // A tick round does not wait for its WAL flush (an fsync, often milliseconds,
+            // which would delay every tick and, through the round-cost pause, the next
+            // round). Nothing is lost by that: whatever builds on a tick (a consumer's
+            // next_batch) commits synchronously, and flushing its WAL flushes the earlier
+            // tick too; after a crash a tick no one used may be missing, as if the ticker
+            // had been a moment late. Retry moves and maintenance are redone likewise.
+            "set synchronous_commit = off",
         ] {
             if let Err(e) = conn.batch_execute(sql) {
                 log::debug!("pgq ticker {}: {sql}: {e}", self.label);
@@ -1047,7 +1125,8 @@ fn try_leader_lock(conn: &mut postgres::Client) -> Result<bool> {
 macro_rules! queue_state_sql {
     () => {
         " from pgq.queue q \
-           left join lateral (select t.tick_id, t.tick_time, t.tick_event_seq from pgq.tick t \
+           left join lateral (select t.tick_id, t.tick_time, t.tick_event_seq, t.tick_snapshot \
+                               from pgq.tick t \
                                where t.tick_queue = q.queue_id \
                                order by t.tick_id desc limit 1) lt on true \
            left join lateral (select t.tick_time from pgq.tick t \
@@ -1074,74 +1153,102 @@ macro_rules! due_sql {
     };
 }
 
-macro_rules! due_queues_sql {
-    () => {
-        concat!(
-            "select q.queue_id, q.queue_name",
-            queue_state_sql!(),
-            " and ",
-            due_sql!()
-        )
-    };
+/// The extra due condition of eager ticking, `{min_lag}` being an interval literal: new
+/// events by the sequence, or two cases the sequence cannot show, where only
+/// `pgq.ticker_eager` can tell (it reads the event table), so the pre-check lists the queue
+/// and the function decides: in the first second after the tick, a transaction that was
+/// running at the tick has ended since (it may have written events the tick did not see);
+/// and a queue whose sequence has moved exactly once (the sequence reads the same before and
+/// after a queue's first event).
+const EAGER_DUE_SQL: &str = "(lt.tick_id is not null and s.lag >= {min_lag} \
+      and (s.new > 0 \
+           or (lt.tick_event_seq = 1 and s.new = 0 \
+               and pg_catalog.pg_sequence_last_value( \
+                       q.queue_event_seq::pg_catalog.regclass) is not null) \
+           or (s.lag < interval '1 second' \
+               and exists (select 1 from pg_catalog.txid_snapshot_xip(lt.tick_snapshot) x \
+                            where pg_catalog.txid_visible_in_snapshot(x, \
+                                      pg_catalog.txid_current_snapshot())))))";
+
+const ALL_QUEUES_SQL: &str = "select q.queue_id, q.queue_name from pgq.queue q \
+      where not q.queue_external_ticker and not q.queue_ticker_paused";
+
+/// The SQL of one ticker configuration: the pre-check, and the rounds.
+#[derive(Debug, Clone)]
+struct RoundSql {
+    /// The whole of a round when nothing is due, as one prepared statement: whether any
+    /// queue may be due, and whether any has events not yet covered by a tick (activity,
+    /// which keeps the ticker at its fast period).
+    precheck: String,
+    /// Round SQL by (only possibly due queues?, notify?).
+    rounds: [[String; 2]; 2],
 }
 
-/// The whole of a round when nothing is due, as one prepared statement: whether any queue
-/// may be due, and whether any has events not yet covered by a tick (activity, which keeps
-/// the ticker at its fast period).
-const PRECHECK_SQL: &str = concat!(
-    "select coalesce(bool_or(",
-    due_sql!(),
-    "), false), coalesce(bool_or(s.new <> 0), false)",
-    queue_state_sql!()
-);
-
-/// A ticker round in one transaction and one round trip: a multi-statement simple query runs
-/// as one implicit transaction, and each statement takes its own snapshot, so the ticks'
-/// snapshots are taken after the tick lock is held (tick order follows snapshot order). The
-/// CTE calls the volatile `pgq.ticker(queue)` exactly once per queue it lists; `pg_notify`
-/// runs only for the queues that got a tick, and is delivered only if the round commits.
-macro_rules! round_sql {
-    ($queues:expr, $notify:expr) => {
-        concat!(
-            "select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgq'), 1); ",
-            "with t as (select d.queue_name, pgq.ticker(d.queue_name) as tick_id from (",
-            $queues,
-            ") d order by d.queue_id) select t.queue_name",
-            $notify,
-            " from t where t.tick_id is not null"
-        )
-    };
+impl RoundSql {
+    /// `min_lag`: eager ticking through `pgq.ticker_eager` (our schema only).
+    fn new(min_lag: Option<Duration>) -> RoundSql {
+        let (due, tick_call) = match min_lag {
+            Some(lag) => {
+                let lit = format!("interval '{} microseconds'", lag.as_micros());
+                (
+                    format!(
+                        "({} or {})",
+                        due_sql!(),
+                        EAGER_DUE_SQL.replace("{min_lag}", &lit)
+                    ),
+                    format!("pgq.ticker_eager(d.queue_name, {lit})"),
+                )
+            }
+            None => (
+                due_sql!().to_string(),
+                "pgq.ticker(d.queue_name)".to_string(),
+            ),
+        };
+        let precheck = format!(
+            "select coalesce(bool_or({due}), false), coalesce(bool_or(s.new <> 0), false){}",
+            queue_state_sql!()
+        );
+        let due_queues = format!(
+            "select q.queue_id, q.queue_name{} and {due}",
+            queue_state_sql!()
+        );
+        // A round in one transaction and one round trip: a multi-statement simple query runs
+        // as one implicit transaction, and each statement takes its own snapshot, so the
+        // ticks' snapshots are taken after the tick lock is held (tick order follows
+        // snapshot order). The CTE calls the volatile tick function exactly once per queue
+        // it lists; `pg_notify` runs only for the queues that got a tick, and is delivered
+        // only if the round commits.
+        let round = |queues: &str, notify: bool| {
+            let notify = if notify {
+                format!(", pg_catalog.pg_notify('{TICK_CHANNEL}', t.queue_name)")
+            } else {
+                String::new()
+            };
+            format!(
+                "select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgq'), 1); \
+                 with t as (select d.queue_name, {tick_call} as tick_id from ({queues}) d \
+                 order by d.queue_id) select t.queue_name{notify} from t \
+                 where t.tick_id is not null"
+            )
+        };
+        RoundSql {
+            rounds: [
+                [round(ALL_QUEUES_SQL, false), round(ALL_QUEUES_SQL, true)],
+                [round(&due_queues, false), round(&due_queues, true)],
+            ],
+            precheck,
+        }
+    }
 }
-
-macro_rules! all_queues_sql {
-    () => {
-        "select q.queue_id, q.queue_name from pgq.queue q \
-          where not q.queue_external_ticker and not q.queue_ticker_paused"
-    };
-}
-
-macro_rules! notify_sql {
-    () => {
-        ", pg_catalog.pg_notify('pgq_tick', t.queue_name)"
-    };
-}
-
-/// Round SQL by (only possibly due queues?, notify?).
-const ROUNDS: [[&str; 2]; 2] = [
-    [
-        round_sql!(all_queues_sql!(), ""),
-        round_sql!(all_queues_sql!(), notify_sql!()),
-    ],
-    [
-        round_sql!(due_queues_sql!(), ""),
-        round_sql!(due_queues_sql!(), notify_sql!()),
-    ],
-];
 
 /// By default, every this often a round calls `pgq.ticker(queue)` for every queue, not only those the
 /// pre-check lists: a safety net should a PGQ variant decide due-ness in a way the
 /// pre-check does not foresee.
 const FULL_ROUND_EVERY: Duration = Duration::from_secs(5);
+
+/// Whether the connected database has libpgq's `pgq.ticker_eager` and we may call it.
+const HAS_EAGER_SQL: &str = "select coalesce(pg_catalog.has_function_privilege( \
+      pg_catalog.to_regprocedure('pgq.ticker_eager(text,interval)'), 'execute'), false)";
 
 /// Decides, per round, between the cheap pre-check and a full round.
 struct RoundPlanner {
@@ -1152,28 +1259,79 @@ struct RoundPlanner {
     /// The pre-check, prepared once per connection so the server plans it once.
     statement: Option<postgres::Statement>,
     last_full: Option<Instant>,
+    /// The wanted eager min lag (None: off).
+    min_lag: Option<Duration>,
+    /// Whether eager ticking is in use: wanted, and the database has `pgq.ticker_eager`.
+    /// None until checked; checked again at each full round while unavailable, so a schema
+    /// installed later is picked up.
+    eager: Option<bool>,
+    sql: RoundSql,
 }
 
 impl RoundPlanner {
-    fn new(full_every: Duration) -> RoundPlanner {
+    fn new(full_every: Duration, min_lag: Option<Duration>) -> RoundPlanner {
         RoundPlanner {
             full_every,
             precheck: true,
             statement: None,
             last_full: None,
+            min_lag,
+            eager: None,
+            sql: RoundSql::new(None),
         }
     }
 
+    /// Decides whether eager ticking can be used on this connection; on the first "no" logs
+    /// (once per ticker thread) that it needs libpgq's schema.
+    fn check_eager(&mut self, conn: &mut postgres::Client, label: &str, logged: &Cell<bool>) {
+        if self.min_lag.is_none() || self.eager == Some(true) {
+            return;
+        }
+        let available = match conn.query_one(HAS_EAGER_SQL, &[]) {
+            Ok(row) => row.try_get::<_, bool>(0).unwrap_or(false),
+            Err(e) => {
+                log::debug!("pgq ticker {label}: cannot look for pgq.ticker_eager: {e}");
+                false
+            }
+        };
+        if available {
+            self.sql = RoundSql::new(self.min_lag);
+            self.statement = None;
+            log::debug!("pgq ticker {label}: eager ticking on");
+        } else if !logged.replace(true) {
+            log::info!(
+                "pgq ticker {label}: eager ticking needs libpgq's schema (pgq.ticker_eager); \
+                 ticking by each queue's ticker_max_count / ticker_max_lag (lower a queue's \
+                 ticker_max_lag for lower latency)"
+            );
+        }
+        self.eager = Some(available);
+    }
+
     /// Runs one round.
-    fn round(&mut self, conn: &mut postgres::Client, notify: bool, label: &str) -> Result<Round> {
+    fn round(
+        &mut self,
+        conn: &mut postgres::Client,
+        notify: bool,
+        label: &str,
+        eager_note_logged: &Cell<bool>,
+    ) -> Result<Round> {
         let full = !self.precheck
             || self
                 .last_full
                 .map_or(true, |t| t.elapsed() >= self.full_every);
+        let recheck = self
+            .last_full
+            .map_or(true, |t| t.elapsed() >= self.full_every);
+        if self.eager.is_none() || (recheck && self.eager == Some(false)) {
+            self.check_eager(conn, label, eager_note_logged);
+        }
+        // Whether events were waiting, as the pre-check saw it (idle ticks are no activity).
+        let mut pending = None;
         if !full {
             let prepared = match self.statement.take() {
                 Some(st) => Ok(st),
-                None => conn.prepare(PRECHECK_SQL),
+                None => conn.prepare(&self.sql.precheck),
             };
             let result = prepared.and_then(|st| {
                 let row = conn.query_one(&st, &[]);
@@ -1183,13 +1341,14 @@ impl RoundPlanner {
             match result {
                 Ok(row) => {
                     let due: bool = row.try_get(0)?;
-                    let pending: bool = row.try_get(1)?;
+                    let waiting: bool = row.try_get(1)?;
                     if !due {
                         return Ok(Round {
                             ticked: Vec::new(),
-                            activity: pending,
+                            activity: waiting,
                         });
                     }
+                    pending = Some(waiting);
                 }
                 Err(e) if e.is_closed() || e.as_db_error().is_none() => {
                     return Err(Error::from(e).context("tick"))
@@ -1204,10 +1363,16 @@ impl RoundPlanner {
                 }
             }
         }
-        let sql = ROUNDS[usize::from(!full)][usize::from(notify)];
-        let msgs = conn
-            .simple_query(sql)
-            .map_err(|e| Error::from(e).context("tick"))?;
+        let sql = &self.sql.rounds[usize::from(!full)][usize::from(notify)];
+        let msgs = conn.simple_query(sql).map_err(|e| {
+            // A schema downgraded under us: look again before the next round.
+            if self.eager == Some(true) {
+                self.eager = None;
+                self.sql = RoundSql::new(None);
+                self.statement = None;
+            }
+            Error::from(e).context("tick")
+        })?;
         if full {
             self.last_full = Some(Instant::now());
         }
@@ -1225,7 +1390,7 @@ impl RoundPlanner {
             }
         }
         Ok(Round {
-            activity: !ticked.is_empty(),
+            activity: pending.unwrap_or(!ticked.is_empty()),
             ticked,
         })
     }
@@ -1235,7 +1400,8 @@ impl RoundPlanner {
 struct Round {
     /// Queues that got a tick.
     ticked: Vec<String>,
-    /// Whether events were waiting for a tick (or got one).
+    /// Whether events were waiting for a tick (by the pre-check; without one, whether a
+    /// tick was made). Keeps the ticker at its fast period.
     activity: bool,
 }
 

@@ -1128,6 +1128,8 @@ static void test_ticker(void) {
     EXPECT(PGQ_STATUS_OK, pgq_ticker_options_set_maint_period_ms, o, 1000);
     EXPECT(PGQ_STATUS_OK, pgq_ticker_options_set_notify, o, true);
     EXPECT(PGQ_STATUS_OK, pgq_ticker_options_set_name, o, S("c-test"));
+    EXPECT(PGQ_STATUS_OK, pgq_ticker_options_set_eager, o, true, 0);
+    EXPECT(PGQ_STATUS_NULL_POINTER, pgq_ticker_options_set_eager, NULL, false, 0);
     pgq_ticker *t = NULL;
     EXPECT(PGQ_STATUS_OK, pgq_ticker_start, CLIENT, o, &t);
     if (!t)

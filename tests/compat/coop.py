@@ -320,6 +320,8 @@ def main():
     p.add_argument("--dsn", required=True, help="superuser DSN of the server to test on")
     p.add_argument("--pgqctl", required=True, help="pgqctl binary")
     p.add_argument("--pgqd", default="/usr/bin/pgqd")
+    p.add_argument("--ticker", choices=["pgqd", "pgqctl"], default="pgqd",
+                   help="the ticker daemon: pgqd, or `pgqctl ticker` with the same config file")
     p.add_argument("--keep", action="store_true", help="keep the database and work files")
     args = p.parse_args()
     start = time.monotonic()

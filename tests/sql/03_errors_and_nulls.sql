@@ -199,3 +199,19 @@ select * from catalog_state;
 select pgq.drop_queue('q', true);
 select pgq.drop_queue('q', true);
 select * from catalog_state;
+
+-- helpers tools call directly
+select pgq.grant_perms('nope');
+select pgq.grant_perms(null);
+select pgq.quote_fqname(null);
+select pgq.quote_fqname('a.b.c');
+select pgq.create_queue('h');
+select pgq.grant_perms('h');
+select pgq.tune_storage('h');
+select pgq.upgrade_schema();
+select pgq.tune_storage('nope');
+select pgq.tune_storage(null);
+select c.relname, c.reloptions, t.reloptions as toast_options
+  from pg_class c left join pg_class t on t.oid = c.reltoastrelid
+ where c.relnamespace = 'pgq'::regnamespace and c.relname ~ '^event_[0-9]+_[0-9]+$'
+ order by 1;

@@ -106,17 +106,30 @@ begin
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 
--- Storage tuning hook kept for API compatibility: our event tables are insert-only and
--- truncated whole, so there is nothing to tune beyond what create_queue sets up.
+-- Storage settings for a queue's event tables: rows are only ever inserted and whole
+-- tables truncated at rotation, so pages are packed full and autovacuum (which would only
+-- scan them for nothing, insert-triggered since PostgreSQL 13) is off for them and their
+-- TOAST tables, as the reference sets them. Returns 1, or 0 for an unknown queue.
 create or replace function pgq.tune_storage(i_queue_name text)
 returns integer as $$
+declare
+    q   record;
+    v_n int4;
 begin
-    if not exists (select 1 from pgq.queue qq where qq.queue_name = i_queue_name) then
-        raise exception 'No such event queue';
+    select qq.queue_data_pfx, qq.queue_ntables into q
+      from pgq.queue qq
+     where qq.queue_name = i_queue_name;
+    if not found then
+        return 0;
     end if;
+    for v_n in 0 .. q.queue_ntables - 1 loop
+        execute 'alter table ' || q.queue_data_pfx || '_' || v_n::text
+             || ' set (fillfactor = 100, autovacuum_enabled = off,'
+             || ' toast.autovacuum_enabled = off)';
+    end loop;
     return 1;
 end;
-$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+$$ language plpgsql strict security definer set search_path = pg_catalog, pg_temp;
 
 -- Kept for API compatibility with tools that call it after upgrading the reference
 -- extension; libpgq's installer upgrades the schema itself, so there is nothing left to do.

@@ -47,6 +47,7 @@ begin
     end loop;
 
     perform pgq.grant_perms(i_queue_name);
+    perform pgq.tune_storage(i_queue_name);
 
     insert into pgq.tick (tick_queue, tick_id, tick_event_seq)
     values (v_id, pg_catalog.nextval(v_tickseq::regclass), pgq.seq_getval(v_evseq));
@@ -167,7 +168,7 @@ begin
     if x_tick_pos is null then
         select max(t.tick_id) into v_tick from pgq.tick t where t.tick_queue = v_queue;
         if v_tick is null then
-            raise exception 'Queue % has no ticks', x_queue_name;
+            raise exception 'No ticks for this queue.  Please run ticker on database.';
         end if;
     else
         perform 1 from pgq.tick t where t.tick_queue = v_queue and t.tick_id = x_tick_pos;

@@ -50,7 +50,7 @@ begin
       from pgq.tick t
      where t.tick_queue = s.sub_queue and t.tick_id = s.sub_last_tick;
     if not found then
-        raise exception 'PgQ corruption: consumer % on queue %: last tick % not found',
+        raise exception 'PgQ corruption: Consumer % on queue % does not see tick %',
             i_consumer_name, i_queue_name, s.sub_last_tick;
     end if;
 
@@ -347,7 +347,7 @@ begin
     end if;
     insert into pgq.retry_queue (ev_retry_after, ev_queue, ev_id, ev_time, ev_txid,
         ev_owner, ev_retry, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4)
-    values (x_retry_after, s.sub_queue, v_id, coalesce(x_ev_time, pg_catalog.now()),
+    values (x_retry_after, s.sub_queue, v_id, x_ev_time,
         null, s.sub_id, x_ev_retry, x_ev_type, x_ev_data,
         x_ev_extra1, x_ev_extra2, x_ev_extra3, x_ev_extra4);
     return v_id;

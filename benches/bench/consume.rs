@@ -1,0 +1,432 @@
+//! Consume throughput: drain a backlog with a no-op handler, each consumer in its own
+//! process so that its peak memory can be read.
+
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use pgq::{Client, Consumer};
+
+use crate::report::{Cmp, Report};
+use crate::util::{
+    connect, cpu_time, human_rate, median, peak_rss_kib, proc_cpu_time, sample_event, Res, Settings,
+};
+
+pub const QUEUE: &str = "bench_backlog";
+pub const BIG_QUEUE: &str = "bench_big";
+
+/// How a consumer process reads its batches.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// SkyTools' python3-pgq `pgq.Consumer` (pgq_lazy_fetch = 300, its default).
+    Python,
+    /// libpgq's pull API, `Consumer::next_batch` + `Batch::events` with this fetch size.
+    Pull(usize),
+    /// `pgq.get_batch_events(batch)` read in full into a Vec, from Rust.
+    GetBatchEvents,
+    /// Prototype of a faster read: the batch's SQL from `pgq.batch_event_sql` run directly as
+    /// a protocol-level portal, this many rows per round trip (no cursor function, no FETCH
+    /// statements).
+    Portal(usize),
+}
+
+impl Kind {
+    pub fn consumer_name(self) -> String {
+        match self {
+            Kind::Python => "c_python".into(),
+            Kind::Pull(n) => format!("c_pull_{n}"),
+            Kind::GetBatchEvents => "c_gbe".into(),
+            Kind::Portal(n) => format!("c_portal_{n}"),
+        }
+    }
+
+    pub fn label(self) -> String {
+        match self {
+            Kind::Python => "python3-pgq Consumer (lazy fetch 300)".into(),
+            Kind::Pull(n) => format!("libpgq Consumer pull, fetch_size {n}"),
+            Kind::GetBatchEvents => "pgq.get_batch_events read in full (Rust)".into(),
+            Kind::Portal(n) => format!("prototype: batch_event_sql as portal, {n}/fetch"),
+        }
+    }
+}
+
+/// What one consumer process reports.
+#[derive(Debug, Clone, Default)]
+pub struct Drained {
+    pub events: u64,
+    pub batches: u64,
+    pub secs: f64,
+    pub cpu_secs: f64,
+    pub peak_rss_kib: u64,
+    /// CPU time of the consumer's PostgreSQL backend.
+    pub backend_cpu_secs: f64,
+}
+
+impl Drained {
+    fn to_json(&self) -> String {
+        serde_json::json!({
+            "events": self.events,
+            "batches": self.batches,
+            "secs": self.secs,
+            "cpu_secs": self.cpu_secs,
+            "peak_rss_kib": self.peak_rss_kib,
+            "backend_cpu_secs": self.backend_cpu_secs,
+        })
+        .to_string()
+    }
+
+    fn from_json(line: &str) -> Res<Drained> {
+        let v: serde_json::Value = serde_json::from_str(line.trim())
+            .map_err(|e| format!("bad consumer report {line:?}: {e}"))?;
+        let num = |k: &str| v.get(k).and_then(|x| x.as_f64()).unwrap_or(0.0);
+        Ok(Drained {
+            events: num("events") as u64,
+            batches: num("batches") as u64,
+            secs: num("secs"),
+            cpu_secs: num("cpu_secs"),
+            peak_rss_kib: num("peak_rss_kib") as u64,
+            backend_cpu_secs: num("backend_cpu_secs"),
+        })
+    }
+
+    pub fn rate(&self) -> f64 {
+        if self.secs > 0.0 {
+            self.events as f64 / self.secs
+        } else {
+            0.0
+        }
+    }
+
+    /// Client + server CPU per event, in microseconds.
+    pub fn cpu_us_per_event(&self) -> f64 {
+        if self.events == 0 {
+            return 0.0;
+        }
+        (self.cpu_secs + self.backend_cpu_secs) * 1e6 / self.events as f64
+    }
+
+    pub fn cell(&self) -> String {
+        format!(
+            "{} · {:.1} MiB peak RSS · {:.2} µs CPU/ev",
+            human_rate(self.rate()),
+            self.peak_rss_kib as f64 / 1024.0,
+            self.cpu_us_per_event()
+        )
+    }
+}
+
+/// Creates `queue` with every consumer in `kinds` registered, then produces `total` events
+/// (COPY, 1000 per transaction) with a tick after every `per_batch` events.
+pub fn fill(dsn: &str, queue: &str, kinds: &[Kind], total: u64, per_batch: u64) -> Res<()> {
+    let client = Client::builder(dsn).pool_size(2).build()?;
+    client.create_queue(queue)?;
+    for k in kinds {
+        client.register_consumer(queue, &k.consumer_name())?;
+    }
+    let tick = || -> Res<()> {
+        client.force_tick(queue)?;
+        client.tick_queue(queue)?;
+        Ok(())
+    };
+    let t0 = Instant::now();
+    let mut made = 0u64;
+    let mut since_tick = 0u64;
+    while made < total {
+        let n = 1000.min(total - made);
+        let evs: Vec<_> = (made..made + n).map(sample_event).collect();
+        client.send_many(queue, &evs)?;
+        made += n;
+        since_tick += n;
+        if since_tick >= per_batch {
+            tick()?;
+            since_tick = 0;
+        }
+    }
+    if since_tick > 0 {
+        tick()?;
+    }
+    eprintln!(
+        "    filled {queue}: {total} events, one tick per {per_batch}, in {:.1}s",
+        t0.elapsed().as_secs_f64()
+    );
+    // Fresh statistics so every consumer sees the same plans.
+    connect(dsn)?.batch_execute("analyze")?;
+    Ok(())
+}
+
+/// Drains the backlog as consumer `kind` in a child process.
+pub fn drain(dsn: &str, queue: &str, kind: Kind) -> Res<Drained> {
+    let consumer = kind.consumer_name();
+    let mut cmd = match kind {
+        Kind::Python => {
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/python_consumer.py");
+            let mut c = Command::new("/usr/bin/python3");
+            c.args([script, dsn, queue, &consumer]);
+            c
+        }
+        Kind::Pull(n) => {
+            let mut c = Command::new(std::env::current_exe()?);
+            c.args(["child", "pull", dsn, queue, &consumer, &n.to_string()]);
+            c
+        }
+        Kind::GetBatchEvents => {
+            let mut c = Command::new(std::env::current_exe()?);
+            c.args(["child", "gbe", dsn, queue, &consumer, "0"]);
+            c
+        }
+        Kind::Portal(n) => {
+            let mut c = Command::new(std::env::current_exe()?);
+            c.args(["child", "portal", dsn, queue, &consumer, &n.to_string()]);
+            c
+        }
+    };
+    let out = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("cannot start consumer {consumer}: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!("consumer {consumer} failed ({}): {stdout}", out.status).into());
+    }
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.trim_start().starts_with('{'))
+        .ok_or_else(|| format!("consumer {consumer} printed no report: {stdout}"))?;
+    Drained::from_json(line)
+}
+
+/// Entry point of a consumer child process: `child pull|gbe DSN QUEUE CONSUMER FETCH`.
+pub fn child(args: &[String]) -> Res<()> {
+    let [kind, dsn, queue, consumer, fetch] = args else {
+        return Err(format!("usage: child pull|gbe DSN QUEUE CONSUMER FETCH, got {args:?}").into());
+    };
+    let fetch: usize = fetch.parse()?;
+    let t0 = Instant::now();
+    let mut d = Drained::default();
+    let backend_pid: i32;
+    match kind.as_str() {
+        "pull" => {
+            // Pool of one: the batches use the connection whose backend is measured.
+            let client = Client::builder(dsn).pool_size(1).build()?;
+            backend_pid = client
+                .get()?
+                .query_one("select pg_backend_pid()", &[])?
+                .get(0);
+            let c = Consumer::new(&client, queue, consumer)?.fetch_size(fetch);
+            while let Some(batch) = c.next_batch()? {
+                for ev in batch.events() {
+                    std::hint::black_box(ev?);
+                    d.events += 1;
+                }
+                batch.finish()?;
+                d.batches += 1;
+            }
+            d.backend_cpu_secs = backend_cpu(backend_pid);
+        }
+        "gbe" => {
+            let mut conn = connect(dsn)?;
+            backend_pid = conn.query_one("select pg_backend_pid()", &[])?.get(0);
+            while let Some(b) = pgq::consumer::next_batch(&mut conn, queue, consumer)? {
+                let events = pgq::consumer::get_batch_events(&mut conn, b.batch_id)?;
+                d.events += events.len() as u64;
+                std::hint::black_box(events);
+                pgq::consumer::finish_batch(&mut conn, b.batch_id)?;
+                d.batches += 1;
+            }
+            d.backend_cpu_secs = backend_cpu(backend_pid);
+        }
+        "portal" => {
+            let mut conn = connect(dsn)?;
+            backend_pid = conn.query_one("select pg_backend_pid()", &[])?.get(0);
+            while let Some(b) = pgq::consumer::next_batch(&mut conn, queue, consumer)? {
+                let mut tx = conn.transaction()?;
+                let sql: String = tx
+                    .query_one("select pgq.batch_event_sql($1)", &[&b.batch_id])?
+                    .get(0);
+                let portal = tx.bind(sql.as_str(), &[])?;
+                loop {
+                    let rows = tx.query_portal(&portal, fetch as i32)?;
+                    for row in &rows {
+                        std::hint::black_box(decode(row)?);
+                        d.events += 1;
+                    }
+                    if rows.len() < fetch {
+                        break;
+                    }
+                }
+                pgq::consumer::finish_batch(&mut tx, b.batch_id)?;
+                tx.commit()?;
+                d.batches += 1;
+            }
+            d.backend_cpu_secs = backend_cpu(backend_pid);
+        }
+        other => return Err(format!("unknown child kind {other:?}").into()),
+    }
+    d.secs = t0.elapsed().as_secs_f64();
+    d.cpu_secs = cpu_time().as_secs_f64();
+    d.peak_rss_kib = peak_rss_kib();
+    println!("{}", d.to_json());
+    Ok(())
+}
+
+/// The same conversion work as `pgq::Event` gets (by column name, all ten columns).
+#[allow(clippy::type_complexity)]
+fn decode(
+    row: &postgres::Row,
+) -> Res<(
+    i64,
+    std::time::SystemTime,
+    i64,
+    Option<i32>,
+    [Option<String>; 6],
+)> {
+    Ok((
+        row.try_get("ev_id")?,
+        row.try_get("ev_time")?,
+        row.try_get("ev_txid")?,
+        row.try_get("ev_retry")?,
+        [
+            row.try_get("ev_type")?,
+            row.try_get("ev_data")?,
+            row.try_get("ev_extra1")?,
+            row.try_get("ev_extra2")?,
+            row.try_get("ev_extra3")?,
+            row.try_get("ev_extra4")?,
+        ],
+    ))
+}
+
+fn backend_cpu(pid: i32) -> f64 {
+    proc_cpu_time(&format!("/proc/{pid}/stat")).as_secs_f64()
+}
+
+pub const KINDS: [Kind; 5] = [
+    Kind::Python,
+    Kind::Pull(pgq::consumer::DEFAULT_FETCH_SIZE),
+    Kind::Pull(1000),
+    Kind::GetBatchEvents,
+    Kind::Portal(1000),
+];
+
+/// The backlog benchmark: both backends are filled first, then every consumer drains each
+/// backend in turn (interleaved, so load from elsewhere hits all alike), `rounds` times
+/// (consumers are moved back to the start between rounds); medians are reported.
+pub fn backlog(report: &mut Report, s: &Settings, backends: &[(&str, &str)]) -> Res<()> {
+    let mut starts = Vec::new();
+    for (dsn, label) in backends {
+        eprintln!("  filling the backlog, {label}");
+        let client = Client::builder(dsn).pool_size(1).build()?;
+        fill(dsn, QUEUE, &KINDS, s.events, s.batch)?;
+        let first_tick = client
+            .get()?
+            .query_one(
+                "select min(tick_id) from pgq.tick t join pgq.queue q on q.queue_id = t.tick_queue \
+                 where q.queue_name = $1",
+                &[&QUEUE],
+            )?
+            .get::<_, Option<i64>>(0)
+            .ok_or("backlog queue has no tick")?;
+        starts.push((client, first_tick));
+    }
+    // results[backend][kind] = one Drained per round
+    let mut results: Vec<Vec<Vec<Drained>>> = vec![vec![Vec::new(); KINDS.len()]; backends.len()];
+    for round in 0..s.consume_rounds {
+        for (ki, kind) in KINDS.iter().enumerate() {
+            for (bi, (dsn, label)) in backends.iter().enumerate() {
+                if round > 0 {
+                    let (client, tick) = &starts[bi];
+                    client.register_consumer_at(QUEUE, &kind.consumer_name(), *tick)?;
+                }
+                let d = drain(dsn, QUEUE, *kind)?;
+                eprintln!(
+                    "    round {}/{} {:<13} {:<48} {:>7} ev in {:>3} batches, {:.2}s, cpu {:.2}s + server {:.2}s, {}",
+                    round + 1,
+                    s.consume_rounds,
+                    label,
+                    kind.label(),
+                    d.events,
+                    d.batches,
+                    d.secs,
+                    d.cpu_secs,
+                    d.backend_cpu_secs,
+                    d.cell()
+                );
+                if d.events != s.events {
+                    return Err(format!(
+                        "{} on {label} consumed {} events, expected {}",
+                        kind.label(),
+                        d.events,
+                        s.events
+                    )
+                    .into());
+                }
+                results[bi][ki].push(d);
+            }
+        }
+    }
+    for (bi, (_, label)) in backends.iter().enumerate() {
+        let group = format!("consume {}k backlog, {label}", s.events / 1000);
+        // The median round by rate, with its own memory and CPU figures.
+        let med: Vec<Drained> = results[bi]
+            .iter()
+            .map(|rounds| {
+                let m = median(rounds.iter().map(Drained::rate).collect());
+                rounds
+                    .iter()
+                    .min_by(|a, b| (a.rate() - m).abs().total_cmp(&(b.rate() - m).abs()))
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
+        let py = med[0].rate();
+        let gbe = med[3].rate();
+        let py_cpu = med[0].cpu_us_per_event();
+        for (ki, kind) in KINDS.iter().enumerate() {
+            let d = &med[ki];
+            let cmps = match kind {
+                Kind::Python => vec![],
+                Kind::Pull(_) => vec![
+                    Cmp::target(py, "python3-pgq", 5.0),
+                    Cmp::target(gbe, "get_batch_events", 2.0),
+                ],
+                Kind::GetBatchEvents => vec![Cmp::new(py, "python3-pgq")],
+                Kind::Portal(_) => vec![
+                    Cmp::new(py, "python3-pgq"),
+                    Cmp::new(gbe, "get_batch_events"),
+                ],
+            };
+            report.ratio_row(&group, kind.label(), d.cell(), d.rate(), &cmps);
+            if !matches!(kind, Kind::Python) && d.cpu_us_per_event() > 0.0 {
+                report.note(format!(
+                    "{label}, {}: {:.1}× less CPU per event (client + server) than python3-pgq",
+                    kind.label(),
+                    py_cpu / d.cpu_us_per_event()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One batch holding the whole backlog: memory of a streamed read vs a read in full.
+pub fn big_batch(report: &mut Report, s: &Settings, dsn: &str, backend: &str) -> Res<()> {
+    if s.big_batch == 0 {
+        return Ok(());
+    }
+    let group = format!("one {}k-event batch, {backend}", s.big_batch / 1000);
+    eprintln!("  {group}");
+    let kinds = [
+        Kind::Pull(pgq::consumer::DEFAULT_FETCH_SIZE),
+        Kind::GetBatchEvents,
+    ];
+    fill(dsn, BIG_QUEUE, &kinds, s.big_batch, u64::MAX)?;
+    for kind in kinds {
+        let d = drain(dsn, BIG_QUEUE, kind)?;
+        if d.events != s.big_batch {
+            return Err(format!("{} consumed {} events", kind.label(), d.events).into());
+        }
+        report.row(&group, kind.label(), d.cell());
+    }
+    Ok(())
+}

@@ -1,0 +1,382 @@
+//! Produce throughput: one event per transaction (1 and 4 threads) and 1000 per transaction.
+
+use std::io::Write;
+
+use pgq::{Client, NewEvent, Producer};
+use postgres::types::Type;
+
+use crate::report::{Cmp, Report};
+use crate::util::{connect, human_rate, median, run_timed, sample_event, Op, Res, Settings};
+
+pub const QUEUE: &str = "bench_produce";
+
+/// A plain table with the same columns, defaults and index as a PGQ event table, so a raw
+/// INSERT writes an equal row.
+const RAW_TABLE: &str = "
+    create table bench_raw (
+        ev_id     bigserial,
+        ev_time   timestamptz not null,
+        ev_txid   bigint not null default txid_current(),
+        ev_owner  int4,
+        ev_retry  int4,
+        ev_type   text,
+        ev_data   text,
+        ev_extra1 text,
+        ev_extra2 text,
+        ev_extra3 text,
+        ev_extra4 text);
+    create index bench_raw_txid_idx on bench_raw (ev_txid);";
+
+const RAW_INSERT: &str = "insert into bench_raw \
+     (ev_time, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4) \
+     values (now(), $1, $2, $3, $4, $5, $6) returning ev_id";
+
+const RAW_INSERT_SELECT: &str = "insert into bench_raw \
+     (ev_time, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4) \
+     select now(), t, d, e1, e2, e3, e4 \
+       from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[]) \
+            as u(t, d, e1, e2, e3, e4)";
+
+const INSERT_EVENT: &str = "select pgq.insert_event($1, $2, $3, $4, $5, $6, $7)";
+
+const INSERT_EVENT_UNNEST: &str = "select pgq.insert_event($1, t, d, e1, e2, e3, e4) \
+       from unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) \
+            as u(t, d, e1, e2, e3, e4)";
+
+pub fn prepare(dsn: &str, client: &Client) -> Res<()> {
+    client.create_queue(QUEUE)?;
+    connect(dsn)?.batch_execute(RAW_TABLE)?;
+    Ok(())
+}
+
+type Setup = Box<dyn Fn() -> Res<Op> + Send + Sync>;
+
+struct Variant {
+    name: String,
+    setup: std::sync::Arc<Setup>,
+    rates: Vec<f64>,
+}
+
+impl Variant {
+    fn new(name: impl Into<String>, setup: Setup) -> Variant {
+        Variant {
+            name: name.into(),
+            setup: std::sync::Arc::new(setup),
+            rates: Vec::new(),
+        }
+    }
+}
+
+/// Runs the variants interleaved (round 1 of each, round 2 of each, ...) so that a burst of
+/// load from elsewhere on the machine hits all of them alike; returns median rates.
+fn measure(variants: &mut [Variant], threads: usize, s: &Settings) -> Res<()> {
+    for round in 0..s.rounds {
+        for v in variants.iter_mut() {
+            let setup = std::sync::Arc::clone(&v.setup);
+            let rate = run_timed(threads, s.secs, move || setup())?;
+            eprintln!(
+                "    round {}/{} {:>2} thread(s) {:<60} {}",
+                round + 1,
+                s.rounds,
+                threads,
+                v.name,
+                human_rate(rate)
+            );
+            v.rates.push(rate);
+        }
+    }
+    Ok(())
+}
+
+fn arrays(events: &[NewEvent]) -> [Vec<Option<String>>; 6] {
+    let col = |f: fn(&NewEvent) -> &Option<String>| events.iter().map(|e| f(e).clone()).collect();
+    [
+        col(|e| &e.ev_type),
+        col(|e| &e.data),
+        col(|e| &e.extra1),
+        col(|e| &e.extra2),
+        col(|e| &e.extra3),
+        col(|e| &e.extra4),
+    ]
+}
+
+fn ev_params(ev: &NewEvent) -> [&(dyn postgres::types::ToSql + Sync); 6] {
+    [
+        &ev.ev_type,
+        &ev.data,
+        &ev.extra1,
+        &ev.extra2,
+        &ev.extra3,
+        &ev.extra4,
+    ]
+}
+
+/// One event per transaction (autocommit), 1 and 4 threads.
+pub fn single(report: &mut Report, s: &Settings, ours_dsn: &str, official_dsn: &str) -> Res<()> {
+    for threads in [1usize, 4] {
+        let group = format!("produce 1 ev/tx, {threads} thr");
+        eprintln!("  {group}");
+        let ours_client = Client::builder(ours_dsn)
+            .pool_size(threads as u32)
+            .build()?;
+        let off_client = Client::builder(official_dsn)
+            .pool_size(threads as u32)
+            .build()?;
+        let mut variants = vec![
+            Variant::new("raw INSERT of an equal row (prepared)", {
+                let dsn = ours_dsn.to_string();
+                Box::new(move || -> Res<Op> {
+                    let mut conn = connect(&dsn)?;
+                    let stmt = conn.prepare(RAW_INSERT)?;
+                    let ev = sample_event(1);
+                    Ok(Box::new(move || {
+                        conn.query_one(&stmt, &ev_params(&ev))?;
+                        Ok(1)
+                    }))
+                })
+            }),
+            Variant::new("libpgq Producer::send, our schema", {
+                let client = ours_client.clone();
+                Box::new(move || -> Res<Op> {
+                    let p = Producer::new(&client, QUEUE)?;
+                    let ev = sample_event(1);
+                    Ok(Box::new(move || {
+                        p.send(&ev)?;
+                        Ok(1)
+                    }))
+                })
+            }),
+            Variant::new("libpgq Producer::send, official ext", {
+                let client = off_client.clone();
+                Box::new(move || -> Res<Op> {
+                    let p = Producer::new(&client, QUEUE)?;
+                    let ev = sample_event(1);
+                    Ok(Box::new(move || {
+                        p.send(&ev)?;
+                        Ok(1)
+                    }))
+                })
+            }),
+            Variant::new("libpgq producer::insert_event, held conn, our schema", {
+                let dsn = ours_dsn.to_string();
+                Box::new(move || -> Res<Op> {
+                    let mut conn = connect(&dsn)?;
+                    let ev = sample_event(1);
+                    Ok(Box::new(move || {
+                        pgq::producer::insert_event(&mut conn, QUEUE, &ev)?;
+                        Ok(1)
+                    }))
+                })
+            }),
+        ];
+        for (backend, dsn) in [("official ext", official_dsn), ("our schema", ours_dsn)] {
+            let dsn = dsn.to_string();
+            variants.push(Variant::new(
+                format!("SQL pgq.insert_event (prepared), {backend}"),
+                Box::new(move || -> Res<Op> {
+                    let mut conn = connect(&dsn)?;
+                    let stmt = conn.prepare(INSERT_EVENT)?;
+                    let ev = sample_event(1);
+                    Ok(Box::new(move || {
+                        let p = ev_params(&ev);
+                        conn.query_one(&stmt, &[&QUEUE, p[0], p[1], p[2], p[3], p[4], p[5]])?;
+                        Ok(1)
+                    }))
+                }),
+            ));
+        }
+        // What Producer::send would cost with one round trip per event: no per-call prepare
+        // (query_typed sends the parameter types along) and no pool check-out probe.
+        variants.push(Variant::new(
+            "SQL pgq.insert_event (query_typed, no prepare), our schema",
+            {
+                let dsn = ours_dsn.to_string();
+                Box::new(move || -> Res<Op> {
+                    let mut conn = connect(&dsn)?;
+                    let ev = sample_event(1);
+                    Ok(Box::new(move || {
+                        let t = Type::TEXT;
+                        conn.query_typed_one(
+                            INSERT_EVENT,
+                            &[
+                                (&QUEUE, t.clone()),
+                                (&ev.ev_type, t.clone()),
+                                (&ev.data, t.clone()),
+                                (&ev.extra1, t.clone()),
+                                (&ev.extra2, t.clone()),
+                                (&ev.extra3, t.clone()),
+                                (&ev.extra4, t),
+                            ],
+                        )?;
+                        Ok(1)
+                    }))
+                })
+            },
+        ));
+        measure(&mut variants, threads, s)?;
+        let rate: Vec<f64> = variants.iter().map(|v| median(v.rates.clone())).collect();
+        let (raw, official) = (rate[0], rate[4]);
+        for (i, v) in variants.iter().enumerate() {
+            let res = human_rate(rate[i]);
+            let mut cmps = Vec::new();
+            if i > 0 {
+                if v.name.starts_with("libpgq") {
+                    cmps.push(Cmp::target(raw, "raw INSERT", 0.95));
+                } else {
+                    cmps.push(Cmp::new(raw, "raw INSERT"));
+                }
+            }
+            if i != 0 && i != 4 {
+                cmps.push(Cmp::new(official, "official insert_event"));
+            }
+            report.ratio_row(&group, &v.name, res, rate[i], &cmps);
+        }
+    }
+    Ok(())
+}
+
+/// 1000 events per transaction, one thread.
+pub fn bulk(report: &mut Report, s: &Settings, ours_dsn: &str, official_dsn: &str) -> Res<()> {
+    const N: u64 = 1000;
+    let group = "produce 1000 ev/tx, 1 thr";
+    eprintln!("  {group}");
+    let events: std::sync::Arc<Vec<NewEvent>> =
+        std::sync::Arc::new((0..N).map(sample_event).collect());
+    let ours_client = Client::builder(ours_dsn).pool_size(1).build()?;
+    let off_client = Client::builder(official_dsn).pool_size(1).build()?;
+    let mut variants = vec![Variant::new("raw INSERT … SELECT from unnest(arrays)", {
+        let dsn = ours_dsn.to_string();
+        let events = events.clone();
+        Box::new(move || -> Res<Op> {
+            let mut conn = connect(&dsn)?;
+            let stmt = conn.prepare(RAW_INSERT_SELECT)?;
+            let a = arrays(&events);
+            Ok(Box::new(move || {
+                Ok(conn.execute(&stmt, &[&a[0], &a[1], &a[2], &a[3], &a[4], &a[5]])?)
+            }))
+        })
+    })];
+    // Where the COPY path's time goes: the same COPY text the library writes, into the plain
+    // table on a held connection, without the library's queue look-up and pool check-out.
+    variants.push(Variant::new("raw COPY (text) of equal rows, held conn", {
+        let dsn = ours_dsn.to_string();
+        let events = events.clone();
+        Box::new(move || -> Res<Op> {
+            let mut conn = connect(&dsn)?;
+            let text = copy_text(&events, &now_text(&mut conn)?)?;
+            Ok(Box::new(move || {
+                let mut tx = conn.transaction()?;
+                let mut w = tx.copy_in(
+                    "copy bench_raw (ev_time, ev_type, ev_data, ev_extra1, ev_extra2, \
+                     ev_extra3, ev_extra4) from stdin",
+                )?;
+                w.write_all(&text)?;
+                let n = w.finish()?;
+                tx.commit()?;
+                Ok(n)
+            }))
+        })
+    }));
+    for (backend, client) in [("our schema", &ours_client), ("official ext", &off_client)] {
+        let client = client.clone();
+        let events = events.clone();
+        variants.push(Variant::new(
+            format!("libpgq Producer::send_many (COPY), {backend}"),
+            Box::new(move || -> Res<Op> {
+                let p = Producer::new(&client, QUEUE)?;
+                let events = events.clone();
+                Ok(Box::new(move || Ok(p.send_many(&events)?)))
+            }),
+        ));
+    }
+    for (backend, dsn) in [("official ext", official_dsn), ("our schema", ours_dsn)] {
+        let dsn = dsn.to_string();
+        let events = events.clone();
+        variants.push(Variant::new(
+            format!("SQL pgq.insert_event ×1000 in a loop, {backend}"),
+            Box::new(move || -> Res<Op> {
+                let mut conn = connect(&dsn)?;
+                let stmt = conn.prepare(INSERT_EVENT)?;
+                let events = events.clone();
+                Ok(Box::new(move || {
+                    let mut tx = conn.transaction()?;
+                    for ev in events.iter() {
+                        let p = ev_params(ev);
+                        tx.query_one(&stmt, &[&QUEUE, p[0], p[1], p[2], p[3], p[4], p[5]])?;
+                    }
+                    tx.commit()?;
+                    Ok(events.len() as u64)
+                }))
+            }),
+        ));
+    }
+    {
+        let dsn = official_dsn.to_string();
+        let events = events.clone();
+        variants.push(Variant::new(
+            "SQL pgq.insert_event ×1000 in one statement, official ext",
+            Box::new(move || -> Res<Op> {
+                let mut conn = connect(&dsn)?;
+                let stmt = conn.prepare(INSERT_EVENT_UNNEST)?;
+                let a = arrays(&events);
+                Ok(Box::new(move || {
+                    let rows =
+                        conn.query(&stmt, &[&QUEUE, &a[0], &a[1], &a[2], &a[3], &a[4], &a[5]])?;
+                    Ok(rows.len() as u64)
+                }))
+            }),
+        ));
+    }
+    measure(&mut variants, 1, s)?;
+    let rate: Vec<f64> = variants.iter().map(|v| median(v.rates.clone())).collect();
+    let (raw, official_loop) = (rate[0], rate[4]);
+    for (i, v) in variants.iter().enumerate() {
+        let res = human_rate(rate[i]);
+        let cmps = match i {
+            0 => vec![],
+            1 => vec![Cmp::new(raw, "raw INSERT…SELECT")],
+            2 | 3 => vec![
+                Cmp::target(raw, "raw INSERT…SELECT", 0.90),
+                Cmp::target(official_loop, "official insert_event loop", 3.0),
+            ],
+            4 => vec![Cmp::new(raw, "raw INSERT…SELECT")],
+            _ => vec![
+                Cmp::new(raw, "raw INSERT…SELECT"),
+                Cmp::new(official_loop, "official insert_event loop"),
+            ],
+        };
+        report.ratio_row(group, &v.name, res, rate[i], &cmps);
+    }
+    Ok(())
+}
+
+fn now_text(conn: &mut postgres::Client) -> Res<String> {
+    Ok(conn.query_one("select now()::text", &[])?.get(0))
+}
+
+/// COPY text rows for `events` (the sample events need no escaping; checked here).
+fn copy_text(events: &[NewEvent], now: &str) -> Res<Vec<u8>> {
+    let mut out = Vec::new();
+    for ev in events {
+        out.extend_from_slice(now.as_bytes());
+        for f in [
+            &ev.ev_type,
+            &ev.data,
+            &ev.extra1,
+            &ev.extra2,
+            &ev.extra3,
+            &ev.extra4,
+        ] {
+            out.push(b'\t');
+            match f {
+                None => out.extend_from_slice(b"\\N"),
+                Some(v) if v.contains(['\\', '\t', '\n', '\r']) => {
+                    return Err("sample event needs COPY escaping".into())
+                }
+                Some(v) => out.extend_from_slice(v.as_bytes()),
+            }
+        }
+        out.push(b'\n');
+    }
+    Ok(out)
+}
