@@ -75,6 +75,24 @@ func WithTickNotify(notify bool) TickerOption {
 	}
 }
 
+// WithTickerEager sets eager ticking (on by default): a queue is ticked as soon as it has new
+// events and its last tick is at least minLag old (0: the library's default, 5ms), so
+// consumers see events about one ticker round after their commit. With eager false the
+// ticker follows the queues' ticker_max_count / ticker_max_lag rules only, like pgqd (fewer,
+// larger batches). On the official pgq extension the ticker always follows the rules.
+func WithTickerEager(eager bool, minLag time.Duration) TickerOption {
+	return func(tc *tickerConfig) {
+		ms, err := durationMS(minLag)
+		if err != nil {
+			tc.errs = append(tc.errs, err)
+			return
+		}
+		tc.setters = append(tc.setters, func(o *C.pgq_ticker_options, e **C.pgq_error) C.pgq_status {
+			return C.pgq_ticker_options_set_eager(o, C.bool(eager), ms, e)
+		})
+	}
+}
+
 // WithTickerName sets a label for the ticker's thread and log lines (default: the database
 // name).
 func WithTickerName(name string) TickerOption {

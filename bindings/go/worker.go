@@ -95,10 +95,10 @@ func WithWorkers(n int) WorkerOption {
 	}
 }
 
-// WithSubconsumer makes the worker a subconsumer of its consumer (cooperative mode), sharing
-// the consumer's batches with other subconsumers; deadInterval > 0 lets it take over the
-// batch of a subconsumer silent that long. Builds whose runtime lacks cooperative mode make
-// StartWorker fail with ErrInvalidInput.
+// WithSubconsumer makes the worker a subconsumer of its consumer (cooperative mode, pgq_coop),
+// sharing the consumer's batches with other subconsumers (with WithWorkers(n), its threads
+// are subconsumers name-0 ... name-(n-1)); deadInterval > 0 lets it take over the batch of a
+// subconsumer silent that long.
 func WithSubconsumer(name string, deadInterval time.Duration) WorkerOption {
 	return func(wc *workerConfig) {
 		ms := wc.ms(deadInterval)

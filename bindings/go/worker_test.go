@@ -466,3 +466,57 @@ func TestCooperativeWorkerThreads(t *testing.T) {
 		}
 	}
 }
+
+func TestTickerEagerOption(t *testing.T) {
+	c, _ := openClient(t)
+	setupQueue(t, c, "q", "c")
+	// Rule-based ticking only, and the queue's rules make a tick wait for 1000 events or a
+	// day: only an eager ticker would tick this queue.
+	for _, kv := range [][2]string{{"ticker_max_count", "1000"}, {"ticker_max_lag", "1 day"}, {"ticker_idle_period", "1 day"}} {
+		if err := c.SetQueueConfig("q", kv[0], kv[1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lazy, err := c.StartTicker(pgq.WithTickerPeriod(10*time.Millisecond), pgq.WithTickerEager(false, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rounds := func(tk *pgq.Ticker) uint64 {
+		st, err := tk.Stats()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Rounds
+	}
+	// (A queue with a single tick gets an idle tick at once, by PGQ's rules: let that pass.)
+	waitUntil(t, "some rounds of the rule-based ticker", 10*time.Second, func() bool { return rounds(lazy) >= 3 })
+	info, err := c.QueueInfo("q")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Send("q", pgq.TextEvent("t", "d")); err != nil {
+		t.Fatal(err)
+	}
+	r0 := rounds(lazy)
+	waitUntil(t, "more rounds of the rule-based ticker", 10*time.Second, func() bool { return rounds(lazy) >= r0+5 })
+	if err := lazy.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if after, err := c.QueueInfo("q"); err != nil || after.LastTickID != info.LastTickID {
+		t.Fatalf("rule-based ticker ticked: last tick %d -> %d (%v)", info.LastTickID, after.LastTickID, err)
+	}
+	eager, err := c.StartTicker(pgq.WithTickerPeriod(10*time.Millisecond), pgq.WithTickerEager(true, time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eager.Stop()
+	waitUntil(t, "the eager ticker to tick", 10*time.Second, func() bool {
+		after, err := c.QueueInfo("q")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return after.LastTickID > info.LastTickID
+	})
+	_, err = c.StartTicker(pgq.WithTickerEager(true, -time.Second))
+	wantStatus(t, err, pgq.ErrOutOfRange)
+}
