@@ -9,12 +9,14 @@
 //!   statement that tells, from the queues' tick rows and event sequences, whether any queue
 //!   may be due (PGQ-SPEC section 4). Usually none is, and that is the whole round: tens of
 //!   microseconds of server time for a few queues, about 10 us per queue for many. When one
-//!   may be due, `pgq.ticker(queue)` runs for those queues and `pg_notify('pgq_tick', queue)`
-//!   for each queue that got a tick, in one transaction, so a notification arrives only for a
-//!   committed tick. PGQ's own function still decides, so an idle queue gets no more ticks
-//!   than its idle back-off allows. Every 5 s a round calls `pgq.ticker(queue)` for every
-//!   queue, as a safety net. The pause after a round is at least 9 times the round's
-//!   duration, so thousands of queues never keep a server backend busy;
+//!   may be due, `pgq.ticker(queue)` (with eager ticking `pgq.ticker_eager(queue, min_lag)`)
+//!   runs for those queues and `pg_notify('pgq_tick', queue)` for each queue that got a
+//!   tick, in one transaction, so a notification arrives only for a committed tick. The SQL
+//!   function still decides, so an idle queue gets no more ticks than its idle back-off
+//!   allows. After a round that ticked, the next one skips the pre-check (under traffic it
+//!   would say "due" anyway). Every 5 s a round calls the function for every queue, as a
+//!   safety net. The pause after a round is at least 9 times the round's duration, so
+//!   thousands of queues never keep a server backend busy;
 //! * every `retry_period`, `pgq.maint_retry_events()` until it returns 0;
 //! * every `maint_period`, every operation `pgq.maint_operations()` lists, each in its own
 //!   transaction (rotation step 1 and step 2 separately), `VACUUM` outside a transaction.
@@ -1241,9 +1243,9 @@ impl RoundSql {
     }
 }
 
-/// By default, every this often a round calls `pgq.ticker(queue)` for every queue, not only those the
-/// pre-check lists: a safety net should a PGQ variant decide due-ness in a way the
-/// pre-check does not foresee.
+/// By default, every this often a round calls `pgq.ticker(queue)` (or `pgq.ticker_eager`)
+/// for every queue, not only those the pre-check lists: a safety net should a PGQ variant
+/// decide due-ness in a way the pre-check does not foresee.
 const FULL_ROUND_EVERY: Duration = Duration::from_secs(5);
 
 /// Whether the connected database has libpgq's `pgq.ticker_eager` and we may call it.
@@ -1259,6 +1261,10 @@ struct RoundPlanner {
     /// The pre-check, prepared once per connection so the server plans it once.
     statement: Option<postgres::Statement>,
     last_full: Option<Instant>,
+    /// Whether the last round made ticks: under steady traffic the next one most likely
+    /// will too, so it skips the pre-check (one round trip less) and runs the round over
+    /// the due queues directly, which costs little more than the pre-check when none is.
+    last_ticked: bool,
     /// The wanted eager min lag (None: off).
     min_lag: Option<Duration>,
     /// Whether eager ticking is in use: wanted, and the database has `pgq.ticker_eager`.
@@ -1275,6 +1281,7 @@ impl RoundPlanner {
             precheck: true,
             statement: None,
             last_full: None,
+            last_ticked: false,
             min_lag,
             eager: None,
             sql: RoundSql::new(None),
@@ -1328,7 +1335,7 @@ impl RoundPlanner {
         }
         // Whether events were waiting, as the pre-check saw it (idle ticks are no activity).
         let mut pending = None;
-        if !full {
+        if !full && !self.last_ticked {
             let prepared = match self.statement.take() {
                 Some(st) => Ok(st),
                 None => conn.prepare(&self.sql.precheck),
@@ -1363,16 +1370,20 @@ impl RoundPlanner {
                 }
             }
         }
+        self.last_ticked = false;
         let sql = &self.sql.rounds[usize::from(!full)][usize::from(notify)];
-        let msgs = conn.simple_query(sql).map_err(|e| {
-            // A schema downgraded under us: look again before the next round.
-            if self.eager == Some(true) {
-                self.eager = None;
-                self.sql = RoundSql::new(None);
-                self.statement = None;
+        let msgs = match conn.simple_query(sql) {
+            Ok(msgs) => msgs,
+            Err(e) => {
+                // A schema downgraded under us: look again before the next round.
+                if self.eager == Some(true) {
+                    self.eager = None;
+                    self.sql = RoundSql::new(None);
+                    self.statement = None;
+                }
+                return Err(Error::from(e).context("tick"));
             }
-            Error::from(e).context("tick")
-        })?;
+        };
         if full {
             self.last_full = Some(Instant::now());
         }
@@ -1389,6 +1400,7 @@ impl RoundPlanner {
                 _ => {}
             }
         }
+        self.last_ticked = !ticked.is_empty();
         Ok(Round {
             activity: pending.unwrap_or(!ticked.is_empty()),
             ticked,
