@@ -15,4 +15,6 @@ pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, NewEvent};
 pub use producer::Producer;
 pub use schema::InstallOutcome;
-pub use ticker::MaintenanceReport;
+pub use ticker::{
+    MaintenanceReport, Ticker, TickerBuilder, TickerDatabaseStats, TickerState, TickerStats,
+};

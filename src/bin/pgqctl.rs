@@ -14,6 +14,10 @@ use pgq::admin::{self, ConsumerInfo, QueueInfo};
 use pgq::schema::InstallOutcome;
 use serde_json::{json, Value};
 
+// In a directory of its own so cargo does not take it for a binary.
+#[path = "pgqctl/ticker.rs"]
+mod ticker;
+
 /// The subcommands: name, usage, description (lines of the help text).
 const COMMANDS: &[(&str, &str, &str)] = &[
     (
@@ -60,6 +64,19 @@ const COMMANDS: &[(&str, &str, &str)] = &[
         "Queues and their consumers: last tick, ticker lag, new events,\n\
          consumer lag and pending events, as tables; --json prints one JSON\n\
          document instead.",
+    ),
+    (
+        "ticker",
+        "ticker [DSN...] [KEY=VALUE...] [--config FILE]",
+        "Run the ticker daemon (a pgqd replacement) until SIGINT or SIGTERM:\n\
+         ticks, retry events and maintenance for each database (--dsn, the DSN\n\
+         arguments, or PGQ_DSN). With several tickers on one database one is\n\
+         active, the others take over when it goes. KEY=VALUE: ticker_period,\n\
+         retry_period, maint_period, takeover_period (20ms, 1.5s, 2min).\n\
+         --config FILE reads a pgqd config ([pgqd] base_connstr,\n\
+         database_list, initial_database, *_period, check_period; without\n\
+         database_list every database with PGQ). SIGHUP re-reads it. Logs to\n\
+         stderr; PGQ_LOG=debug for more.",
     ),
 ];
 
@@ -185,6 +202,7 @@ struct Args {
     json: bool,
     force: bool,
     at: Option<String>,
+    config: Option<String>,
     positional: Vec<String>,
 }
 
@@ -213,6 +231,7 @@ fn parse_args(raw: impl IntoIterator<Item = String>) -> Res<Args> {
             "--" => options_done = true,
             "--dsn" => args.dsn = Some(value("a connection string")?),
             "--at" => args.at = Some(value("a tick id")?),
+            "--config" => args.config = Some(value("a file")?),
             "-h" | "--help" => args.help = true,
             "-V" | "--version" => args.version = true,
             "--json" => args.json = true,
@@ -272,12 +291,14 @@ fn run(raw: impl IntoIterator<Item = String>) -> Res<()> {
         "status" => &["--json"],
         "drop-queue" => &["--force"],
         "register" => &["--at"],
+        "ticker" => &["--config"],
         _ => &[],
     };
     for (flag, set) in [
         ("--json", args.json),
         ("--force", args.force),
         ("--at", args.at.is_some()),
+        ("--config", args.config.is_some()),
     ] {
         if set && !allowed.contains(&flag) {
             return Err(usage(format!("{command} does not take {flag}")));
@@ -433,6 +454,7 @@ fn run(raw: impl IntoIterator<Item = String>) -> Res<()> {
             }
             Ok(())
         }
+        "ticker" => ticker::run(args.dsn.as_deref(), rest, args.config.as_deref()),
         _ => Err(usage(format!("unknown command {command:?}"))),
     }
 }

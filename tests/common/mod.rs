@@ -18,6 +18,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+pub mod cluster;
+
 use pgq::{Client, Event};
 
 /// Which PGQ implementation a test database gets.

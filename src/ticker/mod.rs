@@ -1,20 +1,32 @@
-//! Ticker and maintenance steps, each callable once.
+//! Ticking, retry-event moves and maintenance: the [`Ticker`] service, and each step as a
+//! function callable once.
 //!
 //! Consumers only see events once a *tick* has been taken after them, retried events only
 //! come back once moved out of the retry queue, and event tables only rotate when maintenance
-//! runs. Something must call these steps periodically; until the library's threaded ticker
-//! exists, call them from your own loop (or run `pgqd`).
+//! runs. [`Ticker`] does all three on its own threads (see [`service`] for how); the free
+//! functions below are the single steps, for your own loop or a one-off call.
 //!
-//! Only one ticker should tick a database at a time.
+//! Only one ticker should tick a database at a time; [`Ticker`] makes sure of that among
+//! libpgq tickers, the single steps do not.
 //!
 //! ```no_run
 //! # fn main() -> pgq::Result<()> {
 //! let client = pgq::Client::connect("host=localhost dbname=app")?;
-//! let ticked = client.tick_all()?;                 // every ~50 ms .. 1 s
-//! let moved = client.retry_events()?;              // every ~30 s
-//! let report = client.maintenance()?;              // every ~2 min
+//! // The service:
+//! let ticker = pgq::Ticker::builder(&client).start()?;
+//! # drop(ticker);
+//! // Or the steps, from your own loop:
+//! let ticked = client.tick_all()?;
+//! let moved = client.retry_events()?;
+//! let report = client.maintenance()?;
 //! # Ok(()) }
 //! ```
+
+pub mod service;
+
+pub use service::{
+    Ticker, TickerBuilder, TickerDatabaseStats, TickerState, TickerStats, TICK_CHANNEL,
+};
 
 use postgres::GenericClient;
 
