@@ -309,6 +309,7 @@ pub struct Consumer {
     queue: String,
     name: String,
     fetch_size: usize,
+    wait: crate::wakeup::WaitState,
 }
 
 impl Consumer {
@@ -328,6 +329,7 @@ impl Consumer {
             queue: queue.to_string(),
             name: consumer.to_string(),
             fetch_size: DEFAULT_FETCH_SIZE,
+            wait: Default::default(),
         })
     }
 
@@ -729,6 +731,125 @@ impl Client {
     /// ```
     pub fn next_batch(&self, queue: &str, consumer: &str) -> Result<Option<Batch>> {
         Consumer::new(self, queue, consumer)?.next_batch()
+    }
+}
+
+// ---- waiting for batches (wake-ups) ------------------------------------------------------
+
+impl Consumer {
+    /// How often [`wait_batch`](Consumer::wait_batch) asks for a batch while it waits
+    /// (default [`DEFAULT_POLL_INTERVAL`](crate::wakeup::DEFAULT_POLL_INTERVAL) while
+    /// listening for notifications, [`DEFAULT_POLL_ONLY_INTERVAL`](crate::wakeup::DEFAULT_POLL_ONLY_INTERVAL)
+    /// in poll-only mode; at least 1 ms).
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// use std::time::Duration;
+    /// let c = pgq::Consumer::new(&client, "orders", "mailer")?
+    ///     .poll_interval(Duration::from_millis(200));
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn poll_interval(mut self, interval: Duration) -> Consumer {
+        self.wait.poll_interval = Some(interval.max(Duration::from_millis(1)));
+        self
+    }
+
+    /// Poll-only mode: [`wait_batch`](Consumer::wait_batch) never runs `LISTEN` and only
+    /// polls, as needed behind PgBouncer in transaction pooling mode.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let c = pgq::Consumer::new(&client, "orders", "mailer")?.poll_only(true);
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn poll_only(mut self, poll_only: bool) -> Consumer {
+        self.wait.poll_only = poll_only;
+        self
+    }
+
+    /// The next batch, waiting up to `timeout` for one; `None` when none came in time.
+    ///
+    /// While there is no batch it waits for a `pgq_tick` notification naming this queue on a
+    /// dedicated `LISTEN` connection (opened on first use and kept by this `Consumer`; clones
+    /// get their own), and polls every [`poll_interval`](Consumer::poll_interval), so a batch
+    /// is found even when no notification is sent. If the listening connection fails, the
+    /// wait falls back to polling and reconnects on the next call. Errors of the batch query
+    /// itself are returned.
+    ///
+    /// ```no_run
+    /// # fn main() -> pgq::Result<()> {
+    /// use std::time::Duration;
+    /// let client = pgq::Client::connect("host=localhost dbname=app")?;
+    /// let consumer = pgq::Consumer::new(&client, "orders", "mailer")?;
+    /// loop {
+    ///     if let Some(batch) = consumer.wait_batch(Duration::from_secs(10))? {
+    ///         for ev in batch.events() {
+    ///             println!("{:?}", ev?.data);
+    ///         }
+    ///         batch.finish()?;
+    ///     }
+    /// }
+    /// # }
+    /// ```
+    pub fn wait_batch(&self, timeout: Duration) -> Result<Option<Batch>> {
+        let deadline = std::time::Instant::now() + timeout;
+        // Another thread waiting on this same Consumer holds the listener: poll instead.
+        let mut slot = if self.wait.poll_only {
+            None
+        } else {
+            self.wait.listener.try_lock()
+        };
+        loop {
+            if let Some(batch) = self.next_batch()? {
+                return Ok(Some(batch));
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let pause = self.wait.interval().min(deadline - now);
+            let Some(listener) = slot.as_deref_mut() else {
+                std::thread::sleep(pause);
+                continue;
+            };
+            if listener.is_none() {
+                match crate::wakeup::Listener::connect(self.client.config()) {
+                    // Ticks that came before LISTEN took effect are found by asking again.
+                    Ok(l) => {
+                        *listener = Some(l);
+                        continue;
+                    }
+                    Err(e) => {
+                        log::warn!("{}/{}: polling only: {e}", self.queue, self.name);
+                        std::thread::sleep(pause);
+                        continue;
+                    }
+                }
+            }
+            if let Some(l) = listener.as_mut() {
+                if let Err(e) = l.wait(pause, Some(&self.queue)) {
+                    log::warn!("{}/{}: {e}; will reconnect", self.queue, self.name);
+                    *listener = None;
+                }
+            }
+        }
+    }
+}
+
+impl Events<'_> {
+    /// Events fetched from the server but not yet returned: never more than the fetch size.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// # let batch = pgq::Consumer::new(&client, "q", "c")?.fetch_size(10).next_batch()?.unwrap();
+    /// let mut events = batch.events();
+    /// while let Some(ev) = events.next() {
+    ///     assert!(events.buffered() < 10);
+    /// }
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
     }
 }
 

@@ -7,6 +7,8 @@ pub mod event;
 pub mod producer;
 pub mod schema;
 pub mod ticker;
+pub mod wakeup;
+pub mod worker;
 
 pub use admin::{BatchInfo, ConsumerInfo, QueueInfo, QueueParam};
 pub use client::{Client, ClientBuilder, PooledConnection};
@@ -18,3 +20,4 @@ pub use schema::InstallOutcome;
 pub use ticker::{
     MaintenanceReport, Ticker, TickerBuilder, TickerDatabaseStats, TickerState, TickerStats,
 };
+pub use worker::{ErrorPolicy, WorkBatch, WorkEvents, Worker, WorkerBuilder, WorkerStats};
