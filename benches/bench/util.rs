@@ -24,6 +24,14 @@ pub struct Settings {
     pub consume_rounds: usize,
     /// Events of the single huge batch used for the memory-bound row (PGQ_BENCH_BIG_BATCH).
     pub big_batch: u64,
+    /// Produce rate of the latency benchmark, events per second (PGQ_BENCH_LATENCY_RATE).
+    pub latency_rate: f64,
+    /// Seconds the latency benchmark produces (PGQ_BENCH_LATENCY_SECS).
+    pub latency_secs: f64,
+    /// Seconds the idle and many-queue measurements last (PGQ_BENCH_IDLE_SECS).
+    pub idle_secs: f64,
+    /// Queues of the many-queue benchmark, 5 consumers each (PGQ_BENCH_QUEUES).
+    pub queues: u64,
     /// Which groups to run (PGQ_BENCH_ONLY, comma separated; empty = all).
     pub only: Vec<String>,
 }
@@ -49,6 +57,10 @@ impl Settings {
             batch: env_or::<u64>("PGQ_BENCH_BATCH", 10_000)?.max(1000),
             consume_rounds: env_or::<usize>("PGQ_BENCH_CONSUME_ROUNDS", 1)?.max(1),
             big_batch: env_or::<u64>("PGQ_BENCH_BIG_BATCH", 200_000)?,
+            latency_rate: env_or::<f64>("PGQ_BENCH_LATENCY_RATE", 1000.0)?.clamp(1.0, 100_000.0),
+            latency_secs: env_or::<f64>("PGQ_BENCH_LATENCY_SECS", 5.0)?.max(0.5),
+            idle_secs: env_or::<f64>("PGQ_BENCH_IDLE_SECS", 10.0)?.max(1.0),
+            queues: env_or::<u64>("PGQ_BENCH_QUEUES", 1000)?.max(1),
             only: only
                 .split(',')
                 .map(|s| s.trim().to_string())
