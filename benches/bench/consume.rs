@@ -2,6 +2,9 @@
 //! process so that its peak memory can be read.
 
 use std::process::{Command, Stdio};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Instant;
 
 use pgq::{Client, Consumer};
@@ -23,6 +26,8 @@ pub enum Kind {
     Pull(usize),
     /// `pgq.get_batch_events(batch)` read in full into a Vec, from Rust.
     GetBatchEvents,
+    /// libpgq's `Worker` (defaults: LISTEN + poll, fetch_size 100) with a no-op handler.
+    Worker,
     /// Prototype of a faster read: the batch's SQL from `pgq.batch_event_sql` run directly as
     /// a protocol-level portal, this many rows per round trip (no cursor function, no FETCH
     /// statements).
@@ -36,6 +41,7 @@ impl Kind {
             Kind::Pull(n) => format!("c_pull_{n}"),
             Kind::GetBatchEvents => "c_gbe".into(),
             Kind::Portal(n) => format!("c_portal_{n}"),
+            Kind::Worker => "c_worker".into(),
         }
     }
 
@@ -45,6 +51,7 @@ impl Kind {
             Kind::Pull(n) => format!("libpgq Consumer pull, fetch_size {n}"),
             Kind::GetBatchEvents => "pgq.get_batch_events read in full (Rust)".into(),
             Kind::Portal(n) => format!("prototype: batch_event_sql as portal, {n}/fetch"),
+            Kind::Worker => "libpgq Worker, defaults".into(),
         }
     }
 }
@@ -154,7 +161,7 @@ pub fn fill(dsn: &str, queue: &str, kinds: &[Kind], total: u64, per_batch: u64) 
 }
 
 /// Drains the backlog as consumer `kind` in a child process.
-pub fn drain(dsn: &str, queue: &str, kind: Kind) -> Res<Drained> {
+pub fn drain(dsn: &str, queue: &str, kind: Kind, expected: u64) -> Res<Drained> {
     let consumer = kind.consumer_name();
     let mut cmd = match kind {
         Kind::Python => {
@@ -176,6 +183,18 @@ pub fn drain(dsn: &str, queue: &str, kind: Kind) -> Res<Drained> {
         Kind::Portal(n) => {
             let mut c = Command::new(std::env::current_exe()?);
             c.args(["child", "portal", dsn, queue, &consumer, &n.to_string()]);
+            c
+        }
+        Kind::Worker => {
+            let mut c = Command::new(std::env::current_exe()?);
+            c.args([
+                "child",
+                "worker",
+                dsn,
+                queue,
+                &consumer,
+                &expected.to_string(),
+            ]);
             c
         }
     };
@@ -205,6 +224,7 @@ pub fn child(args: &[String]) -> Res<()> {
     let t0 = Instant::now();
     let mut d = Drained::default();
     let backend_pid: i32;
+    const WORKER_APP: &str = "pgq_bench_worker";
     match kind.as_str() {
         "pull" => {
             // Pool of one: the batches use the connection whose backend is measured.
@@ -261,6 +281,61 @@ pub fn child(args: &[String]) -> Res<()> {
             }
             d.backend_cpu_secs = backend_cpu(backend_pid);
         }
+        "worker" => {
+            // `fetch` is the number of events to expect here.
+            let expected = fetch as u64;
+            let mut config = postgres::Config::from_str(dsn)?;
+            config.application_name(WORKER_APP);
+            let client = pgq::ClientBuilder::from_config(config).build()?;
+            let seen = Arc::new(AtomicU64::new(0));
+            let worker = {
+                let seen = Arc::clone(&seen);
+                pgq::Worker::builder(&client, queue, consumer)
+                    .handler(move |batch| {
+                        let mut n = 0;
+                        for ev in batch.events() {
+                            std::hint::black_box(ev?);
+                            n += 1;
+                        }
+                        seen.fetch_add(n, Ordering::Relaxed);
+                        Ok(())
+                    })
+                    .start()?
+            };
+            // Done when the last batch is finished (stats count finished batches' events).
+            let deadline = Instant::now() + std::time::Duration::from_secs(600);
+            while worker.stats().events < expected {
+                if Instant::now() > deadline || !worker.is_running() {
+                    return Err(format!(
+                        "worker stopped at {} of {expected} events: {:?}",
+                        worker.stats().events,
+                        worker.stats().last_error
+                    )
+                    .into());
+                }
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            d.secs = t0.elapsed().as_secs_f64();
+            let stats = worker.stats();
+            d.events = seen.load(Ordering::Relaxed);
+            d.batches = stats.batches;
+            let mut admin = connect(dsn)?;
+            let pids: Vec<i32> = admin
+                .query(
+                    "select pid from pg_stat_activity where application_name = $1",
+                    &[&WORKER_APP],
+                )?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            d.backend_cpu_secs = pids.into_iter().map(backend_cpu).sum();
+            worker.stop();
+            worker.join()?;
+            d.cpu_secs = cpu_time().as_secs_f64();
+            d.peak_rss_kib = peak_rss_kib();
+            println!("{}", d.to_json());
+            return Ok(());
+        }
         other => return Err(format!("unknown child kind {other:?}").into()),
     }
     d.secs = t0.elapsed().as_secs_f64();
@@ -301,12 +376,13 @@ fn backend_cpu(pid: i32) -> f64 {
     proc_cpu_time(&format!("/proc/{pid}/stat")).as_secs_f64()
 }
 
-pub const KINDS: [Kind; 5] = [
+pub const KINDS: [Kind; 6] = [
     Kind::Python,
     Kind::Pull(pgq::consumer::DEFAULT_FETCH_SIZE),
     Kind::Pull(1000),
     Kind::GetBatchEvents,
     Kind::Portal(1000),
+    Kind::Worker,
 ];
 
 /// The backlog benchmark: both backends are filled first, then every consumer drains each
@@ -338,7 +414,7 @@ pub fn backlog(report: &mut Report, s: &Settings, backends: &[(&str, &str)]) -> 
                     let (client, tick) = &starts[bi];
                     client.register_consumer_at(QUEUE, &kind.consumer_name(), *tick)?;
                 }
-                let d = drain(dsn, QUEUE, *kind)?;
+                let d = drain(dsn, QUEUE, *kind, s.events)?;
                 eprintln!(
                     "    round {}/{} {:<13} {:<48} {:>7} ev in {:>3} batches, {:.2}s, cpu {:.2}s + server {:.2}s, {}",
                     round + 1,
@@ -386,7 +462,7 @@ pub fn backlog(report: &mut Report, s: &Settings, backends: &[(&str, &str)]) -> 
             let d = &med[ki];
             let cmps = match kind {
                 Kind::Python => vec![],
-                Kind::Pull(_) => vec![
+                Kind::Pull(_) | Kind::Worker => vec![
                     Cmp::target(py, "python3-pgq", 5.0),
                     Cmp::target(gbe, "get_batch_events", 2.0),
                 ],
@@ -422,7 +498,7 @@ pub fn big_batch(report: &mut Report, s: &Settings, dsn: &str, backend: &str) ->
     ];
     fill(dsn, BIG_QUEUE, &kinds, s.big_batch, u64::MAX)?;
     for kind in kinds {
-        let d = drain(dsn, BIG_QUEUE, kind)?;
+        let d = drain(dsn, BIG_QUEUE, kind, s.big_batch)?;
         if d.events != s.big_batch {
             return Err(format!("{} consumed {} events", kind.label(), d.events).into());
         }
