@@ -7,6 +7,10 @@
 #   postgres   PostgreSQL 15 server with contrib, and the reference PGQ implementation we
 #              test against: postgresql-15-pgq3 (official extension), pgqd (ticker daemon),
 #              python3-pgq (SkyTools Python consumer)
+#   c          C/C++ compilers, valgrind and pkg-config for the C ABI tests (tests/c,
+#              examples/c)
+#   cbindgen   the C header generator (scripts/gen-header.sh), a cargo tool: installed with
+#              `cargo install cbindgen --locked --version $cbindgen_version` when missing
 #
 # Idempotent. When everything is already there it only looks (no apt, no sudo, well under a
 # second), so CI re-runs stay quick. Otherwise it runs `apt-get update` and installs the
@@ -27,7 +31,7 @@ pg_major=15
 # Each group is a list of "package|check" entries; `check` is a file that exists once the
 # package is installed (empty: ask dpkg). To add a group (say `go` for the Go binding), add
 # a function groups_<name> printing its entries and list the name in all_groups.
-all_groups=(postgres)
+all_groups=(postgres c cbindgen)
 
 groups_postgres() {
     # postgresql-15 ships contrib too (postgresql-contrib is only a meta package for the
@@ -37,6 +41,17 @@ groups_postgres() {
     echo "pgqd|/usr/bin/pgqd"
     echo "python3-pgq|/usr/lib/python3/dist-packages/pgq/__init__.py"
 }
+
+groups_c() {
+    echo "gcc|/usr/bin/gcc"
+    echo "g++|/usr/bin/g++"
+    echo "valgrind|/usr/bin/valgrind"
+    echo "pkg-config|/usr/bin/pkg-config"
+}
+
+# Pinned: the checked-in include/pgq.h is compared with this version's output.
+cbindgen_version=0.29.4
+groups_cbindgen() { :; } # not apt: handled by ensure_cbindgen
 
 die() {
     echo "$prog: $*" >&2
@@ -74,6 +89,23 @@ is_installed() {
         [[ "$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null)" == "install ok installed" ]]
     fi
 }
+
+# cbindgen comes from crates.io through cargo, not from apt.
+ensure_cbindgen() {
+    local have
+    have=$(cbindgen --version 2>/dev/null | awk '{print $2}') || true
+    [[ $have == "$cbindgen_version" ]] && return 0
+    if [[ $check_only == 1 ]]; then
+        echo "$prog: missing: cbindgen $cbindgen_version (have: ${have:-none})" >&2
+        return 1
+    fi
+    command -v cargo >/dev/null || die "cargo not found: install Rust first (for cbindgen)"
+    echo "$prog: installing cbindgen $cbindgen_version with cargo" >&2
+    cargo install cbindgen --locked --version "$cbindgen_version"
+}
+if [[ " ${wanted[*]} " == *" cbindgen "* ]]; then
+    ensure_cbindgen || exit 1
+fi
 
 missing=()
 for group in "${wanted[@]}"; do

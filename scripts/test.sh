@@ -4,8 +4,10 @@
 #   scripts/test.sh [SERVER_DSN]
 #
 # Steps: system packages (scripts/install-deps.sh), cargo fmt --check, clippy with warnings
-# as errors, rustdoc with warnings as errors, one throwaway PostgreSQL cluster, cargo test
-# (unit, integration, bins, examples, doctests) against it, the demo (scripts/demo.sh), and
+# as errors, rustdoc with warnings as errors, the C header check (scripts/gen-header.sh
+# --verify), one throwaway PostgreSQL cluster, cargo test
+# (unit, integration, bins, examples, doctests) against it, the C ABI checks (tests/c/run.sh:
+# C tests under sanitizers, a C++ include check, the C examples under valgrind), the demo (scripts/demo.sh), and
 # the compatibility round trip with the reference tools (tests/compat) on our schema and on
 # the official extension.
 #
@@ -82,6 +84,7 @@ step "system packages (scripts/install-deps.sh)" scripts/install-deps.sh
 step "cargo fmt --check" cargo fmt --all -- --check
 step "cargo clippy -D warnings" cargo clippy --all-targets --quiet -- -D warnings
 step "cargo doc -D warnings" env RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --quiet
+step "C header up to date, versions match Cargo.toml (scripts/gen-header.sh --verify)" scripts/gen-header.sh --verify
 
 start_cluster() {
     cluster=$root/target/test-cluster.$$
@@ -113,6 +116,7 @@ print(e.make_dsn(sys.argv[1], dbname=sys.argv[2]))' "$dsn" "$db") || return 1
 }
 
 step "cargo test" cargo test --no-fail-fast
+step "C ABI: tests/c under ASan/UBSan, C++ header, examples/c under valgrind" tests/c/run.sh "$dsn"
 step "demo (scripts/demo.sh)" run_demo
 step "compat: pgqd + python3-pgq on our schema" tests/compat/run.sh ours "$dsn"
 step "compat: pgqd + python3-pgq on the official extension" tests/compat/run.sh official "$dsn"

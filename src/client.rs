@@ -269,6 +269,11 @@ impl ClientBuilder {
                 )
                 .with_source(e)
             })?;
+        log::debug!(
+            "connection pool to {} ready ({} connections at most)",
+            describe_target(&config),
+            self.pool_size
+        );
         Ok(Client { pool, config })
     }
 }

@@ -4,6 +4,7 @@ pub mod client;
 pub mod consumer;
 pub mod error;
 pub mod event;
+pub mod ffi;
 pub mod producer;
 pub mod schema;
 pub mod ticker;

@@ -1,0 +1,516 @@
+//! The pull consumer: batches and borrowed event views.
+
+use std::ffi::c_char;
+use std::time::Duration;
+
+use super::client::{client_arg, pgq_client};
+use super::error::{pgq_error, pgq_status, FfiError};
+use super::text::{handle, handle_mut, out_arg, pgq_str, set_opt, str_arg, time_us};
+use crate::consumer::{Batch, Consumer, Events};
+use crate::event::Event;
+use crate::worker::{WorkBatch, WorkEvents};
+
+/// A pull consumer: one consumer name on one queue. `pgq_consumer_next_batch` takes a
+/// `pgq_consumer *` (one thread at a time); the other calls take `const pgq_consumer *` and
+/// may run from several threads. To consume in parallel, create several consumers (each
+/// batch belongs to one caller at a time; PGQ hands a consumer's next batch out only
+/// after the previous one is finished).
+///
+/// ```c
+/// pgq_consumer *c = NULL;
+/// pgq_consumer_new(client, "orders", 6, "mailer", 6, &c, &err);
+/// pgq_consumer_register(c, NULL, &err);
+/// pgq_batch *b = NULL;
+/// if (pgq_consumer_next_batch(c, 5000, &b, &err) == PGQ_STATUS_OK && b) {
+///     const pgq_event *ev;
+///     while (pgq_batch_next_event(b, &ev, &err) == PGQ_STATUS_OK && ev) { ... }
+///     pgq_batch_finish(b, &err);
+/// }
+/// pgq_consumer_free(c);
+/// ```
+pub struct pgq_consumer {
+    consumer: Consumer,
+}
+
+/// Creates a consumer handle for consumer `name` on queue `q` (no database call; see
+/// `pgq_consumer_register`). On success `*out` is the new handle.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_consumer_new(
+    client: *const pgq_client,
+    q: *const c_char,
+    q_len: usize,
+    name: *const c_char,
+    name_len: usize,
+    out: *mut *mut pgq_consumer,
+    err: *mut *mut pgq_error,
+) -> pgq_status {
+    ffi_boundary!(err = err, {
+        let c = client_arg(client)?;
+        let out = out_arg("out", out)?;
+        let q = str_arg("queue name", q, q_len)?;
+        let name = str_arg("consumer name", name, name_len)?;
+        let consumer = Consumer::new(c, q, name)?;
+        out.write(Box::into_raw(Box::new(pgq_consumer { consumer })));
+        Ok(())
+    })
+}
+
+/// Frees a consumer handle (its registration stays). Batches it handed out stay valid.
+/// NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_consumer_free(consumer: *mut pgq_consumer) {
+    ffi_boundary!(default = (), {
+        if !consumer.is_null() {
+            drop(Box::from_raw(consumer));
+        }
+    })
+}
+
+/// Registers the consumer on its queue. `*created` (may be NULL) is true if it was newly
+/// registered, false if it already was.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_consumer_register(
+    consumer: *const pgq_consumer,
+    created: *mut bool,
+    err: *mut *mut pgq_error,
+) -> pgq_status {
+    ffi_boundary!(err = err, {
+        let c = handle("consumer", consumer)?;
+        let was_created = c.consumer.register()?;
+        set_opt(created, was_created);
+        Ok(())
+    })
+}
+
+/// Unregisters the consumer from its queue (its pending retries are dropped).
+#[no_mangle]
+pub unsafe extern "C" fn pgq_consumer_unregister(
+    consumer: *const pgq_consumer,
+    err: *mut *mut pgq_error,
+) -> pgq_status {
+    ffi_boundary!(err = err, {
+        handle("consumer", consumer)?.consumer.unregister()?;
+        Ok(())
+    })
+}
+
+/// How many events `pgq_batch_next_event` fetches from the server per round trip (at least
+/// 1; default 100). Applies to batches taken after the call.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_consumer_set_fetch_size(
+    consumer: *mut pgq_consumer,
+    n: u32,
+    err: *mut *mut pgq_error,
+) -> pgq_status {
+    ffi_boundary!(err = err, {
+        let c = handle_mut("consumer", consumer)?;
+        if n == 0 {
+            return Err(FfiError::invalid("fetch size must be at least 1"));
+        }
+        c.consumer = c.consumer.clone().fetch_size(n as usize);
+        Ok(())
+    })
+}
+
+/// Cooperative mode: this handle consumes as subconsumer `sub` of the consumer, sharing its
+/// batches with the other subconsumers (`pgq_coop`); `dead_interval_ms` > 0 lets it take
+/// over the batch of a subconsumer silent for that long (0: never).
+///
+/// Not available yet: the cooperative runtime has not landed in this build, so this fails
+/// with `PGQ_STATUS_INVALID_STATE` and a message saying so (after checking its arguments).
+#[no_mangle]
+pub unsafe extern "C" fn pgq_consumer_set_subconsumer(
+    consumer: *mut pgq_consumer,
+    sub: *const c_char,
+    sub_len: usize,
+    dead_interval_ms: u64,
+    err: *mut *mut pgq_error,
+) -> pgq_status {
+    ffi_boundary!(err = err, {
+        let _ = handle_mut("consumer", consumer)?;
+        let _ = str_arg("subconsumer name", sub, sub_len)?;
+        let _ = dead_interval_ms;
+        Err(FfiError::state(
+            "cooperative consumers (pgq_coop) are not available in this build of libpgq yet",
+        ))
+    })
+}
+
+/// Longest wait `pgq_consumer_next_batch` accepts (about 49.7 days); longer is capped.
+const MAX_WAIT_MS: u64 = u32::MAX as u64;
+
+/// Waits up to `timeout_ms` milliseconds (0: just look once; capped at 2^32-1 ms) for the
+/// consumer's next batch. On success `*out` is the batch, or NULL if none came in time
+/// (that is not an error). While waiting it listens for the ticker's `pgq_tick`
+/// notifications (unless poll-only) and polls, so a batch is seen soon after its tick.
+/// A batch holds a pooled connection and an open transaction until it is finished or
+/// freed; an unfinished batch is delivered again.
+///
+/// Errors: `PGQ_STATUS_NOT_SUBSCRIBED` if the consumer is not registered,
+/// `PGQ_STATUS_NO_SUCH_QUEUE`, connection errors.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_consumer_next_batch(
+    consumer: *mut pgq_consumer,
+    timeout_ms: u64,
+    out: *mut *mut pgq_batch,
+    err: *mut *mut pgq_error,
+) -> pgq_status {
+    ffi_boundary!(err = err, {
+        let c = handle_mut("consumer", consumer)?;
+        let out = out_arg("out", out)?;
+        let batch = if timeout_ms == 0 {
+            c.consumer.next_batch()?
+        } else {
+            let timeout = Duration::from_millis(timeout_ms.min(MAX_WAIT_MS));
+            c.consumer.wait_batch(timeout)?
+        };
+        let handle = batch.map_or(std::ptr::null_mut(), |b| {
+            Box::into_raw(Box::new(pgq_batch::owned(b)))
+        });
+        out.write(handle);
+        Ok(())
+    })
+}
+
+/// Poll-only mode for `pgq_consumer_next_batch`: never `LISTEN`, only poll (needed behind
+/// PgBouncer in transaction pooling mode). Default false.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_consumer_set_poll_only(
+    consumer: *mut pgq_consumer,
+    poll_only: bool,
+    err: *mut *mut pgq_error,
+) -> pgq_status {
+    ffi_boundary!(err = err, {
+        let c = handle_mut("consumer", consumer)?;
+        c.consumer = c.consumer.clone().poll_only(poll_only);
+        Ok(())
+    })
+}
+
+/// How often `pgq_consumer_next_batch` asks for a batch while it waits, in milliseconds
+/// (at least 1; default 1000 while listening, 100 in poll-only mode).
+#[no_mangle]
+pub unsafe extern "C" fn pgq_consumer_set_poll_interval_ms(
+    consumer: *mut pgq_consumer,
+    interval_ms: u64,
+    err: *mut *mut pgq_error,
+) -> pgq_status {
+    ffi_boundary!(err = err, {
+        let c = handle_mut("consumer", consumer)?;
+        if interval_ms == 0 {
+            return Err(FfiError::invalid("poll interval must be at least 1 ms"));
+        }
+        c.consumer = c
+            .consumer
+            .clone()
+            .poll_interval(Duration::from_millis(interval_ms));
+        Ok(())
+    })
+}
+
+/// A batch of events being consumed. Not thread-safe: one thread at a time. Read events
+/// with `pgq_batch_next_event`, tag failures with `pgq_batch_retry`, then
+/// `pgq_batch_finish`. Freeing it unfinished rolls back: the batch is delivered again.
+///
+/// Inside a worker's handler (`pgq_batch_handler`) the batch belongs to the worker: it is
+/// valid only during that handler call, and `pgq_batch_finish` / `pgq_batch_free` must not
+/// be called on it (finish returns `PGQ_STATUS_INVALID_STATE`, free does nothing); the
+/// worker finishes it when the handler returns 0.
+pub struct pgq_batch {
+    // Field order is drop order: the view and the iterator borrow the source.
+    current: Option<pgq_event>,
+    events: Option<EventIter>,
+    source: Source,
+}
+
+enum EventIter {
+    Plain(Events<'static>),
+    Work(WorkEvents<'static>),
+}
+
+enum Source {
+    /// From `pgq_consumer_next_batch`: a Box pointer owned by this handle (NULL once taken).
+    Owned(*mut Batch),
+    /// A worker's batch, lent for one handler call.
+    Worker(*mut WorkBatch<'static>),
+}
+
+impl pgq_batch {
+    fn owned(b: Batch) -> pgq_batch {
+        pgq_batch {
+            current: None,
+            events: None,
+            source: Source::Owned(Box::into_raw(Box::new(b))),
+        }
+    }
+
+    /// A handle lending `wb` to C for the duration of one handler call. The caller must
+    /// drop it before `wb`'s borrow ends (it lives on the handler's stack frame).
+    pub(crate) unsafe fn lend(wb: &mut WorkBatch<'_>) -> pgq_batch {
+        let wb: *mut WorkBatch<'_> = wb;
+        pgq_batch {
+            current: None,
+            events: None,
+            source: Source::Worker(wb.cast()),
+        }
+    }
+
+    fn is_lent(&self) -> bool {
+        matches!(self.source, Source::Worker(_))
+    }
+
+    fn batch(&self) -> &Batch {
+        match self.source {
+            // SAFETY: a live Box pointer for as long as self exists (see Drop, take_batch).
+            Source::Owned(b) => unsafe { &*b },
+            // SAFETY: lent for the lifetime of this handle (see lend).
+            Source::Worker(wb) => unsafe { (*wb).batch() },
+        }
+    }
+
+    fn next(&mut self) -> Option<crate::Result<Event>> {
+        if self.events.is_none() {
+            self.events = Some(match self.source {
+                // SAFETY: the iterator is dropped before the batch it borrows (field order,
+                // Drop, take_batch).
+                Source::Owned(b) => EventIter::Plain(unsafe { &*b }.events()),
+                // SAFETY: as above, within the handler call.
+                Source::Worker(wb) => EventIter::Work(unsafe { (*wb).events() }),
+            });
+        }
+        match self.events.as_mut()? {
+            EventIter::Plain(it) => it.next(),
+            EventIter::Work(it) => it.next(),
+        }
+    }
+
+    fn retry(&self, ev_id: i64, delay: Duration) {
+        match self.source {
+            Source::Owned(_) => self.batch().retry(ev_id, delay),
+            // SAFETY: lent for the lifetime of this handle.
+            Source::Worker(wb) => unsafe { (*wb).retry(ev_id, delay) },
+        }
+    }
+
+    /// Ends the borrows and takes an owned batch out.
+    fn take_batch(mut self) -> Option<Batch> {
+        self.current = None;
+        self.events = None;
+        match std::mem::replace(&mut self.source, Source::Owned(std::ptr::null_mut())) {
+            // SAFETY: from Box::into_raw in `owned`; nothing borrows it any more.
+            Source::Owned(b) if !b.is_null() => Some(*unsafe { Box::from_raw(b) }),
+            _ => None,
+        }
+    }
+}
+
+impl Drop for pgq_batch {
+    fn drop(&mut self) {
+        self.current = None;
+        self.events = None;
+        if let Source::Owned(b) = self.source {
+            if !b.is_null() {
+                // SAFETY: as in take_batch. Dropping an unfinished Batch rolls it back.
+                drop(unsafe { Box::from_raw(b) });
+            }
+        }
+    }
+}
+
+/// The batch id.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_batch_id(batch: *const pgq_batch) -> i64 {
+    ffi_boundary!(default = -1, {
+        batch.as_ref().map_or(-1, |b| b.batch().id())
+    })
+}
+
+/// The tick that ends the batch.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_batch_tick_id(batch: *const pgq_batch) -> i64 {
+    ffi_boundary!(default = -1, {
+        batch.as_ref().map_or(-1, |b| b.batch().tick_id())
+    })
+}
+
+/// The tick that starts the batch, -1 for the first batch after registration.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_batch_prev_tick_id(batch: *const pgq_batch) -> i64 {
+    ffi_boundary!(default = -1, {
+        batch
+            .as_ref()
+            .and_then(|b| b.batch().prev_tick_id())
+            .unwrap_or(-1)
+    })
+}
+
+/// The next event of the batch: `*out` is a view valid until the next call on this batch
+/// (`pgq_batch_next_event`, `pgq_batch_finish`, `pgq_batch_free`), or NULL after the last
+/// event (and on every call after that). Events are fetched from the server in rounds of
+/// the consumer's fetch size, so large batches stream in bounded memory.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_batch_next_event(
+    batch: *mut pgq_batch,
+    out: *mut *const pgq_event,
+    err: *mut *mut pgq_error,
+) -> pgq_status {
+    ffi_boundary!(err = err, {
+        let b = handle_mut("batch", batch)?;
+        let out = out_arg("out", out)?;
+        b.current = None;
+        let next = b.next();
+        match next {
+            None => out.write(std::ptr::null()),
+            Some(Ok(ev)) => {
+                let view: *const pgq_event = b.current.insert(pgq_event { ev });
+                out.write(view);
+            }
+            Some(Err(e)) => return Err(e.into()),
+        }
+        Ok(())
+    })
+}
+
+/// Tags event `ev_id` of this batch for redelivery after `delay_ms` milliseconds (rounded
+/// up to whole seconds by PGQ's retry queue). Takes effect when the batch is finished.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_batch_retry(
+    batch: *mut pgq_batch,
+    ev_id: i64,
+    delay_ms: u64,
+    err: *mut *mut pgq_error,
+) -> pgq_status {
+    ffi_boundary!(err = err, {
+        let b = handle_mut("batch", batch)?;
+        b.retry(ev_id, Duration::from_millis(delay_ms));
+        Ok(())
+    })
+}
+
+/// Finishes the batch: queues the tagged retries, closes the batch and commits, so the
+/// consumer moves on. Frees `batch` in every case; if it fails nothing was committed and
+/// the batch will be delivered again.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_batch_finish(
+    batch: *mut pgq_batch,
+    err: *mut *mut pgq_error,
+) -> pgq_status {
+    ffi_boundary!(err = err, {
+        if batch.is_null() {
+            return Err(FfiError::null("batch"));
+        }
+        if (*batch).is_lent() {
+            return Err(FfiError::state(
+                "this batch belongs to a worker, which finishes it when the handler returns 0",
+            ));
+        }
+        if let Some(b) = Box::from_raw(batch).take_batch() {
+            b.finish()?;
+        }
+        Ok(())
+    })
+}
+
+/// Frees a batch. Unfinished, it is rolled back and will be delivered again. NULL is a
+/// no-op, and so is a worker's batch inside its handler (the worker owns it).
+#[no_mangle]
+pub unsafe extern "C" fn pgq_batch_free(batch: *mut pgq_batch) {
+    ffi_boundary!(default = (), {
+        if !batch.is_null() {
+            if (*batch).is_lent() {
+                log::warn!("pgq_batch_free on a worker's batch ignored: the worker owns it");
+                return;
+            }
+            drop(Box::from_raw(batch));
+        }
+    })
+}
+
+/// A view of one event, borrowed from its batch: valid until the next call on that batch.
+/// Accessors return -1 / an empty view for NULL. The text views (`data == NULL`: SQL NULL)
+/// live as long as the event view.
+pub struct pgq_event {
+    ev: Event,
+}
+
+/// The event id.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_event_id(ev: *const pgq_event) -> i64 {
+    ffi_boundary!(default = -1, { ev.as_ref().map_or(-1, |e| e.ev.id) })
+}
+
+/// When the event was inserted, in microseconds since the Unix epoch.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_event_time_us(ev: *const pgq_event) -> i64 {
+    ffi_boundary!(default = -1, {
+        ev.as_ref().map_or(-1, |e| time_us(e.ev.time))
+    })
+}
+
+/// The id of the transaction that inserted the event.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_event_txid(ev: *const pgq_event) -> i64 {
+    ffi_boundary!(default = -1, { ev.as_ref().map_or(-1, |e| e.ev.txid) })
+}
+
+/// How many times the event was retried before: -1 on its first delivery.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_event_retry(ev: *const pgq_event) -> i32 {
+    ffi_boundary!(default = -1, {
+        ev.as_ref().and_then(|e| e.ev.retry).unwrap_or(-1)
+    })
+}
+
+/// `ev_type`.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_event_type(ev: *const pgq_event) -> pgq_str {
+    ffi_boundary!(default = pgq_str::NULL, {
+        ev.as_ref()
+            .map_or(pgq_str::NULL, |e| pgq_str::of_opt(e.ev.ev_type.as_deref()))
+    })
+}
+
+/// `ev_data`, the payload.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_event_data(ev: *const pgq_event) -> pgq_str {
+    ffi_boundary!(default = pgq_str::NULL, {
+        ev.as_ref()
+            .map_or(pgq_str::NULL, |e| pgq_str::of_opt(e.ev.data.as_deref()))
+    })
+}
+
+/// `ev_extra1`.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_event_extra1(ev: *const pgq_event) -> pgq_str {
+    ffi_boundary!(default = pgq_str::NULL, {
+        ev.as_ref()
+            .map_or(pgq_str::NULL, |e| pgq_str::of_opt(e.ev.extra1.as_deref()))
+    })
+}
+
+/// `ev_extra2`.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_event_extra2(ev: *const pgq_event) -> pgq_str {
+    ffi_boundary!(default = pgq_str::NULL, {
+        ev.as_ref()
+            .map_or(pgq_str::NULL, |e| pgq_str::of_opt(e.ev.extra2.as_deref()))
+    })
+}
+
+/// `ev_extra3`.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_event_extra3(ev: *const pgq_event) -> pgq_str {
+    ffi_boundary!(default = pgq_str::NULL, {
+        ev.as_ref()
+            .map_or(pgq_str::NULL, |e| pgq_str::of_opt(e.ev.extra3.as_deref()))
+    })
+}
+
+/// `ev_extra4`.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_event_extra4(ev: *const pgq_event) -> pgq_str {
+    ffi_boundary!(default = pgq_str::NULL, {
+        ev.as_ref()
+            .map_or(pgq_str::NULL, |e| pgq_str::of_opt(e.ev.extra4.as_deref()))
+    })
+}
