@@ -28,6 +28,8 @@ pub enum Kind {
     GetBatchEvents,
     /// libpgq's `Worker` (defaults: LISTEN + poll, fetch_size 100) with a no-op handler.
     Worker,
+    /// The C ABI's pull consumer (benches/c_consume.c) with this fetch size.
+    C(usize),
     /// Prototype of a faster read: the batch's SQL from `pgq.batch_event_sql` run directly as
     /// a protocol-level portal, this many rows per round trip (no cursor function, no FETCH
     /// statements).
@@ -42,6 +44,7 @@ impl Kind {
             Kind::GetBatchEvents => "c_gbe".into(),
             Kind::Portal(n) => format!("c_portal_{n}"),
             Kind::Worker => "c_worker".into(),
+            Kind::C(n) => format!("c_capi_{n}"),
         }
     }
 
@@ -52,6 +55,7 @@ impl Kind {
             Kind::GetBatchEvents => "pgq.get_batch_events read in full (Rust)".into(),
             Kind::Portal(n) => format!("prototype: batch_event_sql as portal, {n}/fetch"),
             Kind::Worker => "libpgq Worker, defaults".into(),
+            Kind::C(n) => format!("libpgq C ABI pull (C program), fetch_size {n}"),
         }
     }
 }
@@ -197,6 +201,7 @@ pub fn drain(dsn: &str, queue: &str, kind: Kind, expected: u64) -> Res<Drained> 
             ]);
             c
         }
+        Kind::C(n) => return drain_external(c_consumer_path()?, dsn, queue, &consumer, n),
     };
     let out = cmd
         .stdin(Stdio::null())
@@ -213,6 +218,68 @@ pub fn drain(dsn: &str, queue: &str, kind: Kind, expected: u64) -> Res<Drained> 
         .find(|l| l.trim_start().starts_with('{'))
         .ok_or_else(|| format!("consumer {consumer} printed no report: {stdout}"))?;
     Drained::from_json(line)
+}
+
+/// Where scripts/bench.sh built benches/c_consume.c (PGQ_BENCH_C_CONSUMER).
+pub fn c_consumer_path() -> Res<String> {
+    std::env::var("PGQ_BENCH_C_CONSUMER")
+        .ok()
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| "PGQ_BENCH_C_CONSUMER is not set".into())
+}
+
+const EXTERNAL_APP: &str = "pgq_bench_external";
+
+/// Runs a consumer program that prints its report, then keeps its connections open until its
+/// stdin is closed, so that its server backends' CPU time can be read here.
+fn drain_external(
+    program: String,
+    dsn: &str,
+    queue: &str,
+    consumer: &str,
+    fetch: usize,
+) -> Res<Drained> {
+    use std::io::{BufRead, BufReader};
+    let app_dsn = crate::util::dsn_with_param(dsn, "application_name", EXTERNAL_APP);
+    let mut child = Command::new(&program)
+        .args([&app_dsn, queue, consumer, &fetch.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start {program}: {e}"))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut report = None;
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        if line.trim_start().starts_with('{') {
+            report = Some(Drained::from_json(&line)?);
+            break;
+        }
+    }
+    let mut d = match report {
+        Some(d) => d,
+        None => {
+            let status = child.wait()?;
+            return Err(format!("{program} printed no report ({status})").into());
+        }
+    };
+    let mut admin = connect(dsn)?;
+    let pids: Vec<i32> = admin
+        .query(
+            "select pid from pg_stat_activity where application_name = $1",
+            &[&EXTERNAL_APP],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    d.backend_cpu_secs = pids.into_iter().map(backend_cpu).sum();
+    drop(child.stdin.take());
+    let status = child.wait()?;
+    if !status.success() {
+        return Err(format!("{program} failed: {status}").into());
+    }
+    Ok(d)
 }
 
 /// Entry point of a consumer child process: `child pull|gbe DSN QUEUE CONSUMER FETCH`.
@@ -305,7 +372,10 @@ pub fn child(args: &[String]) -> Res<()> {
             // Done when the last batch is finished (stats count finished batches' events).
             let deadline = Instant::now() + std::time::Duration::from_secs(600);
             while worker.stats().events < expected {
-                if Instant::now() > deadline || !worker.is_running() {
+                // is_running() can be false for a moment right after start(): the threads
+                // count themselves once they run.
+                let gone = !worker.is_running() && t0.elapsed().as_secs() >= 2;
+                if Instant::now() > deadline || gone {
                     return Err(format!(
                         "worker stopped at {} of {expected} events: {:?}",
                         worker.stats().events,
@@ -376,24 +446,34 @@ fn backend_cpu(pid: i32) -> f64 {
     proc_cpu_time(&format!("/proc/{pid}/stat")).as_secs_f64()
 }
 
-pub const KINDS: [Kind; 6] = [
-    Kind::Python,
-    Kind::Pull(pgq::consumer::DEFAULT_FETCH_SIZE),
-    Kind::Pull(1000),
-    Kind::GetBatchEvents,
-    Kind::Portal(1000),
-    Kind::Worker,
-];
+/// The consumers of the backlog benchmark: python3-pgq first, get_batch_events fourth (the
+/// baselines); the C ABI consumer when scripts/bench.sh built it.
+pub fn kinds() -> Vec<Kind> {
+    let mut k = vec![
+        Kind::Python,
+        Kind::Pull(pgq::consumer::DEFAULT_FETCH_SIZE),
+        Kind::Pull(1000),
+        Kind::GetBatchEvents,
+        Kind::Portal(1000),
+        Kind::Worker,
+    ];
+    if c_consumer_path().is_ok() {
+        k.push(Kind::C(pgq::consumer::DEFAULT_FETCH_SIZE));
+        k.push(Kind::C(1000));
+    }
+    k
+}
 
 /// The backlog benchmark: both backends are filled first, then every consumer drains each
 /// backend in turn (interleaved, so load from elsewhere hits all alike), `rounds` times
 /// (consumers are moved back to the start between rounds); medians are reported.
 pub fn backlog(report: &mut Report, s: &Settings, backends: &[(&str, &str)]) -> Res<()> {
+    let kinds = kinds();
     let mut starts = Vec::new();
     for (dsn, label) in backends {
         eprintln!("  filling the backlog, {label}");
         let client = Client::builder(dsn).pool_size(1).build()?;
-        fill(dsn, QUEUE, &KINDS, s.events, s.batch)?;
+        fill(dsn, QUEUE, &kinds, s.events, s.batch)?;
         let first_tick = client
             .get()?
             .query_one(
@@ -406,9 +486,9 @@ pub fn backlog(report: &mut Report, s: &Settings, backends: &[(&str, &str)]) -> 
         starts.push((client, first_tick));
     }
     // results[backend][kind] = one Drained per round
-    let mut results: Vec<Vec<Vec<Drained>>> = vec![vec![Vec::new(); KINDS.len()]; backends.len()];
+    let mut results: Vec<Vec<Vec<Drained>>> = vec![vec![Vec::new(); kinds.len()]; backends.len()];
     for round in 0..s.consume_rounds {
-        for (ki, kind) in KINDS.iter().enumerate() {
+        for (ki, kind) in kinds.iter().enumerate() {
             for (bi, (dsn, label)) in backends.iter().enumerate() {
                 if round > 0 {
                     let (client, tick) = &starts[bi];
@@ -458,7 +538,7 @@ pub fn backlog(report: &mut Report, s: &Settings, backends: &[(&str, &str)]) -> 
         let py = med[0].rate();
         let gbe = med[3].rate();
         let py_cpu = med[0].cpu_us_per_event();
-        for (ki, kind) in KINDS.iter().enumerate() {
+        for (ki, kind) in kinds.iter().enumerate() {
             let d = &med[ki];
             let cmps = match kind {
                 Kind::Python => vec![],
@@ -471,6 +551,18 @@ pub fn backlog(report: &mut Report, s: &Settings, backends: &[(&str, &str)]) -> 
                     Cmp::new(py, "python3-pgq"),
                     Cmp::new(gbe, "get_batch_events"),
                 ],
+                Kind::C(n) => {
+                    // The same pull consumer in Rust, same fetch size.
+                    let rust = kinds
+                        .iter()
+                        .position(|k| matches!(k, Kind::Pull(m) if m == n))
+                        .map(|i| med[i].rate())
+                        .unwrap_or(0.0);
+                    vec![
+                        Cmp::target(rust, "Rust pull, same fetch_size", 0.8),
+                        Cmp::new(py, "python3-pgq"),
+                    ]
+                }
             };
             report.ratio_row(&group, kind.label(), d.cell(), d.rate(), &cmps);
             if !matches!(kind, Kind::Python) && d.cpu_us_per_event() > 0.0 {

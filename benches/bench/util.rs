@@ -97,6 +97,17 @@ pub fn dsn_with_db(dsn: &str, dbname: &str) -> String {
     }
 }
 
+/// `dsn` with one more connection parameter (URL or key=value form).
+pub fn dsn_with_param(dsn: &str, key: &str, value: &str) -> String {
+    let d = dsn.trim();
+    if d.starts_with("postgresql://") || d.starts_with("postgres://") {
+        let sep = if d.contains('?') { '&' } else { '?' };
+        format!("{d}{sep}{key}={value}")
+    } else {
+        format!("{d} {key}={value}")
+    }
+}
+
 pub fn connect(dsn: &str) -> Res<postgres::Client> {
     let config = postgres::Config::from_str(dsn)?;
     Ok(config.connect(postgres::NoTls)?)
