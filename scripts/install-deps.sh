@@ -11,6 +11,7 @@
 #              examples/c)
 #   cbindgen   the C header generator (scripts/gen-header.sh), a cargo tool: installed with
 #              `cargo install cbindgen --locked --version $cbindgen_version` when missing
+#   python     venv and pip for the Python binding's tests (bindings/python/run-tests.sh)
 #
 # Idempotent. When everything is already there it only looks (no apt, no sudo, well under a
 # second), so CI re-runs stay quick. Otherwise it runs `apt-get update` and installs the
@@ -31,7 +32,7 @@ pg_major=15
 # Each group is a list of "package|check" entries; `check` is a file that exists once the
 # package is installed (empty: ask dpkg). To add a group (say `go` for the Go binding), add
 # a function groups_<name> printing its entries and list the name in all_groups.
-all_groups=(postgres c cbindgen)
+all_groups=(postgres c cbindgen python)
 
 groups_postgres() {
     # postgresql-15 ships contrib too (postgresql-contrib is only a meta package for the
@@ -52,6 +53,11 @@ groups_c() {
 # Pinned: the checked-in include/pgq.h is compared with this version's output.
 cbindgen_version=0.29.4
 groups_cbindgen() { :; } # not apt: handled by ensure_cbindgen
+
+groups_python() {
+    echo "python3-venv|"
+    echo "python3-pip|"
+}
 
 die() {
     echo "$prog: $*" >&2

@@ -7,9 +7,10 @@
 # as errors, rustdoc with warnings as errors, the C header check (scripts/gen-header.sh
 # --verify), one throwaway PostgreSQL cluster, cargo test
 # (unit, integration, bins, examples, doctests) against it, the C ABI checks (tests/c/run.sh:
-# C tests under sanitizers, a C++ include check, the C examples under valgrind), the demo (scripts/demo.sh), and
+# C tests under sanitizers, a C++ include check, the C examples under valgrind), the demo (scripts/demo.sh),
 # the compatibility round trip with the reference tools (tests/compat) on our schema and on
-# the official extension.
+# the official extension, and the Python binding (bindings/python/run-tests.sh: venv, mypy,
+# pytest).
 #
 # SERVER_DSN (or $PGQ_TEST_DSN): a superuser DSN of a running PostgreSQL 13+ server to test
 # on instead of a throwaway cluster. Tests create and drop their own databases there. The
@@ -120,5 +121,6 @@ step "C ABI: tests/c under ASan/UBSan, C++ header, examples/c under valgrind" te
 step "demo (scripts/demo.sh)" run_demo
 step "compat: pgqd + python3-pgq on our schema" tests/compat/run.sh ours "$dsn"
 step "compat: pgqd + python3-pgq on the official extension" tests/compat/run.sh official "$dsn"
+step "python binding (bindings/python)" bindings/python/run-tests.sh
 
 summary

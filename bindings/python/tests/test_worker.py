@@ -1,0 +1,204 @@
+"""Callback workers (libpgq's threads call a Python function) and the ticker."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+from typing import Any, List
+
+import pytest
+
+import libpgq
+from conftest import cut, drain, wait_until
+
+FAST = dict(ticker_max_lag=datetime.timedelta(milliseconds=50))
+
+
+@pytest.fixture
+def fast_queue(client: libpgq.Client) -> str:
+    """Queue ``q`` (consumer ``w``) that a running ticker cuts within ~50 ms."""
+    client.create_queue("q")
+    client.configure("q", **FAST)
+    client.register_consumer("q", "w")
+    return "q"
+
+
+def test_worker_runs_the_handler_on_its_threads(client: libpgq.Client,
+                                                fast_queue: str) -> None:
+    got: List[Any] = []
+    threads = set()
+    lock = threading.Lock()
+
+    def handle(batch: libpgq.Batch) -> None:
+        with lock:
+            threads.add(threading.current_thread().ident)
+            got.extend((batch.id, ev.ev_data) for ev in batch)
+
+    with client.ticker(period=0.02) as ticker:
+        with client.worker(fast_queue, "w", handle, fetch_size=10) as worker:
+            client.send_many(fast_queue, [("t", str(i)) for i in range(25)])
+            wait_until("25 events", lambda: len(got) >= 25)
+            stats = wait_until("the stats to count them", lambda: (
+                lambda s: s if s.events >= 25 else None)(worker.stats()))
+            assert stats.batches >= 1 and stats.handler_errors == 0
+        assert worker.closed
+        assert ticker.stats().ticks >= 1
+    assert [d for _, d in got] == [str(i) for i in range(25)]
+    assert threading.main_thread().ident not in threads
+    # Everything was finished: nothing comes again.
+    cut(client, fast_queue)
+    with client.consumer(fast_queue, "w") as consumer:
+        assert drain(consumer, timeout=5) == []
+
+
+def test_handler_exception_stops_the_worker_and_keeps_the_batch(client: libpgq.Client,
+                                                                fast_queue: str) -> None:
+    client.send(fast_queue, "t", "poison")
+    cut(client, fast_queue)
+    calls = []
+
+    def handle(batch: libpgq.Batch) -> None:
+        for ev in batch:
+            calls.append(ev.ev_data)
+            raise KeyError(f"cannot handle {ev.ev_data}")
+
+    worker = client.worker(fast_queue, "w", handle)
+    with pytest.raises(libpgq.HandlerError) as ei:
+        worker.run(timeout=30)
+    assert isinstance(ei.value.__cause__, KeyError)
+    assert "cannot handle poison" in str(ei.value)
+    assert ei.value.status == libpgq.Status.HANDLER
+    assert calls == ["poison"]
+    assert worker.closed
+    assert [type(e) for e in worker.errors] == [KeyError]
+    # Not finished: the same event is there for the next consumer run.
+    with client.consumer(fast_queue, "w") as consumer:
+        assert [e.ev_data for e in drain(consumer, timeout=5)] == ["poison"]
+
+
+def test_with_block_raises_the_handler_error(client: libpgq.Client, fast_queue: str) -> None:
+    client.send(fast_queue, "t", "x")
+    cut(client, fast_queue)
+
+    def handle(batch: libpgq.Batch) -> None:
+        raise RuntimeError("boom")
+
+    with pytest.raises(libpgq.HandlerError) as ei:
+        with client.worker(fast_queue, "w", handle) as worker:
+            wait_until("the handler to fail", lambda: worker.errors)
+    assert isinstance(ei.value.__cause__, RuntimeError)
+
+
+def test_on_error_retry_delivers_the_batch_again(client: libpgq.Client,
+                                                 fast_queue: str) -> None:
+    client.send_many(fast_queue, [("t", "a"), ("t", "b")])
+    cut(client, fast_queue)
+    seen: List[List[str]] = []
+    done = threading.Event()
+
+    def handle(batch: libpgq.Batch) -> None:
+        seen.append([ev.ev_data for ev in batch])
+        if len(seen) == 1:
+            raise ValueError("first time fails")
+        done.set()
+
+    with client.worker(fast_queue, "w", handle, on_error="retry",
+                       retry_backoff=(0.05, 0.1)) as worker:
+        worker.run(timeout=30, until=done)
+        assert done.is_set()
+    assert seen == [["a", "b"], ["a", "b"]]
+    assert [type(e) for e in worker.errors] == [ValueError]
+
+
+def test_event_retry_inside_a_worker(client: libpgq.Client, fast_queue: str) -> None:
+    got: List[Any] = []
+    done = threading.Event()
+
+    def handle(batch: libpgq.Batch) -> None:
+        for ev in batch:
+            got.append((ev.ev_data, ev.ev_retry))
+            if ev.ev_data == "again" and ev.ev_retry is None:
+                ev.retry(0)
+            if ev.ev_retry == 1:
+                done.set()
+
+    with client.ticker(period=0.02, retry_period=0.05):
+        with client.worker(fast_queue, "w", handle) as worker:
+            client.send_many(fast_queue, [("t", "again"), ("t", "once")])
+            worker.run(timeout=30, until=done)
+    assert got == [("again", None), ("once", None), ("again", 1)]
+
+
+def test_worker_batch_rules(client: libpgq.Client, fast_queue: str) -> None:
+    seen: List[Any] = []
+
+    def handle(batch: libpgq.Batch) -> None:
+        seen.append(batch.queue)
+        with batch:  # harmless: the worker finishes it
+            list(batch)
+        try:
+            batch.finish()
+        except libpgq.InvalidStateError as e:
+            seen.append(e)
+        try:
+            worker.join()
+        except libpgq.WouldDeadlockError as e:
+            seen.append(e)
+        worker.stop()  # allowed from the handler; takes effect after it returns
+
+    worker = client.worker(fast_queue, "w", handle)
+    # The handler refers to `worker`: give it a batch only now.
+    client.send(fast_queue, "t", "x")
+    cut(client, fast_queue)
+    worker.run(timeout=30)
+    assert seen[0] == fast_queue
+    assert isinstance(seen[1], libpgq.InvalidStateError)
+    assert isinstance(seen[2], libpgq.WouldDeadlockError)
+    assert worker.closed
+    with client.consumer(fast_queue, "w") as consumer:
+        assert drain(consumer, timeout=0) == []
+
+
+def test_worker_bad_input(client: libpgq.Client, fast_queue: str) -> None:
+    with pytest.raises(TypeError, match="callable"):
+        client.worker(fast_queue, "w", "not a function")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="on_error"):
+        client.worker(fast_queue, "w", print, on_error="ignore")
+    with pytest.raises(ValueError, match="fetch_size"):
+        client.worker(fast_queue, "w", print, fetch_size=0)
+    with pytest.raises(libpgq.InvalidInputError):
+        client.worker(fast_queue, "w", print, workers=2)  # needs cooperative consumers
+    w = client.worker(fast_queue, "w", print)
+    w.close()
+    w.close()
+    with pytest.raises(libpgq.InvalidStateError):
+        w.stats()
+    w.stop()  # a no-op once closed
+
+
+def test_ticker_cuts_batches_for_a_pull_consumer(client: libpgq.Client,
+                                                 fast_queue: str) -> None:
+    with client.ticker(period=0.02) as ticker:
+        with client.consumer(fast_queue, "w") as consumer:
+            client.send(fast_queue, "t", "ticked by the ticker")
+            batch = consumer.next_batch(timeout=30)
+            assert batch is not None
+            with batch:
+                assert [e.ev_data for e in batch] == ["ticked by the ticker"]
+        stats = ticker.stats()
+        assert stats.active == 1 and stats.ticks >= 1
+        assert stats.last_tick_time is not None
+    assert ticker.closed
+    with pytest.raises(libpgq.InvalidStateError):
+        ticker.stats()
+
+
+def test_second_ticker_stands_by(client: libpgq.Client, fast_queue: str) -> None:
+    with client.ticker(period=0.02, name="first") as first:
+        wait_until("the first ticker to be active", lambda: first.stats().active == 1)
+        with client.ticker(period=0.02, takeover_period=0.05, name="second") as second:
+            wait_until("the second ticker to stand by", lambda: second.stats().standby == 1)
+            assert first.stats().active == 1
+            first.stop()
+            first.join()
+            wait_until("the second ticker to take over", lambda: second.stats().active == 1)
