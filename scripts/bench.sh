@@ -56,6 +56,8 @@ if [[ -f include/pgq.h ]] && command -v cc >/dev/null; then
     cc -O2 -std=c11 -Wall -Wextra -Werror -pedantic -Iinclude benches/c_consume.c \
         -L"$libdir" -lpgq -Wl,-rpath,"$libdir" -o "$libdir/c_consume"
     export PGQ_BENCH_C_CONSUMER=$libdir/c_consume
+    # The Python binding (bindings/python) loads the same library.
+    export LIBPGQ_PATH=$libdir
 else
     echo "==> no include/pgq.h or no C compiler: the C ABI consumer row is skipped" >&2
 fi

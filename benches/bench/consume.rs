@@ -30,6 +30,8 @@ pub enum Kind {
     Worker,
     /// The C ABI's pull consumer (benches/c_consume.c) with this fetch size.
     C(usize),
+    /// libpgq's Python binding (bindings/python) pulling with this fetch size.
+    PyLibpgq(usize),
     /// Prototype of a faster read: the batch's SQL from `pgq.batch_event_sql` run directly as
     /// a protocol-level portal, this many rows per round trip (no cursor function, no FETCH
     /// statements).
@@ -45,6 +47,7 @@ impl Kind {
             Kind::Portal(n) => format!("c_portal_{n}"),
             Kind::Worker => "c_worker".into(),
             Kind::C(n) => format!("c_capi_{n}"),
+            Kind::PyLibpgq(n) => format!("c_pybinding_{n}"),
         }
     }
 
@@ -56,6 +59,7 @@ impl Kind {
             Kind::Portal(n) => format!("prototype: batch_event_sql as portal, {n}/fetch"),
             Kind::Worker => "libpgq Worker, defaults".into(),
             Kind::C(n) => format!("libpgq C ABI pull (C program), fetch_size {n}"),
+            Kind::PyLibpgq(n) => format!("libpgq Python binding pull, fetch_size {n}"),
         }
     }
 }
@@ -201,7 +205,17 @@ pub fn drain(dsn: &str, queue: &str, kind: Kind, expected: u64) -> Res<Drained> 
             ]);
             c
         }
-        Kind::C(n) => return drain_external(c_consumer_path()?, dsn, queue, &consumer, n),
+        Kind::C(n) => return drain_external(&c_consumer_path()?, &[], dsn, queue, &consumer, n),
+        Kind::PyLibpgq(n) => {
+            return drain_external(
+                "/usr/bin/python3",
+                &[PY_BINDING_SCRIPT],
+                dsn,
+                queue,
+                &consumer,
+                n,
+            )
+        }
     };
     let out = cmd
         .stdin(Stdio::null())
@@ -230,10 +244,22 @@ pub fn c_consumer_path() -> Res<String> {
 
 const EXTERNAL_APP: &str = "pgq_bench_external";
 
+const PY_BINDING_SCRIPT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/benches/python_libpgq_consumer.py"
+);
+
+/// The Python binding can run when its sources are here and LIBPGQ_PATH names the library.
+fn python_binding_available() -> bool {
+    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/bindings/python/src/libpgq");
+    std::path::Path::new(src).is_dir() && std::env::var("LIBPGQ_PATH").is_ok_and(|p| !p.is_empty())
+}
+
 /// Runs a consumer program that prints its report, then keeps its connections open until its
 /// stdin is closed, so that its server backends' CPU time can be read here.
 fn drain_external(
-    program: String,
+    program: &str,
+    pre_args: &[&str],
     dsn: &str,
     queue: &str,
     consumer: &str,
@@ -241,7 +267,8 @@ fn drain_external(
 ) -> Res<Drained> {
     use std::io::{BufRead, BufReader};
     let app_dsn = crate::util::dsn_with_param(dsn, "application_name", EXTERNAL_APP);
-    let mut child = Command::new(&program)
+    let mut child = Command::new(program)
+        .args(pre_args)
         .args([&app_dsn, queue, consumer, &fetch.to_string()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -461,6 +488,9 @@ pub fn kinds() -> Vec<Kind> {
         k.push(Kind::C(pgq::consumer::DEFAULT_FETCH_SIZE));
         k.push(Kind::C(1000));
     }
+    if python_binding_available() {
+        k.push(Kind::PyLibpgq(1000));
+    }
     k
 }
 
@@ -551,6 +581,7 @@ pub fn backlog(report: &mut Report, s: &Settings, backends: &[(&str, &str)]) -> 
                     Cmp::new(py, "python3-pgq"),
                     Cmp::new(gbe, "get_batch_events"),
                 ],
+                Kind::PyLibpgq(_) => vec![Cmp::new(py, "python3-pgq")],
                 Kind::C(n) => {
                     // The same pull consumer in Rust, same fetch size.
                     let rust = kinds
