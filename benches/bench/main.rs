@@ -40,6 +40,14 @@ fn main() {
     }
 }
 
+/// The 1-minute load average, to show how busy the machine was.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
 fn machine() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
@@ -82,6 +90,7 @@ fn run(dsn: Option<String>) -> Res<()> {
     let ours_dsn = fresh_database(&dsn, DB_OURS, Backend::Ours)?;
     let official_dsn = fresh_database(&dsn, DB_OFFICIAL, Backend::Official)?;
     let mut report = report::Report::default();
+    let load_start = loadavg();
 
     if s.wants("produce") || s.wants("bulk") {
         for d in [&ours_dsn, &official_dsn] {
@@ -133,6 +142,11 @@ fn run(dsn: Option<String>) -> Res<()> {
             &official_dsn,
         )?;
     }
+
+    report.note(format!(
+        "load average (1 min) of the machine: {load_start} at the start, {} at the end",
+        loadavg()
+    ));
 
     drop_database(&dsn, DB_OURS)?;
     drop_database(&dsn, DB_OFFICIAL)?;
