@@ -30,6 +30,9 @@ pub enum Kind {
     Worker,
     /// The C ABI's pull consumer (benches/c_consume.c) with this fetch size.
     C(usize),
+    /// Prototype of a pipelined read: the batch's SQL run as one streamed query (rows are
+    /// decoded while the server still sends; memory bounded by the socket buffers).
+    Stream,
     /// libpgq's Python binding (bindings/python) pulling with this fetch size.
     PyLibpgq(usize),
     /// Prototype of a faster read: the batch's SQL from `pgq.batch_event_sql` run directly as
@@ -48,6 +51,7 @@ impl Kind {
             Kind::Worker => "c_worker".into(),
             Kind::C(n) => format!("c_capi_{n}"),
             Kind::PyLibpgq(n) => format!("c_pybinding_{n}"),
+            Kind::Stream => "c_stream".into(),
         }
     }
 
@@ -60,6 +64,7 @@ impl Kind {
             Kind::Worker => "libpgq Worker, defaults".into(),
             Kind::C(n) => format!("libpgq C ABI pull (C program), fetch_size {n}"),
             Kind::PyLibpgq(n) => format!("libpgq Python binding pull, fetch_size {n}"),
+            Kind::Stream => "prototype: batch_event_sql streamed (query_raw)".into(),
         }
     }
 }
@@ -203,6 +208,11 @@ pub fn drain(dsn: &str, queue: &str, kind: Kind, expected: u64) -> Res<Drained> 
                 &consumer,
                 &expected.to_string(),
             ]);
+            c
+        }
+        Kind::Stream => {
+            let mut c = Command::new(std::env::current_exe()?);
+            c.args(["child", "stream", dsn, queue, &consumer, "0"]);
             c
         }
         Kind::C(n) => return drain_external(&c_consumer_path()?, &[], dsn, queue, &consumer, n),
@@ -375,6 +385,29 @@ pub fn child(args: &[String]) -> Res<()> {
             }
             d.backend_cpu_secs = backend_cpu(backend_pid);
         }
+        "stream" => {
+            let mut conn = connect(dsn)?;
+            backend_pid = conn.query_one("select pg_backend_pid()", &[])?.get(0);
+            while let Some(b) = pgq::consumer::next_batch(&mut conn, queue, consumer)? {
+                let mut tx = conn.transaction()?;
+                let sql: String = tx
+                    .query_one("select pgq.batch_event_sql($1)", &[&b.batch_id])?
+                    .get(0);
+                {
+                    use postgres::fallible_iterator::FallibleIterator;
+                    let no_params: [&(dyn postgres::types::ToSql + Sync); 0] = [];
+                    let mut rows = tx.query_raw(sql.as_str(), no_params)?;
+                    while let Some(row) = rows.next()? {
+                        std::hint::black_box(decode(&row)?);
+                        d.events += 1;
+                    }
+                }
+                pgq::consumer::finish_batch(&mut tx, b.batch_id)?;
+                tx.commit()?;
+                d.batches += 1;
+            }
+            d.backend_cpu_secs = backend_cpu(backend_pid);
+        }
         "worker" => {
             // `fetch` is the number of events to expect here.
             let expected = fetch as u64;
@@ -482,6 +515,7 @@ pub fn kinds() -> Vec<Kind> {
         Kind::Pull(1000),
         Kind::GetBatchEvents,
         Kind::Portal(1000),
+        Kind::Stream,
         Kind::Worker,
     ];
     if c_consumer_path().is_ok() {
@@ -576,7 +610,7 @@ pub fn backlog(report: &mut Report, s: &Settings, backends: &[(&str, &str)]) -> 
                     Cmp::target(gbe, "get_batch_events", 2.0),
                 ],
                 Kind::GetBatchEvents => vec![Cmp::new(py, "python3-pgq")],
-                Kind::Portal(_) => vec![
+                Kind::Portal(_) | Kind::Stream => vec![
                     Cmp::new(py, "python3-pgq"),
                     Cmp::new(gbe, "get_batch_events"),
                 ],
