@@ -1,6 +1,7 @@
 //! Produce throughput: one event per transaction (1 and 4 threads) and 1000 per transaction.
 
 use std::io::Write;
+use std::str::FromStr;
 
 use pgq::{Client, NewEvent, Producer};
 use postgres::types::Type;
@@ -185,6 +186,29 @@ pub fn single(report: &mut Report, s: &Settings, ours_dsn: &str, official_dsn: &
                 }),
             ));
         }
+        // Fix (1) alone: the same pool type as Client, without the check-out probe.
+        variants.push(Variant::new(
+            "r2d2 pool without check-out probe + insert_event, our schema",
+            {
+                let manager = r2d2_postgres::PostgresConnectionManager::new(
+                    postgres::Config::from_str(ours_dsn)?,
+                    postgres::NoTls,
+                );
+                let pool = r2d2::Pool::builder()
+                    .max_size(threads as u32)
+                    .test_on_check_out(false)
+                    .build(manager)?;
+                Box::new(move || -> Res<Op> {
+                    let pool = pool.clone();
+                    let ev = sample_event(1);
+                    Ok(Box::new(move || {
+                        let mut conn = pool.get()?;
+                        pgq::producer::insert_event(&mut *conn, QUEUE, &ev)?;
+                        Ok(1)
+                    }))
+                })
+            },
+        ));
         // What Producer::send would cost with one round trip per event: no per-call prepare
         // (query_typed sends the parameter types along) and no pool check-out probe.
         variants.push(Variant::new(
