@@ -104,6 +104,9 @@ enum pgq_status
     PGQ_STATUS_INVALID_STATE = 24,
     // An index or number was out of range.
     PGQ_STATUS_OUT_OF_RANGE = 25,
+    // A cooperative subconsumer still has an open batch (finish it, or unregister with
+    // release).
+    PGQ_STATUS_BATCH_OPEN = 26,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -335,7 +338,8 @@ typedef int32_t (*pgq_batch_handler)(void *user_data, struct pgq_batch *batch);
 // A snapshot of a worker's counters, filled by `pgq_worker_stats_get`. Set `struct_size` to
 // `sizeof(pgq_worker_stats)` before the call: the library writes at most that many bytes,
 // so a program built against an older (smaller) struct keeps working when fields are
-// appended.
+// appended (a size below this first version's is `PGQ_STATUS_OUT_OF_RANGE`). After the
+// call `struct_size` holds the library's own size of the struct.
 typedef struct pgq_worker_stats {
     // In: `sizeof(pgq_worker_stats)` as the caller knows it.
     uint32_t struct_size;
@@ -818,17 +822,30 @@ pgq_status pgq_consumer_set_fetch_size(struct pgq_consumer *consumer,
                                        uint32_t n,
                                        struct pgq_error **err);
 
-// Cooperative mode: this handle consumes as subconsumer `sub` of the consumer, sharing its
-// batches with the other subconsumers (`pgq_coop`); `dead_interval_ms` > 0 lets it take
-// over the batch of a subconsumer silent for that long (0: never).
-//
-// Not available yet: the cooperative runtime has not landed in this build, so this fails
-// with `PGQ_STATUS_INVALID_STATE` and a message saying so (after checking its arguments).
+// Cooperative mode (`pgq_coop`): this handle consumes as subconsumer `sub` of its
+// consumer, sharing the consumer's batches with the other subconsumers (each batch goes
+// to one of them). `dead_interval_ms` > 0 lets it take over the open batch of a sibling
+// that has been silent for that long (0: never). Register the subconsumer with
+// `pgq_consumer_register_subconsumer` (the consumer itself must be registered too).
 pgq_status pgq_consumer_set_subconsumer(struct pgq_consumer *consumer,
                                         const char *sub,
                                         size_t sub_len,
                                         uint64_t dead_interval_ms,
                                         struct pgq_error **err);
+
+// Registers the handle's subconsumer (see `pgq_consumer_set_subconsumer`) with
+// `pgq_coop`, and the consumer on the queue if it is not yet. `*created` (may be NULL) is
+// true if the subconsumer was new. Without a subconsumer: `PGQ_STATUS_INVALID_INPUT`.
+pgq_status pgq_consumer_register_subconsumer(const struct pgq_consumer *consumer,
+                                             bool *created,
+                                             struct pgq_error **err);
+
+// Unregisters the handle's subconsumer. If it has an open batch: with `release_batch`
+// the batch is left to the next sibling that asks; without it the call fails with
+// `PGQ_STATUS_BATCH_OPEN`.
+pgq_status pgq_consumer_unregister_subconsumer(const struct pgq_consumer *consumer,
+                                               bool release_batch,
+                                               struct pgq_error **err);
 
 // Waits up to `timeout_ms` milliseconds (0: just look once; capped at 2^32-1 ms) for the
 // consumer's next batch. On success `*out` is the batch, or NULL if none came in time
@@ -864,6 +881,25 @@ int64_t pgq_batch_tick_id(const struct pgq_batch *batch);
 
 // The tick that starts the batch, -1 for the first batch after registration.
 int64_t pgq_batch_prev_tick_id(const struct pgq_batch *batch);
+
+// The queue's name; borrowed from the batch, valid until it is finished or freed (inside
+// a handler: until the handler returns).
+struct pgq_str pgq_batch_queue(const struct pgq_batch *batch);
+
+// The consumer's name; borrowed like `pgq_batch_queue`.
+struct pgq_str pgq_batch_consumer(const struct pgq_batch *batch);
+
+// The subconsumer that holds the batch in cooperative mode, else a NULL view; borrowed
+// like `pgq_batch_queue`.
+struct pgq_str pgq_batch_subconsumer(const struct pgq_batch *batch);
+
+// When the batch's end tick was taken, in microseconds since the Unix epoch.
+int64_t pgq_batch_tick_time_us(const struct pgq_batch *batch);
+
+// Whether the worker that lent this batch to its handler is stopping (a long handler
+// may cut its work short and return non-zero to have the batch delivered again later).
+// Always false for a batch from `pgq_consumer_next_batch`.
+bool pgq_batch_is_stopping(const struct pgq_batch *batch);
 
 // The next event of the batch: `*out` is a view valid until the next call on this batch
 // (`pgq_batch_next_event`, `pgq_batch_finish`, `pgq_batch_free`), or NULL after the last
@@ -952,8 +988,9 @@ pgq_status pgq_worker_options_set_poll_only(struct pgq_worker_options *opts,
 // Cooperative mode: the worker consumes as subconsumer `sub` of its consumer (with
 // several threads: `sub-0`, `sub-1`, ...), sharing the consumer's batches with other
 // subconsumers. `dead_interval_ms` > 0 lets it take over the batch of a subconsumer
-// silent for that long (0: never). `pgq_worker_start` fails with
-// `PGQ_STATUS_INVALID_INPUT` while this build lacks cooperative support.
+// silent for that long (0: never). Each thread registers its subconsumer before its
+// first batch; register them beforehand (`pgq_consumer_register_subconsumer`) if events
+// produced before the worker first runs must be seen. They stay registered after a stop.
 pgq_status pgq_worker_options_set_subconsumer(struct pgq_worker_options *opts,
                                               const char *sub,
                                               size_t sub_len,
@@ -979,8 +1016,9 @@ pgq_status pgq_worker_options_set_retry_backoff_ms(struct pgq_worker_options *op
 // `handler` is called once per batch as `pgq_batch_handler` describes, with `user_data`.
 //
 // `opts` may be NULL (defaults) and is consumed in every case. `user_data_free` (may be
-// NULL) is called exactly once with `user_data` by `pgq_worker_free`, after the last
-// handler call has returned (on the helper thread when freed from the handler). If this call
+// NULL) is called exactly once with `user_data` after the last handler call has returned:
+// by `pgq_worker_free` (when freed from the handler, later, on a worker or helper
+// thread). If this call
 // fails, the handler is never called and `user_data_free` is not called: the caller
 // still owns `user_data`. On success `*out` is the worker: stop it with `pgq_worker_stop`
 // and `pgq_worker_join`, or just `pgq_worker_free`.

@@ -20,6 +20,14 @@ command -v cbindgen >/dev/null || {
     exit 1
 }
 
+# The checked-in header is the output of this cbindgen version (scripts/install-deps.sh
+# installs it); another version may format differently and make --verify fail.
+pinned=0.29.4
+have=$(cbindgen --version | awk '{print $2}')
+if [[ $have != "$pinned" ]]; then
+    echo "$prog: warning: cbindgen $have, the header is generated with $pinned (cargo install cbindgen --locked --version $pinned)" >&2
+fi
+
 generate() {
     cbindgen --quiet --config cbindgen.toml --output "$1" src/ffi/mod.rs
 }

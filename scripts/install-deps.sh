@@ -12,6 +12,7 @@
 #   cbindgen   the C header generator (scripts/gen-header.sh), a cargo tool: installed with
 #              `cargo install cbindgen --locked --version $cbindgen_version` when missing
 #   python     venv and pip for the Python binding's tests (bindings/python/run-tests.sh)
+#   go         Go toolchain (golang-go) and gcc for cgo, to build and test bindings/go
 #
 # Idempotent. When everything is already there it only looks (no apt, no sudo, well under a
 # second), so CI re-runs stay quick. Otherwise it runs `apt-get update` and installs the
@@ -30,9 +31,9 @@ prog=${0##*/}
 pg_major=15
 
 # Each group is a list of "package|check" entries; `check` is a file that exists once the
-# package is installed (empty: ask dpkg). To add a group (say `go` for the Go binding), add
-# a function groups_<name> printing its entries and list the name in all_groups.
-all_groups=(postgres c cbindgen python)
+# package is installed (empty: ask dpkg). To add a group, add a function
+# groups_<name> printing its entries and list the name in all_groups.
+all_groups=(postgres c cbindgen python go)
 
 groups_postgres() {
     # postgresql-15 ships contrib too (postgresql-contrib is only a meta package for the
@@ -57,6 +58,12 @@ groups_cbindgen() { :; } # not apt: handled by ensure_cbindgen
 groups_python() {
     echo "python3-venv|"
     echo "python3-pip|"
+}
+
+groups_go() {
+    # The Go binding (bindings/go) builds with Debian 12's Go 1.19 and cgo (gcc).
+    echo "golang-go|/usr/bin/go"
+    echo "gcc|/usr/bin/gcc"
 }
 
 die() {

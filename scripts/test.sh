@@ -7,7 +7,8 @@
 # as errors, rustdoc with warnings as errors, the C header check (scripts/gen-header.sh
 # --verify), one throwaway PostgreSQL cluster, cargo test
 # (unit, integration, bins, examples, doctests) against it, the C ABI checks (tests/c/run.sh:
-# C tests under sanitizers, a C++ include check, the C examples under valgrind), the demo (scripts/demo.sh),
+# C tests under sanitizers, a C++ include check, the C examples under valgrind), the Go
+# binding's go vet, gofmt and go test -race (bindings/go), the demo (scripts/demo.sh),
 # the compatibility round trip with the reference tools (tests/compat) on our schema and on
 # the official extension, and the Python binding (bindings/python/run-tests.sh: venv, mypy,
 # pytest).
@@ -118,9 +119,38 @@ print(e.make_dsn(sys.argv[1], dbname=sys.argv[2]))' "$dsn" "$db") || return 1
 
 step "cargo test" cargo test --no-fail-fast
 step "C ABI: tests/c under ASan/UBSan, C++ header, examples/c under valgrind" tests/c/run.sh "$dsn"
+
+# The Go binding (bindings/go) links target/debug/libpgq.a and needs only Go's standard
+# library: no module downloads (GOPROXY=off), no toolchain downloads (GOTOOLCHAIN=local).
+go_env=(env GOPROXY=off GOTOOLCHAIN=local GOFLAGS=-mod=readonly)
+go_vet() {
+    cargo build --lib --quiet || return 1 # the libpgq.a the package links
+    (cd bindings/go && "${go_env[@]}" go vet ./...)
+}
+go_test() {
+    cargo build --lib --quiet || return 1
+    local log rc=0
+    log=$(mktemp)
+    (cd bindings/go && "${go_env[@]}" go test -race -count=1 ./...) 2>&1 | tee "$log" || rc=1
+    # The binding's tests must have run: vanished tests must not pass quietly.
+    if grep -q 'no tests to run' "$log" || ! grep -qE '^ok\s+github.com/libpgq/libpgq/bindings/go\s' "$log"; then
+        echo "go test ran no tests" >&2
+        rc=1
+    fi
+    rm -f "$log"
+    return $rc
+}
+go_fmt() {
+    local files
+    files=$(cd bindings/go && gofmt -l .) || return 1
+    [[ -z $files ]] || { echo "not gofmt-formatted: $files" >&2; return 1; }
+}
+step "go vet (bindings/go)" go_vet
+step "gofmt -l (bindings/go)" go_fmt
+step "go test -race (bindings/go)" go_test
 step "demo (scripts/demo.sh)" run_demo
-step "compat: pgqd + python3-pgq on our schema" tests/compat/run.sh ours "$dsn"
-step "compat: pgqd + python3-pgq on the official extension" tests/compat/run.sh official "$dsn"
+step "compat: pgqd / pgqctl ticker + python3-pgq on our schema" tests/compat/run.sh ours "$dsn"
+step "compat: pgqd / pgqctl ticker + python3-pgq on the official extension" tests/compat/run.sh official "$dsn"
 step "python binding (bindings/python)" bindings/python/run-tests.sh
 
 summary

@@ -439,7 +439,8 @@ pub struct ConsumerInfo {
     pub current_batch: Option<i64>,
     /// `next_tick`: the end tick of the open batch, if any.
     pub next_tick: Option<i64>,
-    /// `pending_events`: events inserted after `last_tick` (an estimate from sequences).
+    /// `pending_events`: events between `last_tick` and the newest tick (an estimate from
+    /// the event sequence; events not ticked yet do not count).
     pub pending_events: Option<i64>,
 }
 

@@ -76,7 +76,7 @@ pub struct NextBatch {
 }
 
 impl NextBatch {
-    fn from_row(row: &Row) -> Result<Option<NextBatch>> {
+    pub(crate) fn from_row(row: &Row) -> Result<Option<NextBatch>> {
         let batch_id: Option<i64> = row.try_get("batch_id")?;
         let batch_id = match batch_id {
             Some(b) => b,
@@ -305,7 +305,9 @@ pub fn finish_batch(conn: &mut impl GenericClient, batch_id: i64) -> Result<bool
 /// ```
 #[derive(Debug, Clone)]
 pub struct Consumer {
-    client: Client,
+    pub(crate) client: Client,
+    /// Coop mode (`pgq_coop`), set by [`Consumer::subconsumer`].
+    pub(crate) coop: Option<crate::coop::Subconsumer>,
     queue: String,
     name: String,
     fetch_size: usize,
@@ -325,6 +327,7 @@ impl Consumer {
         check_name("queue", queue)?;
         check_name("consumer", consumer)?;
         Ok(Consumer {
+            coop: None,
             client: client.clone(),
             queue: queue.to_string(),
             name: consumer.to_string(),
@@ -407,7 +410,11 @@ impl Consumer {
     /// ```
     pub fn next_batch(&self) -> Result<Option<Batch>> {
         let mut conn = self.client.get()?;
-        let info = match next_batch(&mut *conn, &self.queue, &self.name)? {
+        let info = match &self.coop {
+            Some(sub) => sub.next_batch(&mut *conn, &self.queue, &self.name)?,
+            None => next_batch(&mut *conn, &self.queue, &self.name)?,
+        };
+        let info = match info {
             Some(info) => info,
             None => return Ok(None),
         };
@@ -421,6 +428,7 @@ impl Consumer {
             retries: RefCell::new(Vec::new()),
             cursor_open: Cell::new(false),
             finished: false,
+            coop: self.coop.clone(),
         }))
     }
 }
@@ -454,6 +462,8 @@ pub struct Batch {
     retries: RefCell<Vec<(i64, Duration)>>,
     cursor_open: Cell<bool>,
     finished: bool,
+    /// Coop mode: finished through `pgq_coop.finish_batch`.
+    pub(crate) coop: Option<crate::coop::Subconsumer>,
 }
 
 impl fmt::Debug for Batch {
@@ -613,7 +623,12 @@ impl Batch {
         for (ev_id, delay) in retries {
             event_retry(client, batch_id, ev_id, delay)?;
         }
-        finish_batch(client, batch_id)?;
+        match &self.coop {
+            Some(sub) => sub.finish_batch(client, batch_id, &self.queue, &self.consumer)?,
+            None => {
+                finish_batch(client, batch_id)?;
+            }
+        }
         // Mark finished before COMMIT: if COMMIT itself fails the transaction is gone anyway
         // and there is nothing left to roll back.
         self.finished = true;

@@ -51,6 +51,9 @@ pub enum ErrorKind {
     NoSuchBatch,
     /// The event is not part of the given batch.
     NoSuchEvent,
+    /// A cooperative sub-consumer still has an open batch (unregister it with
+    /// [`BatchHandling::Release`](crate::coop::BatchHandling::Release), or finish the batch).
+    BatchOpen,
     /// The tick id given to `register_consumer_at` does not exist for the queue.
     NoSuchTick,
     /// Inserts into the queue are disabled (`queue_disable_insert`).
@@ -81,6 +84,7 @@ impl ErrorKind {
             ErrorKind::ConsumersAttached => "consumers still attached",
             ErrorKind::NoSuchBatch => "no such batch",
             ErrorKind::NoSuchEvent => "no such event",
+            ErrorKind::BatchOpen => "subconsumer has an open batch",
             ErrorKind::NoSuchTick => "no such tick",
             ErrorKind::InsertDisabled => "inserts disabled",
             ErrorKind::TickerDisabled => "ticker disabled for queue",
@@ -245,6 +249,9 @@ fn kind_from_server_message(sqlstate: &str, msg: &str) -> ErrorKind {
     if lower.starts_with("cannot drop queue, consumers still attached") {
         return ErrorKind::ConsumersAttached;
     }
+    if lower.starts_with("subconsumer has an open batch") {
+        return ErrorKind::BatchOpen;
+    }
     if lower.starts_with("event not found") {
         return ErrorKind::NoSuchEvent;
     }
@@ -263,13 +270,18 @@ fn kind_from_server_message(sqlstate: &str, msg: &str) -> ErrorKind {
     if lower.starts_with("ticker has been paused") || lower.contains("external tick source") {
         return ErrorKind::TickerDisabled;
     }
-    if lower.starts_with("cannot change parameter") || lower.starts_with("invalid null value") {
+    if lower.starts_with("cannot change parameter")
+        || lower.starts_with("invalid null value")
+        || lower.starts_with("queue name must not be null")
+        || lower.starts_with("invalid queue name")
+        || lower.starts_with("invalid consumer name")
+    {
         return ErrorKind::InvalidInput;
     }
     match sqlstate {
         // 3F000 invalid_schema_name / 42883 undefined_function on pgq.*: schema missing.
         "3F000" => ErrorKind::NotInstalled,
-        "42883" if lower.contains("pgq.") => ErrorKind::NotInstalled,
+        "42883" if lower.contains("pgq.") || lower.contains("pgq_coop.") => ErrorKind::NotInstalled,
         "42501" => ErrorKind::PermissionDenied,
         "28000" | "28P01" => ErrorKind::Connect,
         "3D000" => ErrorKind::Connect,
@@ -380,6 +392,11 @@ mod tests {
                 ErrorKind::TickerDisabled,
             ),
             ("cannot change parameter \"x\"", ErrorKind::InvalidInput),
+            ("Queue name must not be NULL", ErrorKind::InvalidInput),
+            (
+                "Invalid queue name: must not be empty",
+                ErrorKind::InvalidInput,
+            ),
             ("something else", ErrorKind::Database),
         ];
         for (msg, kind) in cases {

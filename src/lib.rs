@@ -2,6 +2,7 @@
 pub mod admin;
 pub mod client;
 pub mod consumer;
+pub mod coop;
 pub mod error;
 pub mod event;
 pub mod ffi;
@@ -14,6 +15,7 @@ pub mod worker;
 pub use admin::{BatchInfo, ConsumerInfo, QueueInfo, QueueParam};
 pub use client::{Client, ClientBuilder, PooledConnection};
 pub use consumer::{Batch, Consumer, Events, NextBatch};
+pub use coop::BatchHandling;
 pub use error::{Error, ErrorKind, Result};
 pub use event::{Event, NewEvent};
 pub use producer::Producer;

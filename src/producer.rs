@@ -95,19 +95,22 @@ pub fn insert_events(
     if events.is_empty() {
         return Ok(0);
     }
-    // The table name from current_event_table is valid only for this transaction: rotation
-    // may switch tables afterwards, and events written to a stale table could be missed.
+    // The table name from current_event_table is valid only for this transaction, and only
+    // if the transaction already has its txid: rotation may switch tables and complete
+    // (step 2) between this query and the COPY, and a txid taken only by the COPY would then
+    // lie after the step-2 mark while the rows sit in the old table, which readers no longer
+    // search. With the txid taken first, any step 2 that follows comes after it.
     let mut tx = conn.transaction()?;
+    tx.query_one("select txid_current()", &[])?;
+    // current_event_table runs once (an uncorrelated subquery), not once per pg_class row:
+    // a volatile function re-evaluated during a scan can see a rotation halfway. It raises
+    // the queue's errors itself (unknown queue, inserts disabled unless replaying).
     let row = tx
         .query_opt(
-            "select format('%I.%I', n.nspname, c.relname), \
-                    q.queue_disable_insert \
-                    and current_setting('session_replication_role') <> 'replica', \
-                    now()::text \
-               from pgq.queue q, pg_catalog.pg_class c, pg_catalog.pg_namespace n \
-              where q.queue_name = $1 \
-                and c.oid = pgq.current_event_table(q.queue_name)::regclass \
-                and n.oid = c.relnamespace",
+            "select format('%I.%I', n.nspname, c.relname), now()::text \
+               from pg_catalog.pg_class c \
+               join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
+              where c.oid = (select pgq.current_event_table($1))::regclass",
             &[&queue],
         )
         .map_err(|e| Error::from(e).context(format_args!("insert events into {queue:?}")))?;
@@ -116,14 +119,7 @@ pub fn insert_events(
         None => return Err(crate::admin::no_such_queue(queue)),
     };
     let table: String = row.get(0);
-    let disabled: bool = row.get(1);
-    let now: String = row.get(2);
-    if disabled {
-        return Err(Error::new(
-            ErrorKind::InsertDisabled,
-            format!("Insert into queue disallowed: {queue:?}"),
-        ));
-    }
+    let now: String = row.get(1);
     // ev_id and ev_txid come from the table's defaults; ev_time has none, so every row gets
     // this transaction's now(), as insert_event would give it.
     let copy = format!(

@@ -281,7 +281,9 @@ impl WorkerBuilder {
     /// that several threads or processes share the consumer's batches. A batch open longer
     /// than `dead_interval` by a subconsumer is taken over by another one. With
     /// [`workers(n)`](WorkerBuilder::workers), `n > 1`, thread `i` is subconsumer
-    /// `name-i`.
+    /// `name-i`. Each thread registers its sub-consumer (idempotent) before its first batch;
+    /// register them yourself beforehand if the consumer must see events produced before the
+    /// worker first ran. Sub-consumers stay registered when the worker stops.
     ///
     /// ```no_run
     /// # let client = pgq::Client::connect("dbname=app")?;
@@ -439,12 +441,9 @@ fn spawn_error(e: std::io::Error) -> Error {
     .with_source(e)
 }
 
-/// Switches a consumer to cooperative mode. Cooperative consumers (pgq_coop) are being added
-/// in parallel; until they land this refuses clearly.
-fn cooperative(_c: Consumer, sub: &str, _dead: Option<Duration>) -> Result<Consumer> {
-    Err(Error::invalid_input(format!(
-        "subconsumer({sub:?}): cooperative consumers are not supported yet by this build"
-    )))
+/// Switches a consumer to cooperative mode (pgq_coop) as sub-consumer `sub`.
+fn cooperative(c: Consumer, sub: &str, dead: Option<Duration>) -> Result<Consumer> {
+    c.subconsumer(sub, dead)
 }
 
 /// Running consumer threads; made by [`Worker::builder`]. Stop with [`stop`](Worker::stop)
@@ -622,7 +621,9 @@ pub struct WorkerStats {
     pub handler_errors: u64,
     /// Handler calls that panicked (the batch was not finished).
     pub handler_panics: u64,
-    /// Database errors (lost connection, server restart, failed query), each retried.
+    /// Database errors (lost connection, server restart, failed query), each retried; also
+    /// batches that could not be finished because they were no longer this worker's (a
+    /// cooperative sibling took one over after the dead interval).
     pub db_errors: u64,
     /// Recoveries: a thread got through to the database again after database errors.
     pub reconnects: u64,
@@ -764,6 +765,10 @@ enum Outcome {
     Database(Error),
     /// The handler failed: the policy decides.
     Handler(Error),
+    /// The batch was no longer ours to finish (a coop sibling took it over after the dead
+    /// interval, or it was finished or repositioned elsewhere): its work rolled back, and the
+    /// worker simply goes on.
+    Lost(Error),
 }
 
 fn work_loop(
@@ -779,11 +784,22 @@ fn work_loop(
         ErrorPolicy::Stop => Backoff::new(DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX),
     };
     let mut failing = false;
+    // A sub-consumer registers itself (idempotent) before its first batch, and again after
+    // database errors in case it was unregistered meanwhile.
+    let mut registered = consumer.subconsumer_name().is_none();
     loop {
         if stopped(stop) {
             return Ok(());
         }
-        let outcome = match consumer.next_batch() {
+        let next = if registered {
+            consumer.next_batch()
+        } else {
+            consumer.register_subconsumer().and_then(|_| {
+                registered = true;
+                consumer.next_batch()
+            })
+        };
+        let outcome = match next {
             Ok(batch) => {
                 if failing {
                     failing = false;
@@ -808,8 +824,13 @@ fn work_loop(
         };
         match outcome {
             Outcome::Finished => handler_backoff.reset(),
+            Outcome::Lost(e) => {
+                log::warn!("{}: {e}", ctx.label);
+                counters.error(&counters.db_errors, &e);
+            }
             Outcome::Database(e) => {
                 failing = true;
+                registered = consumer.subconsumer_name().is_none();
                 let delay = db_backoff.next_delay();
                 log::warn!("{}: {e}; retrying in {} ms", ctx.label, delay.as_millis());
                 counters.error(&counters.db_errors, &e);
@@ -866,6 +887,12 @@ fn run_batch(ctx: &Ctx, batch: Batch, stop: &Receiver<()>) -> Outcome {
         catch_unwind(AssertUnwindSafe(|| (ctx.handler)(&mut wb)))
     };
     let lost = tally.lost.get() || batch.with_client(|c| c.is_closed());
+    let gone = |e: &dyn fmt::Display| {
+        Outcome::Lost(Error::new(
+            ErrorKind::NoSuchBatch,
+            format!("batch {batch_id} is no longer open for this consumer: {e}"),
+        ))
+    };
     match result {
         Ok(Ok(())) => {
             let tick_time = batch.info().cur_tick_time;
@@ -885,6 +912,8 @@ fn run_batch(ctx: &Ctx, batch: Batch, stop: &Receiver<()>) -> Outcome {
                     Outcome::Finished
                 }
                 Err(e) if lost || is_connection_error(&e) => Outcome::Database(e),
+                Err(e) if e.kind() == ErrorKind::NoSuchBatch => Outcome::Lost(e),
+                Err(e) if tally.gone.get() => gone(&e),
                 Err(e) => {
                     let e = Error::new(
                         e.kind(),
@@ -900,6 +929,7 @@ fn run_batch(ctx: &Ctx, batch: Batch, stop: &Receiver<()>) -> Outcome {
             ErrorKind::ConnectionLost,
             format!("batch {batch_id}: the connection was lost: {e}"),
         )),
+        Ok(Err(e)) if tally.gone.get() => gone(&e),
         Ok(Err(e)) => {
             let e = Error::new(
                 ErrorKind::Other,
@@ -931,6 +961,8 @@ struct Tally {
     retries: Cell<u64>,
     /// A read failed because the connection broke.
     lost: Cell<bool>,
+    /// A read failed because the batch is no longer open (taken over, finished elsewhere).
+    gone: Cell<bool>,
 }
 
 impl Tally {
@@ -943,6 +975,9 @@ impl Tally {
     fn failed(&self, e: &Error) {
         if is_connection_error(e) {
             self.lost.set(true);
+        }
+        if e.kind() == ErrorKind::NoSuchBatch {
+            self.gone.set(true);
         }
     }
 }

@@ -31,10 +31,12 @@ fn threads_named(prefix: &str) -> Vec<String> {
     names
 }
 
-/// A ticker tuned for tests: fast rounds, fast takeover and reconnects.
+/// A ticker tuned for tests: fast rounds, fast takeover and reconnects, and no full rounds
+/// after the first, so ticks come from the cheap due pre-check alone.
 fn fast(builder: pgq::TickerBuilder) -> pgq::TickerBuilder {
     builder
         .ticker_period(Duration::from_millis(10))
+        .full_round_every(Duration::from_secs(3600))
         .takeover_period(Duration::from_millis(50))
         .reconnect_backoff(Duration::from_millis(20), Duration::from_millis(300))
 }
@@ -82,7 +84,6 @@ fn lifecycle_start_stop_join_drop() {
     assert!(!t.is_active());
     assert_eq!(t.stats().databases[0].state, TickerState::Stopped);
     assert!(threads_named("pgq-ticker lc1").is_empty());
-    let rounds = t.stats().rounds;
     drop(t);
 
     // Dropping a running ticker stops and joins it: no thread is left afterwards.
@@ -90,7 +91,6 @@ fn lifecycle_start_stop_join_drop() {
         .start()
         .unwrap();
     wait_active(&t);
-    assert!(t.stats().rounds < rounds + 1_000_000);
     drop(t);
     assert!(threads_named("pgq-ticker lc2").is_empty());
 
@@ -175,6 +175,25 @@ both_backends! {
 
         let events = db.consume_all("q", "c");
         assert_eq!(datas(&events), vec!["hello"]);
+
+        // Due by lag: fewer events than max_count, ticked once max_lag has passed.
+        let mut conn = db.conn();
+        db.client.set_queue_config_raw("other", "ticker_max_lag", "300 ms").unwrap();
+        let before = last_tick(&mut conn, "other");
+        db.client.send("other", &NewEvent::new("t", "lag")).unwrap();
+        wait_until("a tick by lag", DEADLINE, || last_tick(&mut conn, "other") > before);
+        // Due by force_tick.
+        db.client.set_queue_config_raw("other", "ticker_max_lag", "1 hour").unwrap();
+        let before = last_tick(&mut conn, "other");
+        db.client.force_tick("other").unwrap();
+        wait_until("a forced tick", DEADLINE, || last_tick(&mut conn, "other") > before);
+        // A queue created while the ticker runs gets its ticks too.
+        db.client.create_queue("late").unwrap();
+        db.client.set_queue_config_raw("late", "ticker_max_count", "1").unwrap();
+        let before = last_tick(&mut conn, "late");
+        db.client.send("late", &NewEvent::new("t", "late")).unwrap();
+        wait_until("a tick on a new queue", DEADLINE, || last_tick(&mut conn, "late") > before);
+        assert_eq!(ticker.stats().errors, 0);
     }
 
     fn one_active_ticker_and_takeover(db: &TestDb) {
@@ -320,6 +339,63 @@ both_backends! {
         assert!(s.maintenance_runs >= 2 && s.maintenance_calls >= 2, "{s:?}");
         assert_eq!(s.errors, 0, "{s:?}");
     }
+
+    fn ticks_as_a_pgq_admin_member(db: &TestDb) {
+        // The usual deployment: the ticker logs in as a role with pgq_admin, not a superuser.
+        let role = format!("{}_tk", &db.name[..db.name.len().min(50)]);
+        let mut su = db.superuser();
+        su.batch_execute(&format!("create role \"{role}\" login in role pgq_admin")).unwrap();
+        db.client.create_queue("q").unwrap();
+        db.client.set_queue_config_raw("q", "ticker_max_count", "1").unwrap();
+        let mut cfg = db.config.clone();
+        cfg.user(&role);
+        let ticker = fast(pgq::TickerBuilder::new().config(cfg))
+            .maint_period(Duration::from_millis(20))
+            .start()
+            .unwrap();
+        wait_active(&ticker);
+        let mut conn = db.conn();
+        let before = last_tick(&mut conn, "q");
+        db.client.send("q", &NewEvent::new("t", "x")).unwrap();
+        wait_until("a tick", DEADLINE, || last_tick(&mut conn, "q") > before);
+        wait_until("maintenance", DEADLINE, || ticker.stats().maintenance_runs >= 2);
+        let s = ticker.stats();
+        assert_eq!(s.errors, 0, "{s:?}");
+        drop(ticker);
+        su.batch_execute(&format!("drop role \"{role}\"")).unwrap();
+    }
+
+    fn a_failing_maintenance_operation_does_not_stop_the_others(db: &TestDb) {
+        db.client.create_queue("q").unwrap();
+        db.conn()
+            .batch_execute(
+                "create table maint_log (queue text); \
+                 create function bad_maint(text) returns int language plpgsql \
+                     as $$ begin raise exception 'bad_maint fails'; end $$; \
+                 create function good_maint(text) returns int language sql \
+                     as $$ insert into maint_log values ($1); select 0 $$; \
+                 update pgq.queue set queue_extra_maint = \
+                     array['public.bad_maint', 'public.good_maint'] where queue_name = 'q'",
+            )
+            .unwrap();
+        let ticker = fast(Ticker::builder(&db.client))
+            .maint_period(Duration::from_millis(20))
+            .start()
+            .unwrap();
+        let mut conn = db.conn();
+        wait_until("good_maint ran twice", DEADLINE, || {
+            let n: i64 = conn
+                .query_one("select count(*) from maint_log", &[])
+                .unwrap()
+                .get(0);
+            n >= 2
+        });
+        let s = ticker.stats();
+        assert!(s.errors >= 1, "{s:?}");
+        assert!(s.databases[0].last_error.as_deref().unwrap_or("").contains("bad_maint fails"));
+        assert!(ticker.is_active(), "a maintenance error is not a lost connection");
+        assert_eq!(s.reconnects, 0);
+    }
 }
 
 #[test]
@@ -428,7 +504,13 @@ fn survives_server_restart_and_vacuums() {
     let s = ticker.stats();
     assert!(s.errors >= 2, "{s:?}");
     for c in [&ours, &official] {
-        let events = common::consume_all(c, "q", "c");
+        // A tick may have been taken while the event's transaction was still open (its
+        // sequence value shows before the commit); a later tick then carries it.
+        let mut events = Vec::new();
+        wait_until("every event consumed", DEADLINE, || {
+            events.extend(common::consume_all(c, "q", "c"));
+            events.len() >= sent
+        });
         assert_eq!(events.len(), sent, "{:?}", datas(&events));
     }
     drop(ticker);
@@ -558,13 +640,46 @@ fn pgqctl_ticker_ticks_reloads_and_stops_on_signals() {
         .set_queue_config_raw("q", "ticker_max_count", "1")
         .unwrap();
     db.client.register_consumer("q", "c").unwrap();
-    let mut d = Daemon::start(&[&dsn_of(&db.config), "ticker_period=10ms"]);
+    let mut d = Daemon::start(&[
+        &dsn_of(&db.config),
+        "ticker_period=10ms",
+        "stats_period=50ms",
+    ]);
     send_and_see_tick(&db, "one");
+    wait_until("a line of counters", DEADLINE, || {
+        d.log().contains("since the last report: 1 ticks")
+    });
     assert!(holds_ticker_lock(&mut db.conn(), "pgqctl"), "{}", d.log());
+
+    // Its threads: main, the signal forwarder, one ticker thread for the one database.
+    let threads = |d: &Daemon| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", d.child.id()))
+            .map(|dir| {
+                dir.flatten()
+                    .filter_map(|e| std::fs::read_to_string(e.path().join("comm")).ok())
+                    .map(|c| c.trim_end().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let expected = |names: &[String]| {
+        names.len() == 3
+            && names
+                .iter()
+                .filter(|n| n.starts_with("pgq-ticker "))
+                .count()
+                == 1
+            && names.iter().any(|n| n == "pgqctl-signals")
+    };
+    assert!(expected(&threads(&d)), "{:?}", threads(&d));
 
     d.signal("-HUP");
     wait_until("reload logged", DEADLINE, || d.log().contains("reloading"));
     send_and_see_tick(&db, "two");
+    // The old ticker's thread was joined before the new one started.
+    assert!(expected(&threads(&d)), "{:?}", threads(&d));
 
     d.signal("-TERM");
     let status = d.wait_exit();
@@ -641,4 +756,80 @@ fn pgqctl_ticker_reads_a_pgqd_config_file() {
         bad.log()
     );
     let _ = std::fs::remove_file(&path);
+}
+
+/// A multi-host DSN follows the read-write server: two clusters play primary and standby
+/// (a read-only server is refused by target_session_attrs=read-write, as a hot standby is).
+/// The ticker starts on the writable one, moves when that one turns read-only under it
+/// (SQLSTATE 25006 ends the session), and moves back when that one goes down.
+#[test]
+fn multi_host_dsn_follows_the_read_write_server() {
+    let a = Cluster::start("ticker-ha-a");
+    let b = Cluster::start("ticker-ha-b");
+    let mut clients = Vec::new();
+    for c in [&a, &b] {
+        let (_, client) = c.database("app", Backend::Ours);
+        client.create_queue("q").unwrap();
+        // Idle ticks every 100 ms or so show where the ticker runs, with no events needed.
+        client
+            .set_queue_config_raw("q", "ticker_max_lag", "50 ms")
+            .unwrap();
+        client
+            .set_queue_config_raw("q", "ticker_idle_period", "100 ms")
+            .unwrap();
+        clients.push(client);
+    }
+    let read_only = |c: &Cluster, on: bool| {
+        let mut su = c.superuser("postgres");
+        let sql = if on {
+            "alter system set default_transaction_read_only = on"
+        } else {
+            "alter system reset default_transaction_read_only"
+        };
+        su.batch_execute(sql).unwrap();
+        su.batch_execute("select pg_reload_conf()").unwrap();
+        let want = if on { "on" } else { "off" };
+        wait_until("the setting to apply", DEADLINE, || {
+            let mut fresh = c.superuser("postgres");
+            let v: String = fresh
+                .query_one("show default_transaction_read_only", &[])
+                .unwrap()
+                .get(0);
+            v == want
+        });
+    };
+    let ticks_on = |c: &Cluster| -> i64 {
+        let mut conn = c.superuser("app");
+        conn.batch_execute("set default_transaction_read_only = off")
+            .unwrap();
+        last_tick(&mut conn, "q")
+    };
+    let port = |c: &Cluster| c.config.get_ports()[0];
+    read_only(&a, true);
+    let dsn = format!(
+        "host=127.0.0.1,127.0.0.1 port={},{} user=postgres dbname=app",
+        port(&a),
+        port(&b)
+    );
+    let ticker = fast(pgq::TickerBuilder::new().dsn(&dsn)).start().unwrap();
+    wait_active(&ticker);
+    let (a0, b0) = (ticks_on(&a), ticks_on(&b));
+    wait_until("ticks on b", DEADLINE, || ticks_on(&b) > b0 + 1);
+    assert_eq!(ticks_on(&a), a0, "ticked the read-only server");
+
+    // "Switchover": b turns read-only, a writable.
+    read_only(&a, false);
+    read_only(&b, true);
+    let a1 = ticks_on(&a);
+    wait_until("ticks on a", DEADLINE, || ticks_on(&a) > a1 + 1);
+    let s = ticker.stats();
+    assert!(s.reconnects >= 1, "{s:?}");
+
+    // "Failover": a goes down, b is promoted.
+    read_only(&b, false);
+    a.stop();
+    let b1 = ticks_on(&b);
+    wait_until("ticks on b again", DEADLINE, || ticks_on(&b) > b1 + 1);
+    assert!(ticker.stats().reconnects >= 2);
+    drop(ticker);
 }

@@ -50,6 +50,9 @@ fn retry_rows(db: &TestDb) -> i64 {
 
 type Seen = Arc<Mutex<Vec<(i64, String)>>>;
 
+/// (batch id, thread name, event ids) of one handler call.
+type Handled = (i64, String, Vec<i64>);
+
 fn recording_worker(db: &TestDb) -> (Worker, Seen) {
     let seen: Seen = Arc::default();
     let s = seen.clone();
@@ -480,6 +483,13 @@ fn builder_refuses_bad_settings() {
         .unwrap_err();
     assert_eq!(e.kind(), ErrorKind::InvalidInput);
     assert!(e.to_string().contains("subconsumer"), "{e}");
+    // cooperative mode allows several threads; a bad sub-consumer name is refused
+    let e = Worker::builder(&db.client, "q", "c")
+        .subconsumer("", None)
+        .handler(|_| Ok(()))
+        .start()
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::InvalidInput);
     let e = Worker::builder(&db.client, "q", "c")
         .workers(0)
         .handler(|_| Ok(()))
@@ -509,6 +519,216 @@ fn unregistered_consumer_is_an_error_not_a_crash() {
     // Registering later lets it run.
     db.client.register_consumer("q", "nobody").unwrap();
     wait_until("recovered", WAIT, || w.stats().reconnects >= 1);
+    w.stop();
+    w.join().unwrap();
+}
+
+// ---- cooperative workers (pgq_coop) -------------------------------------------------------
+
+both_backends! {
+    fn coop_workers_never_process_a_batch_twice(db: &TestDb) {
+        // On the official extension this adds pgq_coop; on ours it is a no-op.
+        db.client.install().unwrap();
+        db.client.create_queue("q").unwrap();
+        // Registered before the events, so the consumer's position is before them.
+        for i in 0..3 {
+            db.client.register_subconsumer("q", "c", &format!("w-{i}")).unwrap();
+        }
+        let mut expected = Vec::new();
+        for b in 0..12 {
+            let ids = produce(db, &format!("b{b}-"), 5);
+            expected.extend(ids);
+            db.tick("q");
+        }
+        let log: Arc<Mutex<Vec<Handled>>> = Arc::default();
+        let active = Arc::new(AtomicUsize::new(0));
+        let max_active = Arc::new(AtomicUsize::new(0));
+        let (l, a, m) = (log.clone(), active.clone(), max_active.clone());
+        let w = Worker::builder(&db.client, "q", "c")
+            .subconsumer("w", Some(Duration::from_secs(3600)))
+            .workers(3)
+            .poll_interval(Duration::from_millis(20))
+            .handler(move |b| {
+                let now = a.fetch_add(1, Ordering::SeqCst) + 1;
+                m.fetch_max(now, Ordering::SeqCst);
+                let ids = b.events().map(|e| e.map(|e| e.id)).collect::<pgq::Result<Vec<_>>>();
+                // Hold the batch until a sibling works at the same time (bounded wait), so
+                // the test sees batches handed out in parallel.
+                let deadline = std::time::Instant::now() + Duration::from_secs(2);
+                while m.load(Ordering::SeqCst) < 2 && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                a.fetch_sub(1, Ordering::SeqCst);
+                let thread = std::thread::current().name().unwrap_or("").to_string();
+                l.lock().push((b.id(), thread, ids?));
+                Ok(())
+            })
+            .start()
+            .unwrap();
+        wait_until("every event", WAIT, || {
+            log.lock().iter().map(|(_, _, ids)| ids.len()).sum::<usize>() >= expected.len()
+        });
+        wait_until("batches finished", WAIT, || w.stats().batches == 12);
+        drop(w);
+        let log = log.lock();
+        let mut batch_ids: Vec<i64> = log.iter().map(|(b, _, _)| *b).collect();
+        batch_ids.sort();
+        batch_ids.dedup();
+        assert_eq!(batch_ids.len(), log.len(), "a batch was processed twice");
+        let mut got: Vec<i64> = log.iter().flat_map(|(_, _, ids)| ids.clone()).collect();
+        got.sort();
+        expected.sort();
+        assert_eq!(got, expected, "every event exactly once");
+        let threads: std::collections::HashSet<&str> =
+            log.iter().map(|(_, t, _)| t.as_str()).collect();
+        assert!(threads.len() >= 2, "only {threads:?} worked");
+        assert!(max_active.load(Ordering::SeqCst) >= 2, "batches never overlapped");
+        // each thread is its own sub-consumer
+        let names: Vec<String> = db
+            .client
+            .consumer_info(Some("q"), None)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.consumer_name)
+            .collect();
+        for i in 0..3 {
+            assert!(names.contains(&format!("c.w-{i}")), "{names:?}");
+        }
+    }
+}
+
+#[test]
+fn coop_worker_takes_over_a_dead_peers_batch() {
+    let db = TestDb::new(common::Backend::Ours);
+    db.client.create_queue("q").unwrap();
+    let dead = pgq::Consumer::new(&db.client, "q", "c")
+        .unwrap()
+        .subconsumer("dead", None)
+        .unwrap();
+    dead.register_subconsumer().unwrap();
+    produce(&db, "x", 3);
+    db.tick("q");
+    // The peer takes the only batch and dies without finishing it (the batch stays its own).
+    let taken = dead.next_batch().unwrap().expect("a batch for the peer");
+    let taken_id = taken.id();
+    drop(taken);
+
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    let w = Worker::builder(&db.client, "q", "c")
+        .subconsumer("alive", Some(Duration::from_millis(500)))
+        .poll_interval(Duration::from_millis(20))
+        .handler(move |b| {
+            for ev in b.events() {
+                s.lock().push((b.id(), ev?.data.unwrap_or_default()));
+            }
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    wait_until("the dead peer's batch taken over", WAIT, || {
+        seen.lock().len() == 3
+    });
+    wait_until("finished", WAIT, || w.stats().batches == 1);
+    drop(w);
+    let seen = seen.lock();
+    assert!(seen.iter().all(|(b, _)| *b == taken_id), "{seen:?}");
+    let datas: Vec<&str> = seen.iter().map(|(_, d)| d.as_str()).collect();
+    assert_eq!(datas, ["x0", "x1", "x2"]);
+}
+
+// ---- with the ticker service --------------------------------------------------------------
+
+#[test]
+fn ticker_notification_wakes_the_worker_end_to_end() {
+    let db = TestDb::new(common::Backend::Ours);
+    setup(&db);
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    // Polling once an hour: the ticker's NOTIFY is what brings the batch.
+    let w = Worker::builder(&db.client, "q", "c")
+        .poll_interval(Duration::from_secs(3600))
+        .handler(move |b| {
+            for ev in b.events() {
+                s.lock().push((b.id(), ev?.data.unwrap_or_default()));
+            }
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    wait_until("listening and idle", WAIT, || {
+        let s = w.stats();
+        s.listening && s.empty_polls >= 2
+    });
+    let mut ticker = pgq::Ticker::builder(&db.client).start().unwrap();
+    produce(&db, "e", 3);
+    wait_until("events through ticker + NOTIFY", WAIT, || {
+        seen.lock().len() == 3
+    });
+    assert!(w.stats().wakeups >= 1);
+    ticker.stop();
+    ticker.join().unwrap();
+    drop(w);
+    let datas: Vec<String> = seen.lock().iter().map(|(_, d)| d.clone()).collect();
+    assert_eq!(datas, ["e0", "e1", "e2"]);
+}
+
+#[test]
+fn coop_batch_taken_over_while_handled_is_not_a_handler_failure() {
+    let db = TestDb::new(common::Backend::Ours);
+    db.client.create_queue("q").unwrap();
+    db.client.register_subconsumer("q", "c", "a").unwrap();
+    db.client.register_subconsumer("q", "c", "b").unwrap();
+    produce(&db, "x", 2);
+    db.tick("q");
+    let (entered_tx, entered_rx) = bounded::<i64>(1);
+    let (go_tx, go_rx) = bounded::<()>(1);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    // Under ErrorPolicy::Stop a handler failure would stop the worker: losing the batch to
+    // a sibling must not.
+    let w = Worker::builder(&db.client, "q", "c")
+        .subconsumer("a", None)
+        .error_policy(ErrorPolicy::Stop)
+        .poll_interval(Duration::from_millis(20))
+        .handler(move |b| {
+            if c.fetch_add(1, Ordering::SeqCst) == 0 {
+                entered_tx.send(b.id()).ok();
+                go_rx.recv().ok();
+            }
+            for ev in b.events() {
+                ev?;
+            }
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    let held = entered_rx.recv_timeout(WAIT).unwrap();
+    // Sibling b considers a dead after 200 ms and takes its batch over.
+    let b = pgq::Consumer::new(&db.client, "q", "c")
+        .unwrap()
+        .subconsumer("b", Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut taken = None;
+    wait_until("b takes a's batch over", WAIT, || {
+        taken = b.next_batch().unwrap();
+        taken.is_some()
+    });
+    let taken = taken.unwrap();
+    assert_eq!(taken.id(), held);
+    assert_eq!(taken.events().count(), 2);
+    taken.finish().unwrap();
+    go_tx.send(()).unwrap();
+    wait_until("a's batch refused", WAIT, || w.stats().db_errors >= 1);
+    let s = w.stats();
+    assert_eq!((s.batches, s.handler_errors), (0, 0), "{s:?}");
+    let msg = s.last_error.unwrap();
+    assert!(msg.contains("no longer open"), "{msg}");
+    assert!(w.is_running());
+    // a goes on with the next batch.
+    produce(&db, "y", 1);
+    db.tick("q");
+    wait_until("a finishes the next batch", WAIT, || w.stats().batches == 1);
     w.stop();
     w.join().unwrap();
 }

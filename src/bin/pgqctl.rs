@@ -15,6 +15,8 @@ use pgq::schema::InstallOutcome;
 use serde_json::{json, Value};
 
 // In a directory of its own so cargo does not take it for a binary.
+#[path = "pgqctl/events.rs"]
+mod events;
 #[path = "pgqctl/ticker.rs"]
 mod ticker;
 
@@ -66,13 +68,34 @@ const COMMANDS: &[(&str, &str, &str)] = &[
          document instead.",
     ),
     (
+        "produce",
+        "produce QUEUE [--type T] [--json]",
+        "Insert events read from stdin, one per line, with the bulk (COPY) path\n\
+         in chunks of 1000 per transaction. Each line is the event's data, with\n\
+         type T (NULL without --type). With --json each non-empty line is a\n\
+         JSON object with keys type, data, extra1..extra4 (strings, or any JSON\n\
+         value, stored as its JSON text). A bad line stops the command; the\n\
+         events before it are in the queue.",
+    ),
+    (
+        "consume",
+        "consume QUEUE CONSUMER [--register] [--poll-only]",
+        "Print each event as one JSON line (batch_id, id, time, txid, retry,\n\
+         type, data, extra1..extra4) and finish each batch after its events\n\
+         were written, until SIGINT or SIGTERM (the current batch completes\n\
+         first). Needs a ticker (pgqctl ticker, or pgqd). --register registers\n\
+         the consumer first. Waits with LISTEN pgq_tick, or only polls with\n\
+         --poll-only (behind PgBouncer). Database errors are logged and retried.",
+    ),
+    (
         "ticker",
         "ticker [DSN...] [KEY=VALUE...] [--config FILE]",
         "Run the ticker daemon (a pgqd replacement) until SIGINT or SIGTERM:\n\
          ticks, retry events and maintenance for each database (--dsn, the DSN\n\
          arguments, or PGQ_DSN). With several tickers on one database one is\n\
          active, the others take over when it goes. KEY=VALUE: ticker_period,\n\
-         retry_period, maint_period, takeover_period (20ms, 1.5s, 2min).\n\
+         idle_ticker_period, retry_period, maint_period, takeover_period,\n\
+         stats_period (20ms, 1.5s, 2min).\n\
          --config FILE reads a pgqd config ([pgqd] base_connstr,\n\
          database_list, initial_database, *_period, check_period; without\n\
          database_list every database with PGQ). SIGHUP re-reads it. Logs to\n\
@@ -116,6 +139,8 @@ EXAMPLES:
     pgqctl register orders mailer
     pgqctl status
     pgqctl status orders --json
+    seq 1 100 | pgqctl produce orders --type number
+    pgqctl consume orders mailer --register
 ";
 
 fn help() -> String {
@@ -202,6 +227,9 @@ struct Args {
     json: bool,
     force: bool,
     at: Option<String>,
+    ev_type: Option<String>,
+    register: bool,
+    poll_only: bool,
     config: Option<String>,
     positional: Vec<String>,
 }
@@ -231,6 +259,9 @@ fn parse_args(raw: impl IntoIterator<Item = String>) -> Res<Args> {
             "--" => options_done = true,
             "--dsn" => args.dsn = Some(value("a connection string")?),
             "--at" => args.at = Some(value("a tick id")?),
+            "--type" => args.ev_type = Some(value("an event type")?),
+            "--register" => args.register = true,
+            "--poll-only" => args.poll_only = true,
             "--config" => args.config = Some(value("a file")?),
             "-h" | "--help" => args.help = true,
             "-V" | "--version" => args.version = true,
@@ -239,7 +270,10 @@ fn parse_args(raw: impl IntoIterator<Item = String>) -> Res<Args> {
             _ => return Err(usage(format!("unknown option {a:?}"))),
         }
         if inline.is_some()
-            && matches!(name.as_str(), "--help" | "--version" | "--json" | "--force")
+            && matches!(
+                name.as_str(),
+                "--help" | "--version" | "--json" | "--force" | "--register" | "--poll-only"
+            )
         {
             return Err(usage(format!("{name} takes no value")));
         }
@@ -291,6 +325,8 @@ fn run(raw: impl IntoIterator<Item = String>) -> Res<()> {
         "status" => &["--json"],
         "drop-queue" => &["--force"],
         "register" => &["--at"],
+        "produce" => &["--type", "--json"],
+        "consume" => &["--register", "--poll-only"],
         "ticker" => &["--config"],
         _ => &[],
     };
@@ -298,6 +334,9 @@ fn run(raw: impl IntoIterator<Item = String>) -> Res<()> {
         ("--json", args.json),
         ("--force", args.force),
         ("--at", args.at.is_some()),
+        ("--type", args.ev_type.is_some()),
+        ("--register", args.register),
+        ("--poll-only", args.poll_only),
         ("--config", args.config.is_some()),
     ] {
         if set && !allowed.contains(&flag) {
@@ -453,6 +492,26 @@ fn run(raw: impl IntoIterator<Item = String>) -> Res<()> {
                 print_status(&mut out, &queues, &consumers)?;
             }
             Ok(())
+        }
+        "produce" => {
+            arity(command, rest, 1, 1)?;
+            let opts = events::ProduceOptions {
+                queue: &rest[0],
+                ev_type: args.ev_type.as_deref(),
+                json: args.json,
+            };
+            events::produce(args.dsn.as_deref(), &opts, io::stdin().lock(), &mut out)
+        }
+        "consume" => {
+            arity(command, rest, 2, 2)?;
+            drop(out); // the workers print events; this thread holds no stdout lock
+            events::consume(
+                args.dsn.as_deref(),
+                &rest[0],
+                &rest[1],
+                args.register,
+                args.poll_only,
+            )
         }
         "ticker" => ticker::run(args.dsn.as_deref(), rest, args.config.as_deref()),
         _ => Err(usage(format!("unknown command {command:?}"))),

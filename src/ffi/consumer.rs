@@ -7,6 +7,7 @@ use super::client::{client_arg, pgq_client};
 use super::error::{pgq_error, pgq_status, FfiError};
 use super::text::{handle, handle_mut, out_arg, pgq_str, set_opt, str_arg, time_us};
 use crate::consumer::{Batch, Consumer, Events};
+use crate::coop::BatchHandling;
 use crate::event::Event;
 use crate::worker::{WorkBatch, WorkEvents};
 
@@ -112,12 +113,11 @@ pub unsafe extern "C" fn pgq_consumer_set_fetch_size(
     })
 }
 
-/// Cooperative mode: this handle consumes as subconsumer `sub` of the consumer, sharing its
-/// batches with the other subconsumers (`pgq_coop`); `dead_interval_ms` > 0 lets it take
-/// over the batch of a subconsumer silent for that long (0: never).
-///
-/// Not available yet: the cooperative runtime has not landed in this build, so this fails
-/// with `PGQ_STATUS_INVALID_STATE` and a message saying so (after checking its arguments).
+/// Cooperative mode (`pgq_coop`): this handle consumes as subconsumer `sub` of its
+/// consumer, sharing the consumer's batches with the other subconsumers (each batch goes
+/// to one of them). `dead_interval_ms` > 0 lets it take over the open batch of a sibling
+/// that has been silent for that long (0: never). Register the subconsumer with
+/// `pgq_consumer_register_subconsumer` (the consumer itself must be registered too).
 #[no_mangle]
 pub unsafe extern "C" fn pgq_consumer_set_subconsumer(
     consumer: *mut pgq_consumer,
@@ -127,12 +127,49 @@ pub unsafe extern "C" fn pgq_consumer_set_subconsumer(
     err: *mut *mut pgq_error,
 ) -> pgq_status {
     ffi_boundary!(err = err, {
-        let _ = handle_mut("consumer", consumer)?;
-        let _ = str_arg("subconsumer name", sub, sub_len)?;
-        let _ = dead_interval_ms;
-        Err(FfiError::state(
-            "cooperative consumers (pgq_coop) are not available in this build of libpgq yet",
-        ))
+        let c = handle_mut("consumer", consumer)?;
+        let sub = str_arg("subconsumer name", sub, sub_len)?;
+        let dead = (dead_interval_ms > 0).then(|| Duration::from_millis(dead_interval_ms));
+        c.consumer = c.consumer.clone().subconsumer(sub, dead)?;
+        Ok(())
+    })
+}
+
+/// Registers the handle's subconsumer (see `pgq_consumer_set_subconsumer`) with
+/// `pgq_coop`, and the consumer on the queue if it is not yet. `*created` (may be NULL) is
+/// true if the subconsumer was new. Without a subconsumer: `PGQ_STATUS_INVALID_INPUT`.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_consumer_register_subconsumer(
+    consumer: *const pgq_consumer,
+    created: *mut bool,
+    err: *mut *mut pgq_error,
+) -> pgq_status {
+    ffi_boundary!(err = err, {
+        let c = handle("consumer", consumer)?;
+        let was_created = c.consumer.register_subconsumer()?;
+        set_opt(created, was_created);
+        Ok(())
+    })
+}
+
+/// Unregisters the handle's subconsumer. If it has an open batch: with `release_batch`
+/// the batch is left to the next sibling that asks; without it the call fails with
+/// `PGQ_STATUS_BATCH_OPEN`.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_consumer_unregister_subconsumer(
+    consumer: *const pgq_consumer,
+    release_batch: bool,
+    err: *mut *mut pgq_error,
+) -> pgq_status {
+    ffi_boundary!(err = err, {
+        let c = handle("consumer", consumer)?;
+        let handling = if release_batch {
+            BatchHandling::Release
+        } else {
+            BatchHandling::Fail
+        };
+        c.consumer.unregister_subconsumer(handling)?;
+        Ok(())
     })
 }
 
@@ -341,6 +378,62 @@ pub unsafe extern "C" fn pgq_batch_prev_tick_id(batch: *const pgq_batch) -> i64 
             .as_ref()
             .and_then(|b| b.batch().prev_tick_id())
             .unwrap_or(-1)
+    })
+}
+
+/// The queue's name; borrowed from the batch, valid until it is finished or freed (inside
+/// a handler: until the handler returns).
+#[no_mangle]
+pub unsafe extern "C" fn pgq_batch_queue(batch: *const pgq_batch) -> pgq_str {
+    ffi_boundary!(default = pgq_str::NULL, {
+        batch
+            .as_ref()
+            .map_or(pgq_str::NULL, |b| pgq_str::of(b.batch().queue()))
+    })
+}
+
+/// The consumer's name; borrowed like `pgq_batch_queue`.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_batch_consumer(batch: *const pgq_batch) -> pgq_str {
+    ffi_boundary!(default = pgq_str::NULL, {
+        batch
+            .as_ref()
+            .map_or(pgq_str::NULL, |b| pgq_str::of(b.batch().consumer()))
+    })
+}
+
+/// The subconsumer that holds the batch in cooperative mode, else a NULL view; borrowed
+/// like `pgq_batch_queue`.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_batch_subconsumer(batch: *const pgq_batch) -> pgq_str {
+    ffi_boundary!(default = pgq_str::NULL, {
+        batch
+            .as_ref()
+            .map_or(pgq_str::NULL, |b| pgq_str::of_opt(b.batch().subconsumer()))
+    })
+}
+
+/// When the batch's end tick was taken, in microseconds since the Unix epoch.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_batch_tick_time_us(batch: *const pgq_batch) -> i64 {
+    ffi_boundary!(default = -1, {
+        batch
+            .as_ref()
+            .map_or(-1, |b| time_us(b.batch().info().cur_tick_time))
+    })
+}
+
+/// Whether the worker that lent this batch to its handler is stopping (a long handler
+/// may cut its work short and return non-zero to have the batch delivered again later).
+/// Always false for a batch from `pgq_consumer_next_batch`.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_batch_is_stopping(batch: *const pgq_batch) -> bool {
+    ffi_boundary!(default = false, {
+        match batch.as_ref().map(|b| &b.source) {
+            // SAFETY: lent for the lifetime of this handle.
+            Some(Source::Worker(wb)) => unsafe { (**wb).is_stopping() },
+            _ => false,
+        }
     })
 }
 

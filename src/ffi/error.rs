@@ -70,6 +70,9 @@ pub enum pgq_status {
     PGQ_STATUS_INVALID_STATE = 24,
     /// An index or number was out of range.
     PGQ_STATUS_OUT_OF_RANGE = 25,
+    /// A cooperative subconsumer still has an open batch (finish it, or unregister with
+    /// release).
+    PGQ_STATUS_BATCH_OPEN = 26,
 }
 
 impl pgq_status {
@@ -84,6 +87,7 @@ impl pgq_status {
             ErrorKind::ConsumersAttached => PGQ_STATUS_CONSUMERS_ATTACHED,
             ErrorKind::NoSuchBatch => PGQ_STATUS_NO_SUCH_BATCH,
             ErrorKind::NoSuchEvent => PGQ_STATUS_NO_SUCH_EVENT,
+            ErrorKind::BatchOpen => PGQ_STATUS_BATCH_OPEN,
             ErrorKind::NoSuchTick => PGQ_STATUS_NO_SUCH_TICK,
             ErrorKind::InsertDisabled => PGQ_STATUS_INSERT_DISABLED,
             ErrorKind::TickerDisabled => PGQ_STATUS_TICKER_DISABLED,
@@ -298,6 +302,7 @@ pub extern "C" fn pgq_status_name(status: u32) -> *const c_char {
             23 => cstr!("PGQ_STATUS_PANIC"),
             24 => cstr!("PGQ_STATUS_INVALID_STATE"),
             25 => cstr!("PGQ_STATUS_OUT_OF_RANGE"),
+            26 => cstr!("PGQ_STATUS_BATCH_OPEN"),
             _ => cstr!("unknown"),
         }
     })

@@ -103,6 +103,32 @@ pub(crate) unsafe fn set_opt<T>(p: *mut T, value: T) {
     }
 }
 
+/// Checks the `struct_size` a caller put in a stats struct: at least the size of the
+/// struct's first ABI version (the current size until fields are appended).
+pub(crate) fn check_struct_size(
+    what: &str,
+    size: usize,
+    first_version: usize,
+) -> Result<(), FfiError> {
+    if size < first_version {
+        return Err(FfiError::new(
+            pgq_status::PGQ_STATUS_OUT_OF_RANGE,
+            format!(
+                "{what}.struct_size is {size}; set it to sizeof({what}) ({first_version} or more)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Writes the first `size` bytes of `value` (all of it if `size` is larger) to `out`, so a
+/// caller compiled against a smaller, older version of the struct gets the fields it
+/// knows; `struct_size` in the result says how much the library filled.
+pub(crate) unsafe fn write_prefix<T: Copy>(out: *mut T, value: &T, size: usize) {
+    let n = size.min(std::mem::size_of::<T>());
+    std::ptr::copy_nonoverlapping((value as *const T).cast::<u8>(), out.cast::<u8>(), n);
+}
+
 /// Microseconds since the Unix epoch (negative before it, saturating).
 pub(crate) fn time_us(t: SystemTime) -> i64 {
     match t.duration_since(UNIX_EPOCH) {

@@ -7,7 +7,7 @@ use parking_lot::Mutex;
 
 use super::client::{client_arg, pgq_client};
 use super::error::{pgq_error, pgq_status, FfiError};
-use super::text::{handle, handle_mut, out_arg, str_arg, time_us};
+use super::text::{check_struct_size, handle, handle_mut, out_arg, str_arg, time_us, write_prefix};
 use crate::ticker::{Ticker, TickerStats};
 
 /// Options for `pgq_ticker_start`, which consumes them. One thread at a time.
@@ -269,18 +269,14 @@ pub unsafe extern "C" fn pgq_ticker_stats_get(
         let t = handle("ticker", ticker)?;
         let out = out_arg("out", out)?;
         let size = (*out).struct_size as usize;
-        if size < std::mem::size_of::<pgq_ticker_stats>() {
-            return Err(FfiError::new(
-                pgq_status::PGQ_STATUS_OUT_OF_RANGE,
-                format!(
-                    "pgq_ticker_stats.struct_size is {size}; set it to sizeof(pgq_ticker_stats) ({})",
-                    std::mem::size_of::<pgq_ticker_stats>()
-                ),
-            ));
-        }
+        check_struct_size(
+            "pgq_ticker_stats",
+            size,
+            std::mem::size_of::<pgq_ticker_stats>(),
+        )?;
         let s: TickerStats = t.ticker.lock().stats();
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        out.write(pgq_ticker_stats {
+        let full = pgq_ticker_stats {
             struct_size: std::mem::size_of::<pgq_ticker_stats>() as u32,
             active: count(s.active),
             standby: count(s.standby),
@@ -293,7 +289,8 @@ pub unsafe extern "C" fn pgq_ticker_stats_get(
             errors: s.errors,
             reconnects: s.reconnects,
             last_tick_us: s.last_tick.map_or(-1, time_us),
-        });
+        };
+        write_prefix(out, &full, size);
         Ok(())
     })
 }

@@ -10,7 +10,9 @@ use super::client::{client_arg, pgq_client};
 use super::consumer::pgq_batch;
 use super::error::{pgq_error, pgq_status, FfiError};
 use super::log::pgq_free_fn;
-use super::text::{handle, handle_mut, opt_ms, out_arg, str_arg, time_us};
+use super::text::{
+    check_struct_size, handle, handle_mut, opt_ms, out_arg, str_arg, time_us, write_prefix,
+};
 use crate::worker::{ErrorPolicy, WorkBatch, Worker, WorkerStats};
 
 /// Handles one batch for a worker.
@@ -65,7 +67,8 @@ pub struct pgq_worker {
 /// A snapshot of a worker's counters, filled by `pgq_worker_stats_get`. Set `struct_size` to
 /// `sizeof(pgq_worker_stats)` before the call: the library writes at most that many bytes,
 /// so a program built against an older (smaller) struct keeps working when fields are
-/// appended.
+/// appended (a size below this first version's is `PGQ_STATUS_OUT_OF_RANGE`). After the
+/// call `struct_size` holds the library's own size of the struct.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct pgq_worker_stats {
@@ -231,8 +234,9 @@ pub unsafe extern "C" fn pgq_worker_options_set_poll_only(
 /// Cooperative mode: the worker consumes as subconsumer `sub` of its consumer (with
 /// several threads: `sub-0`, `sub-1`, ...), sharing the consumer's batches with other
 /// subconsumers. `dead_interval_ms` > 0 lets it take over the batch of a subconsumer
-/// silent for that long (0: never). `pgq_worker_start` fails with
-/// `PGQ_STATUS_INVALID_INPUT` while this build lacks cooperative support.
+/// silent for that long (0: never). Each thread registers its subconsumer before its
+/// first batch; register them beforehand (`pgq_consumer_register_subconsumer`) if events
+/// produced before the worker first runs must be seen. They stay registered after a stop.
 #[no_mangle]
 pub unsafe extern "C" fn pgq_worker_options_set_subconsumer(
     opts: *mut pgq_worker_options,
@@ -306,8 +310,9 @@ impl std::error::Error for HandlerFailed {}
 /// `handler` is called once per batch as `pgq_batch_handler` describes, with `user_data`.
 ///
 /// `opts` may be NULL (defaults) and is consumed in every case. `user_data_free` (may be
-/// NULL) is called exactly once with `user_data` by `pgq_worker_free`, after the last
-/// handler call has returned (on the helper thread when freed from the handler). If this call
+/// NULL) is called exactly once with `user_data` after the last handler call has returned:
+/// by `pgq_worker_free` (when freed from the handler, later, on a worker or helper
+/// thread). If this call
 /// fails, the handler is never called and `user_data_free` is not called: the caller
 /// still owns `user_data`. On success `*out` is the worker: stop it with `pgq_worker_stop`
 /// and `pgq_worker_join`, or just `pgq_worker_free`.
@@ -452,17 +457,13 @@ pub unsafe extern "C" fn pgq_worker_stats_get(
         let w = handle("worker", worker)?;
         let out = out_arg("out", out)?;
         let size = (*out).struct_size as usize;
-        if size < std::mem::size_of::<pgq_worker_stats>() {
-            return Err(FfiError::new(
-                pgq_status::PGQ_STATUS_OUT_OF_RANGE,
-                format!(
-                    "pgq_worker_stats.struct_size is {size}; set it to sizeof(pgq_worker_stats) ({})",
-                    std::mem::size_of::<pgq_worker_stats>()
-                ),
-            ));
-        }
+        check_struct_size(
+            "pgq_worker_stats",
+            size,
+            std::mem::size_of::<pgq_worker_stats>(),
+        )?;
         let s: WorkerStats = w.worker.as_ref().map(Worker::stats).unwrap_or_default();
-        out.write(pgq_worker_stats {
+        let full = pgq_worker_stats {
             struct_size: std::mem::size_of::<pgq_worker_stats>() as u32,
             threads: u32::try_from(s.threads).unwrap_or(u32::MAX),
             events: s.events,
@@ -477,7 +478,8 @@ pub unsafe extern "C" fn pgq_worker_stats_get(
             lag_ms: opt_ms(s.lag),
             last_batch_time_us: s.last_batch_time.map_or(-1, time_us),
             listening: s.listening,
-        });
+        };
+        write_prefix(out, &full, size);
         Ok(())
     })
 }

@@ -9,7 +9,9 @@
 //! [`install`] is all-or-nothing (one transaction), idempotent, records the installed
 //! schema version, and upgrades an older install of ours in place: tables and queued events
 //! stay, functions are replaced. When the database already has the official `pgq`
-//! extension, it reports that and changes nothing; the library then works on the extension.
+//! extension, it reports that and leaves the extension alone; the library then works on the
+//! extension, and only our `pgq_coop` schema (cooperative consumers, which the extension
+//! does not have) is added or upgraded next to it.
 
 use postgres::GenericClient;
 
@@ -28,6 +30,7 @@ const PARTS: &[(&str, &str)] = &[
     ("40_consume.sql", include_str!("sql/40_consume.sql")),
     ("50_ticker.sql", include_str!("sql/50_ticker.sql")),
     ("60_info.sql", include_str!("sql/60_info.sql")),
+    ("70_coop.sql", COOP_SQL),
     ("90_grants.sql", include_str!("sql/90_grants.sql")),
 ];
 
@@ -98,7 +101,9 @@ fn record_version_sql() -> String {
 /// Install or upgrade the PGQ schema in the connected database, in one transaction.
 ///
 /// Safe to call at every start of an application: when the current revision is installed it
-/// only checks and returns [`InstallOutcome::AlreadyCurrent`]. Concurrent installers wait
+/// only checks and returns [`InstallOutcome::AlreadyCurrent`]. On a database with the
+/// official extension it returns [`InstallOutcome::OfficialExtension`] after adding or
+/// upgrading our `pgq_coop` schema there (skipped with a warning when this role may not). Concurrent installers wait
 /// for each other. When called on a connection that is inside a transaction, the install
 /// runs in a savepoint of it.
 ///
@@ -128,6 +133,8 @@ pub fn install(client: &mut impl GenericClient) -> Result<InstallOutcome> {
     )? {
         let version: String = row.get(0);
         log::info!("database has the official pgq extension {version}; leaving it alone");
+        install_coop_on_extension(&mut tx)?;
+        tx.commit()?;
         return Ok(InstallOutcome::OfficialExtension { version });
     }
 
@@ -163,6 +170,74 @@ pub fn install(client: &mut impl GenericClient) -> Result<InstallOutcome> {
     log::info!("libpgq schema: {outcome:?}");
     Ok(outcome)
 }
+
+/// The official extension has no `pgq_coop` (SkyTools ships it separately); ours works on
+/// top of the extension's public functions and tables, so it is installed there too, in
+/// its own revision table. Lack of privileges, a newer revision, or a `pgq_coop` schema
+/// that is not ours leave it as it is, with a warning: the pgq part works regardless.
+fn install_coop_on_extension(tx: &mut postgres::Transaction<'_>) -> Result<()> {
+    let row = tx.query_one(
+        "select to_regnamespace('pgq_coop') is not null,
+                to_regclass('pgq_coop.libpgq_schema') is not null,
+                has_table_privilege('pgq.subscription', 'select, insert, update, delete')
+                    and has_table_privilege('pgq.consumer', 'select, insert')",
+        &[],
+    )?;
+    let (schema, ours, privileged): (bool, bool, bool) = (row.get(0), row.get(1), row.get(2));
+    if schema && !ours {
+        log::warn!("pgq_coop exists but libpgq did not install it; leaving it alone");
+        return Ok(());
+    }
+    if ours {
+        let current: Option<String> = tx
+            .query_opt("select version from pgq_coop.libpgq_schema", &[])?
+            .map(|r| r.get(0));
+        match current {
+            Some(v) if v == SCHEMA_VERSION => return Ok(()),
+            Some(v) if parse_revision(&v) > parse_revision(SCHEMA_VERSION) => {
+                log::warn!(
+                    "pgq_coop has libpgq revision {v}, newer than this library's \
+                     {SCHEMA_VERSION}; leaving it alone"
+                );
+                return Ok(());
+            }
+            _ => {}
+        }
+    }
+    if !privileged {
+        log::warn!(
+            "not installing pgq_coop on the pgq extension: this role may not modify \
+             pgq.subscription and pgq.consumer"
+        );
+        return Ok(());
+    }
+    let mut sp = tx.transaction()?;
+    let script = format!(
+        "{COOP_SQL}\ncreate table if not exists pgq_coop.libpgq_schema (\n    \
+         singleton boolean primary key default true check (singleton),\n    \
+         version text not null,\n    \
+         installed_at timestamptz not null default now(),\n    \
+         upgraded_at timestamptz\n);\n\
+         insert into pgq_coop.libpgq_schema (singleton, version) values (true, '{v}')\n    \
+         on conflict (singleton) do update set version = '{v}', upgraded_at = now();\n",
+        v = SCHEMA_VERSION
+    );
+    match sp.batch_execute(&script) {
+        Ok(()) => {
+            sp.commit()?;
+            log::info!("pgq_coop revision {SCHEMA_VERSION} installed on the pgq extension");
+            Ok(())
+        }
+        Err(e) if e.code() == Some(&postgres::error::SqlState::INSUFFICIENT_PRIVILEGE) => {
+            log::warn!("not installing pgq_coop on the pgq extension: {e}");
+            sp.rollback()?;
+            Ok(())
+        }
+        Err(e) => Err(Error::from(e).context("install pgq_coop on the pgq extension")),
+    }
+}
+
+const COOP_SQL: &str = include_str!("sql/70_coop.sql");
 
 /// The libpgq schema revision installed, `None` when there is no pgq schema at all (or an
 /// empty one). Errors for a foreign pgq schema.

@@ -156,65 +156,104 @@ const MAX_CALLS_PER_OPERATION: u32 = 1000;
 /// # Ok(()) }
 /// ```
 pub fn maintenance(conn: &mut postgres::Client) -> Result<MaintenanceReport> {
-    let ops = conn
+    let (ops, mut report) = list_operations(conn)?;
+    for (func, arg) in &ops {
+        run_operation(conn, func, arg.as_deref(), &mut report)?;
+    }
+    Ok(report)
+}
+
+/// Like [`maintenance`], but an operation that fails (in its own transaction, rolled back)
+/// does not keep the others from running; their errors come back with the report. Stops
+/// early only when the connection is gone.
+pub(crate) fn maintenance_keep_going(
+    conn: &mut postgres::Client,
+) -> Result<(MaintenanceReport, Vec<Error>)> {
+    let (ops, mut report) = list_operations(conn)?;
+    let mut errors = Vec::new();
+    for (func, arg) in &ops {
+        if let Err(e) = run_operation(conn, func, arg.as_deref(), &mut report) {
+            if conn.is_closed() || e.kind() == ErrorKind::ConnectionLost {
+                return Err(e);
+            }
+            errors.push(e);
+        }
+    }
+    Ok((report, errors))
+}
+
+type Operation = (String, Option<String>);
+
+/// `pgq.maint_operations()`, and a report that counts them.
+fn list_operations(conn: &mut postgres::Client) -> Result<(Vec<Operation>, MaintenanceReport)> {
+    let rows = conn
         .query(
             "select func_name, func_arg from pgq.maint_operations()",
             &[],
         )
         .map_err(|e| Error::from(e).context("list maintenance operations"))?;
-    let mut report = MaintenanceReport {
-        operations: ops.len() as u64,
+    let report = MaintenanceReport {
+        operations: rows.len() as u64,
         ..MaintenanceReport::default()
     };
-    for op in &ops {
-        let func: Option<String> = op.try_get(0)?;
-        let arg: Option<String> = op.try_get(1)?;
-        let func = match func {
-            Some(f) => f,
-            None => continue,
-        };
-        let lower = func.trim().to_ascii_lowercase();
-        if lower == "vacuum" || lower == "vacuum analyze" {
-            let Some(table) = arg else { continue };
-            if vacuum(conn, &lower, &table)? {
-                report.tables_vacuumed += 1;
-            }
-            continue;
-        }
-        if !is_function_name(&func) {
-            return Err(Error::new(
-                ErrorKind::Other,
-                format!("pgq.maint_operations() returned a bad function name: {func:?}"),
-            ));
-        }
-        let sql = match arg {
-            Some(_) => format!("select ({func}($1::text))::text"),
-            None => format!("select ({func}())::text"),
-        };
-        for _ in 0..MAX_CALLS_PER_OPERATION {
-            let mut tx = conn.transaction()?;
-            let row = match &arg {
-                Some(a) => tx.query_one(sql.as_str(), &[a]),
-                None => tx.query_one(sql.as_str(), &[]),
-            }
-            .map_err(|e| {
-                Error::from(e).context(format_args!(
-                    "maintenance {func}({})",
-                    arg.as_deref().unwrap_or("")
-                ))
-            })?;
-            tx.commit()?;
-            report.function_calls += 1;
-            let again = row
-                .get::<_, Option<String>>(0)
-                .and_then(|s| s.trim().parse::<i64>().ok())
-                .unwrap_or(0);
-            if again <= 0 {
-                break;
-            }
+    let mut ops = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let func: Option<String> = row.try_get(0)?;
+        let arg: Option<String> = row.try_get(1)?;
+        if let Some(func) = func {
+            ops.push((func, arg));
         }
     }
-    Ok(report)
+    Ok((ops, report))
+}
+
+/// One maintenance operation: `VACUUM` outside a transaction, or the function called in its
+/// own transaction, again while it returns a positive number.
+fn run_operation(
+    conn: &mut postgres::Client,
+    func: &str,
+    arg: Option<&str>,
+    report: &mut MaintenanceReport,
+) -> Result<()> {
+    let lower = func.trim().to_ascii_lowercase();
+    if lower == "vacuum" || lower == "vacuum analyze" {
+        if let Some(table) = arg {
+            if vacuum(conn, &lower, table)? {
+                report.tables_vacuumed += 1;
+            }
+        }
+        return Ok(());
+    }
+    if !is_function_name(func) {
+        return Err(Error::new(
+            ErrorKind::Other,
+            format!("pgq.maint_operations() returned a bad function name: {func:?}"),
+        ));
+    }
+    let sql = match arg {
+        Some(_) => format!("select ({func}($1::text))::text"),
+        None => format!("select ({func}())::text"),
+    };
+    for _ in 0..MAX_CALLS_PER_OPERATION {
+        let mut tx = conn.transaction()?;
+        let row = match &arg {
+            Some(a) => tx.query_one(sql.as_str(), &[a]),
+            None => tx.query_one(sql.as_str(), &[]),
+        }
+        .map_err(|e| {
+            Error::from(e).context(format_args!("maintenance {func}({})", arg.unwrap_or("")))
+        })?;
+        tx.commit()?;
+        report.function_calls += 1;
+        let again = row
+            .get::<_, Option<String>>(0)
+            .and_then(|s| s.trim().parse::<i64>().ok())
+            .unwrap_or(0);
+        if again <= 0 {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Vacuums `table` if it still exists; the name is resolved and quoted by the server.

@@ -4,11 +4,17 @@
 //! One named thread per database (`pgq-ticker <name>`) owns one dedicated connection (never a
 //! pooled one: it holds a session lock) and runs three schedules on it:
 //!
-//! * every `ticker_period`, one round: `pgq.ticker(queue)` for every queue that is neither
-//!   paused nor externally ticked, and `pg_notify('pgq_tick', queue)` for each queue that got
-//!   a tick, in one transaction, so a notification arrives only for a committed tick. Whether
-//!   a queue is due is PGQ's own rule (PGQ-SPEC section 4): an idle queue gets no more ticks
-//!   than its idle back-off allows, however short the period;
+//! * every `ticker_period` (10 ms) while events flow, every `idle_ticker_period` (50 ms) once
+//!   nothing has happened for a few seconds, one round. A round is first one prepared
+//!   statement that tells, from the queues' tick rows and event sequences, whether any queue
+//!   may be due (PGQ-SPEC section 4). Usually none is, and that is the whole round: tens of
+//!   microseconds of server time for a few queues, about 10 us per queue for many. When one
+//!   may be due, `pgq.ticker(queue)` runs for those queues and `pg_notify('pgq_tick', queue)`
+//!   for each queue that got a tick, in one transaction, so a notification arrives only for a
+//!   committed tick. PGQ's own function still decides, so an idle queue gets no more ticks
+//!   than its idle back-off allows. Every 5 s a round calls `pgq.ticker(queue)` for every
+//!   queue, as a safety net. The pause after a round is at least 9 times the round's
+//!   duration, so thousands of queues never keep a server backend busy;
 //! * every `retry_period`, `pgq.maint_retry_events()` until it returns 0;
 //! * every `maint_period`, every operation `pgq.maint_operations()` lists, each in its own
 //!   transaction (rotation step 1 and step 2 separately), `VACUUM` outside a transaction.
@@ -19,13 +25,27 @@
 //! within about that time after the active one stops, dies or loses its connection. Every
 //! round also takes a transaction advisory lock before ticking, so two tickers can never
 //! interleave ticks (tick order follows snapshot order) even while a dead peer's session is
-//! still being cleaned up.
+//! still being cleaned up. `pgqd` knows nothing of these locks: run it or libpgq tickers on a
+//! database, not both.
 //!
 //! **Failures are never fatal.** A lost connection or a server restart is logged through
 //! [`log`], counted, and followed by reconnect attempts with capped exponential back-off and
 //! jitter. The connection always asks for `target_session_attrs=read-write`, so with a
-//! multi-host DSN (`host=db1,db2`) the ticker follows a promoted standby. Other errors (e.g.
-//! PGQ not installed yet) are logged, counted and retried with the same back-off.
+//! multi-host DSN (`host=db1,db2`) the ticker follows a promoted standby (and leaves a
+//! server that turned read-only). Other errors (e.g. PGQ not installed yet) are logged,
+//! counted and retried: ticks and retry moves with the same back-off, a failed maintenance
+//! operation at the next `maint_period` (the other operations still run). A ticker whose host
+//! vanishes without closing its connection is dropped by the server within about 25 s (the
+//! ticker sets TCP keepalives for its session), and a standby takes over then.
+//!
+//! **Latency.** By default the ticker ticks *eagerly* ([`TickerBuilder::eager`]): a queue
+//! with new events gets a tick on the first round after them (once its last tick is at
+//! least [`DEFAULT_MIN_TICK_LAG`] old), so consumers woken by the notification see an event
+//! about one `ticker_period` after its commit, without waiting for PGQ's
+//! `ticker_max_count` (500 events) or `ticker_max_lag` (3 s). Idle queues keep PGQ's idle
+//! back-off. This needs libpgq's schema (`pgq.ticker_eager`); on the official extension
+//! the ticker follows the queue's settings only: lower the queue's `ticker_max_lag` there
+//! (e.g. `'10 ms'`). `eager(None)` turns it off, for fewer and larger batches.
 //!
 //! Behind PgBouncer in transaction mode session locks do not work: point the ticker at the
 //! server directly.
@@ -43,6 +63,7 @@
 //! # Ok(()) }
 //! ```
 
+use std::cell::Cell;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -57,9 +78,18 @@ use postgres::{NoTls, SimpleQueryMessage};
 use crate::client::{describe_target, Client};
 use crate::error::{Error, ErrorKind, Result};
 
-/// Default pause between ticker rounds (pgqd: 1 s). A round when nothing is due is one short
-/// statement, so this can be small; it bounds how late a due queue gets its tick.
-pub const DEFAULT_TICKER_PERIOD: Duration = Duration::from_millis(20);
+/// Default pause between ticker rounds while events flow (pgqd: 1 s). A round when nothing is
+/// due is one short prepared statement, so this can be small; it bounds how late a due
+/// queue gets its tick.
+pub const DEFAULT_TICKER_PERIOD: Duration = Duration::from_millis(10);
+
+/// Default pause between ticker rounds once no queue has had new events for a while
+/// ([`IDLE_AFTER`]): an idle ticker costs next to nothing, and the first event after a quiet
+/// spell waits at most this long for the ticker to notice it.
+pub const DEFAULT_IDLE_TICKER_PERIOD: Duration = Duration::from_millis(50);
+
+/// How long without new events before the ticker slows to its idle period.
+pub const IDLE_AFTER: Duration = Duration::from_secs(5);
 
 /// Default pause between moves of due retry events back into their queues (pgqd: 30 s).
 /// Moving nothing costs one indexed lookup.
@@ -77,7 +107,18 @@ pub const DEFAULT_RECONNECT_BACKOFF: (Duration, Duration) =
 
 /// The notification channel the ticker signals after a round that created ticks; the payload
 /// is the queue name. Consumers `LISTEN` on it to fetch at once instead of at their next poll.
-pub const TICK_CHANNEL: &str = "pgq_tick";
+/// The same constant as [`crate::wakeup::NOTIFY_CHANNEL`].
+///
+/// ```
+/// assert_eq!(pgq::ticker::TICK_CHANNEL, pgq::wakeup::NOTIFY_CHANNEL);
+/// ```
+pub const TICK_CHANNEL: &str = crate::wakeup::NOTIFY_CHANNEL;
+
+/// Default minimum age of a queue's last tick before the ticker ticks it again because it
+/// has new events (eager ticking, see [`TickerBuilder::eager`]). With the default
+/// [`DEFAULT_TICKER_PERIOD`] the round period is the real bound (one tick per busy queue per
+/// round); this only caps ticks at 200 per second per queue when the period is set lower.
+pub const DEFAULT_MIN_TICK_LAG: Duration = Duration::from_millis(5);
 
 /// A round's cost is kept below this share of wall time: the pause after a round is at least
 /// this many times the round's duration. With thousands of queues a round takes milliseconds,
@@ -104,6 +145,7 @@ const LEADER_LOCK_SQL: &str =
 /// # Ok::<(), pgq::Error>(())
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum TickerState {
     /// Opening the connection (at start, or after losing it).
     Connecting,
@@ -147,6 +189,7 @@ impl fmt::Display for TickerState {
 /// # Ok::<(), pgq::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TickerDatabaseStats {
     /// `host:port/dbname` (never the password).
     pub target: String,
@@ -212,6 +255,7 @@ impl TickerDatabaseStats {
 /// # Ok::<(), pgq::Error>(())
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TickerStats {
     /// Ticks created (one per queue ticked).
     pub ticks: u64,
@@ -260,12 +304,15 @@ pub struct TickerStats {
 pub struct TickerBuilder {
     databases: Vec<std::result::Result<postgres::Config, String>>,
     ticker_period: Duration,
+    idle_ticker_period: Duration,
     retry_period: Duration,
     maint_period: Duration,
     takeover_period: Duration,
     backoff: (Duration, Duration),
     notify: bool,
     name: Option<String>,
+    full_round_every: Duration,
+    min_tick_lag: Option<Duration>,
 }
 
 impl TickerBuilder {
@@ -283,12 +330,15 @@ impl TickerBuilder {
         TickerBuilder {
             databases: Vec::new(),
             ticker_period: DEFAULT_TICKER_PERIOD,
+            idle_ticker_period: DEFAULT_IDLE_TICKER_PERIOD,
             retry_period: DEFAULT_RETRY_PERIOD,
             maint_period: DEFAULT_MAINT_PERIOD,
             takeover_period: DEFAULT_TAKEOVER_PERIOD,
             backoff: DEFAULT_RECONNECT_BACKOFF,
             notify: true,
             name: None,
+            full_round_every: FULL_ROUND_EVERY,
+            min_tick_lag: Some(DEFAULT_MIN_TICK_LAG),
         }
     }
 
@@ -349,6 +399,22 @@ impl TickerBuilder {
     /// ```
     pub fn ticker_period(mut self, period: Duration) -> TickerBuilder {
         self.ticker_period = period.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Pause between ticker rounds once no queue has had new events for [`IDLE_AFTER`]
+    /// (default [`DEFAULT_IDLE_TICKER_PERIOD`]); never shorter than the ticker period. The
+    /// ticker returns to `ticker_period` as soon as it sees new events.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let ticker = pgq::Ticker::builder(&client)
+    ///     .idle_ticker_period(std::time::Duration::from_millis(200))
+    ///     .start()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn idle_ticker_period(mut self, period: Duration) -> TickerBuilder {
+        self.idle_ticker_period = period.max(Duration::from_millis(1));
         self
     }
 
@@ -428,6 +494,60 @@ impl TickerBuilder {
         self
     }
 
+    /// How often a round calls `pgq.ticker(queue)` for every queue rather than only for the
+    /// queues the cheap pre-check lists (default 5 s). For tests, which set it very long to
+    /// show that the pre-check alone never misses a due queue.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let ticker = pgq::Ticker::builder(&client)
+    ///     .full_round_every(std::time::Duration::from_secs(3600))
+    ///     .start()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    #[doc(hidden)]
+    pub fn full_round_every(mut self, period: Duration) -> TickerBuilder {
+        self.full_round_every = period;
+        self
+    }
+
+    /// Eager ticking (default on, `Some(`[`DEFAULT_MIN_TICK_LAG`]`)`): tick a queue as soon as
+    /// it has new events and its last tick is at least `min_lag` old, instead of waiting
+    /// for the queue's `ticker_max_count` events or `ticker_max_lag` (500 and 3 s by
+    /// default). Consumers then see an event about one round after its commit, without
+    /// changing the queue's settings. Idle queues are unaffected: they get exactly the ticks
+    /// PGQ's rules give them. `None` turns it off and ticks by the queue's rules only.
+    ///
+    /// The cost: a queue with steady traffic gets up to one tick per round (100 per second
+    /// with the default period) rather than one per 500 events or 3 s. Each tick is a row in
+    /// `pgq.tick` (about 80 bytes) kept until table rotation (every `rotation_period`, 2 h
+    /// by default) deletes the ticks behind all consumers: 100 ticks/s for 2 h is about
+    /// 720 000 rows, 80 MB, which rotation deletes in well under a second. Each tick also
+    /// lets consumers take a (smaller) batch, so more batches for the same events. Raise
+    /// `min_lag` (e.g. 100 ms: at most 10 ticks/s per queue) or turn eager ticking off for
+    /// fewer, larger batches.
+    ///
+    /// Needs libpgq's schema (its `pgq.ticker_eager` function). On the official extension the
+    /// ticker logs this once at info level and ticks by the queue's rules; to get low latency
+    /// there lower the queue's `ticker_max_lag` instead (`pgq.set_queue_config(queue,
+    /// 'ticker_max_lag', '10 ms')`).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// // At most one tick per 100 ms per busy queue:
+    /// let ticker = pgq::Ticker::builder(&client)
+    ///     .eager(Some(Duration::from_millis(100)))
+    ///     .start()?;
+    /// // Only PGQ's rules (like pgqd):
+    /// let classic = pgq::Ticker::builder(&client).eager(None).start()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn eager(mut self, min_lag: Option<Duration>) -> TickerBuilder {
+        self.min_tick_lag = min_lag;
+        self
+    }
+
     /// A label for thread names (`pgq-ticker <name>`) and log lines; defaults to the
     /// database name.
     ///
@@ -484,14 +604,18 @@ impl TickerBuilder {
                 config,
                 settings: Settings {
                     ticker_period: self.ticker_period,
+                    idle_ticker_period: self.idle_ticker_period.max(self.ticker_period),
                     retry_period: self.retry_period,
                     maint_period: self.maint_period,
                     takeover_period: self.takeover_period,
                     backoff: self.backoff,
                     notify: self.notify,
+                    full_round_every: self.full_round_every,
+                    min_tick_lag: self.min_tick_lag,
                 },
                 stop: stop_rx.clone(),
                 stats: Arc::clone(&shared),
+                eager_note_logged: Cell::new(false),
             };
             let handle = thread::Builder::new()
                 .name(format!("pgq-ticker {label}"))
@@ -523,12 +647,22 @@ impl Default for TickerBuilder {
 }
 
 /// The settings for the ticker's own connection: read-write only (so a multi-host DSN
-/// follows the primary), keepalives (so a vanished server is noticed), a connect timeout.
+/// follows the primary), keepalives and a TCP user timeout (so a vanished server is noticed
+/// in seconds, not when the kernel gives up after many minutes), a connect timeout.
 fn ticker_config(base: &postgres::Config) -> postgres::Config {
     let mut config = base.clone();
     config.target_session_attrs(TargetSessionAttrs::ReadWrite);
     config.keepalives(true);
-    config.keepalives_idle(Duration::from_secs(30));
+    config.keepalives_idle(Duration::from_secs(10));
+    if config.get_keepalives_interval().is_none() {
+        config.keepalives_interval(Duration::from_secs(5));
+    }
+    if config.get_keepalives_retries().is_none() {
+        config.keepalives_retries(3);
+    }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(Duration::from_secs(20));
+    }
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
     }
@@ -705,11 +839,14 @@ impl Drop for Ticker {
 #[derive(Debug, Clone, Copy)]
 struct Settings {
     ticker_period: Duration,
+    idle_ticker_period: Duration,
     retry_period: Duration,
     maint_period: Duration,
     takeover_period: Duration,
     backoff: (Duration, Duration),
     notify: bool,
+    full_round_every: Duration,
+    min_tick_lag: Option<Duration>,
 }
 
 /// One database's thread.
@@ -720,6 +857,8 @@ struct DbWorker {
     settings: Settings,
     stop: Receiver<()>,
     stats: Arc<Mutex<TickerDatabaseStats>>,
+    /// Whether the "eager ticking needs libpgq's schema" note was logged.
+    eager_note_logged: Cell<bool>,
 }
 
 /// Why a session on one connection ended.
@@ -730,18 +869,29 @@ enum SessionEnd {
 
 impl DbWorker {
     fn run(self) {
+        // Marks the database stopped however the thread ends, a panic included.
+        struct MarkStopped(Arc<Mutex<TickerDatabaseStats>>);
+        impl Drop for MarkStopped {
+            fn drop(&mut self) {
+                let mut s = self.0.lock();
+                s.state = TickerState::Stopped;
+                s.active_since = None;
+            }
+        }
+        let _mark = MarkStopped(Arc::clone(&self.stats));
         log::debug!("pgq ticker {}: started for {}", self.label, self.target);
         let mut backoff = Backoff::new(self.settings.backoff.0, self.settings.backoff.1);
         let mut connected_before = false;
         loop {
             self.set_state(TickerState::Connecting);
             match self.config.connect(NoTls) {
-                Ok(conn) => {
+                Ok(mut conn) => {
                     if connected_before {
                         self.stats.lock().reconnects += 1;
                         log::info!("pgq ticker {}: reconnected to {}", self.label, self.target);
                     }
                     connected_before = true;
+                    self.tune_server_keepalives(&mut conn);
                     let since = Instant::now();
                     match self.session(conn) {
                         SessionEnd::Stop => break,
@@ -763,17 +913,15 @@ impl DbWorker {
                 break;
             }
         }
-        let mut s = self.stats.lock();
-        s.state = TickerState::Stopped;
-        s.active_since = None;
-        drop(s);
         log::debug!("pgq ticker {}: stopped", self.label);
     }
 
     /// Runs on one connection until it breaks or a stop is asked.
     fn session(&self, mut conn: postgres::Client) -> SessionEnd {
         let st = self.settings;
-        let mut error_backoff = Backoff::new(st.backoff.0, st.backoff.1);
+        // Per step, so one step failing for good does not hurry another's retries.
+        let mut tick_backoff = Backoff::new(st.backoff.0, st.backoff.1);
+        let mut retry_backoff = Backoff::new(st.backoff.0, st.backoff.1);
         loop {
             // Standby until the election lock is ours.
             match try_leader_lock(&mut conn) {
@@ -796,31 +944,41 @@ impl DbWorker {
         log::info!("pgq ticker {}: active on {}", self.label, self.target);
 
         let now = Instant::now();
-        let (mut next_tick, mut next_retry, mut next_maint) = (now, now, now);
+        // Maintenance (perhaps a VACUUM) waits for the first tick round.
+        let (mut next_tick, mut next_retry) = (now, now);
+        let mut next_maint = now + st.ticker_period;
+        let mut planner = RoundPlanner::new(st.full_round_every, st.min_tick_lag);
+        let mut last_activity = now;
         loop {
             let now = Instant::now();
             if now >= next_retry {
                 match retry_events(&mut conn) {
                     Ok(moved) => {
                         next_retry = Instant::now() + st.retry_period;
+                        retry_backoff.reset();
                         if moved > 0 {
                             self.stats.lock().retry_events_moved += moved;
                             log::debug!("pgq ticker {}: moved {moved} retry events", self.label);
                             // The moved events become visible with the next tick.
                             next_tick = Instant::now();
+                            last_activity = next_tick;
                         }
                     }
                     Err(e) => match self.step_failed(&conn, e, "retry events") {
                         Some(end) => return end,
-                        None => next_retry = Instant::now() + error_backoff.next(),
+                        None => next_retry = Instant::now() + retry_backoff.next(),
                     },
                 }
             }
             let now = Instant::now();
             if now >= next_maint {
-                match super::maintenance(&mut conn) {
-                    Ok(report) => {
-                        next_maint = Instant::now() + st.maint_period;
+                // A failed operation waits for the next run: maintenance is never urgent.
+                next_maint = now + st.maint_period;
+                match super::maintenance_keep_going(&mut conn) {
+                    Ok((report, errors)) => {
+                        for e in &errors {
+                            self.record_error(e, "maintenance");
+                        }
                         let mut s = self.stats.lock();
                         s.maintenance_runs += 1;
                         s.maintenance_calls += report.function_calls;
@@ -833,19 +991,28 @@ impl DbWorker {
                             report.tables_vacuumed
                         );
                     }
-                    Err(e) => match self.step_failed(&conn, e, "maintenance") {
-                        Some(end) => return end,
-                        None => next_maint = Instant::now() + error_backoff.next(),
-                    },
+                    Err(e) => {
+                        if let Some(end) = self.step_failed(&conn, e, "maintenance") {
+                            return end;
+                        }
+                    }
                 }
             }
             let now = Instant::now();
             if now >= next_tick {
-                match tick_round(&mut conn, st.notify) {
-                    Ok(ticked) => {
+                match planner.round(&mut conn, st.notify, &self.label, &self.eager_note_logged) {
+                    Ok(Round { ticked, activity }) => {
                         let cost = now.elapsed();
-                        next_tick = now + st.ticker_period.max(cost * PAUSE_PER_ROUND_COST);
-                        error_backoff.reset();
+                        if activity {
+                            last_activity = now;
+                        }
+                        let period = if last_activity.elapsed() < IDLE_AFTER {
+                            st.ticker_period
+                        } else {
+                            st.idle_ticker_period
+                        };
+                        next_tick = now + period.max(cost * PAUSE_PER_ROUND_COST);
+                        tick_backoff.reset();
                         let mut s = self.stats.lock();
                         s.rounds += 1;
                         if !ticked.is_empty() {
@@ -859,13 +1026,37 @@ impl DbWorker {
                     }
                     Err(e) => match self.step_failed(&conn, e, "tick") {
                         Some(end) => return end,
-                        None => next_tick = Instant::now() + error_backoff.next(),
+                        None => next_tick = Instant::now() + tick_backoff.next(),
                     },
                 }
             }
             let due = next_tick.min(next_retry).min(next_maint);
             if self.wait(due.saturating_duration_since(Instant::now())) {
                 return SessionEnd::Stop;
+            }
+        }
+    }
+
+    /// Asks the server to notice within about 25 s when this ticker's host vanishes without
+    /// closing the connection (power loss, network partition), so the session and its
+    /// election lock go away and a standby takes over; the server's defaults wait two hours.
+    /// Only affects TCP connections; failures (an old server) are harmless. Also turns off
+    /// synchronous commit for this session (see below).
+    fn tune_server_keepalives(&self, conn: &mut postgres::Client) {
+        for sql in [
+            "set tcp_keepalives_idle = 10; set tcp_keepalives_interval = 5; \
+             set tcp_keepalives_count = 3",
+            "set tcp_user_timeout = 20000",
+            // A tick round does not wait for its WAL flush (an fsync, often milliseconds,
+            // which would delay every tick and, through the round-cost pause, the next
+            // round). Nothing is lost by that: whatever builds on a tick (a consumer's
+            // next_batch) commits synchronously, and flushing its WAL flushes the earlier
+            // tick too; after a crash a tick no one used may be missing, as if the ticker
+            // had been a moment late. Retry moves and maintenance are redone likewise.
+            "set synchronous_commit = off",
+        ] {
+            if let Err(e) = conn.batch_execute(sql) {
+                log::debug!("pgq ticker {}: {sql}: {e}", self.label);
             }
         }
     }
@@ -923,48 +1114,295 @@ fn try_leader_lock(conn: &mut postgres::Client) -> Result<bool> {
     Ok(row.try_get(0)?)
 }
 
-// One ticker round in one transaction (one round trip): a multi-statement simple query runs
-// as one implicit transaction, and each statement takes its own snapshot, so the ticks'
-// snapshots are taken after the tick lock is held. The CTE calls the volatile
-// pgq.ticker(queue) exactly once per queue; pg_notify runs only for the queues it ticked.
-const TICK_ROUND_SQL: &str =
-    "select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgq'), 1); \
-     with t as (select q.queue_name, pgq.ticker(q.queue_name) as tick_id from pgq.queue q \
-     where not q.queue_external_ticker and not q.queue_ticker_paused order by q.queue_id) \
-     select t.queue_name, pg_catalog.pg_notify('pgq_tick', t.queue_name) \
-     from t where t.tick_id is not null";
-
-/// [`TICK_ROUND_SQL`] without notifications.
-const TICK_ROUND_QUIET_SQL: &str =
-    "select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgq'), 1); \
-     with t as (select q.queue_name, pgq.ticker(q.queue_name) as tick_id from pgq.queue q \
-     where not q.queue_external_ticker and not q.queue_ticker_paused order by q.queue_id) \
-     select t.queue_name from t where t.tick_id is not null";
-
-/// Runs one ticker round; returns the ticked queues.
-fn tick_round(conn: &mut postgres::Client, notify: bool) -> Result<Vec<String>> {
-    let sql = if notify {
-        TICK_ROUND_SQL
-    } else {
-        TICK_ROUND_QUIET_SQL
+/// The queues the ticker handles that may be due for a tick now, as `(queue_id, queue_name)`.
+///
+/// This mirrors PGQ's rule (PGQ-SPEC section 4) in plain SQL, which the planner runs in
+/// microseconds per queue, while calling the PL/pgSQL `pgq.ticker(queue)` costs about 0.1 ms
+/// per queue. It must never leave out a due queue, so where our schema and the official
+/// extension differ it takes the union: the official one ticks an idle queue that has a
+/// single tick at once, ours waits for `max_lag / 2`. `new` is read as both do, from the
+/// event sequence's `last_value` (NULL until the first event: nothing new).
+macro_rules! queue_state_sql {
+    () => {
+        " from pgq.queue q \
+           left join lateral (select t.tick_id, t.tick_time, t.tick_event_seq, t.tick_snapshot \
+                               from pgq.tick t \
+                               where t.tick_queue = q.queue_id \
+                               order by t.tick_id desc limit 1) lt on true \
+           left join lateral (select t.tick_time from pgq.tick t \
+                               where t.tick_queue = q.queue_id and t.tick_id < lt.tick_id \
+                               order by t.tick_id desc limit 1) pt on true \
+           cross join lateral (select coalesce(pg_catalog.pg_sequence_last_value( \
+                                         q.queue_event_seq::pg_catalog.regclass), \
+                                       lt.tick_event_seq) - lt.tick_event_seq as new, \
+                                      pg_catalog.now() - lt.tick_time as lag) s \
+          where not q.queue_external_ticker and not q.queue_ticker_paused "
     };
-    let msgs = conn
-        .simple_query(sql)
-        .map_err(|e| Error::from(e).context("tick"))?;
-    let mut ticked = Vec::new();
-    let mut statement = 0;
-    for m in msgs {
-        match m {
-            SimpleQueryMessage::CommandComplete(_) => statement += 1,
-            SimpleQueryMessage::Row(row) if statement == 1 => {
-                if let Some(q) = row.get(0) {
-                    ticked.push(q.to_string());
-                }
+}
+
+macro_rules! due_sql {
+    () => {
+        "(lt.tick_id is null \
+          or s.new < 0 \
+          or (s.new > 0 and (s.new >= q.queue_ticker_max_count \
+                             or s.lag >= q.queue_ticker_max_lag)) \
+          or (s.new = 0 and (pt.tick_time is null \
+               or (s.lag >= q.queue_ticker_max_lag / 2 \
+                   and (s.lag >= (lt.tick_time - pt.tick_time) * 2 \
+                        or s.lag >= q.queue_ticker_idle_period)))))"
+    };
+}
+
+/// The extra due condition of eager ticking, `{min_lag}` being an interval literal: new
+/// events by the sequence, or two cases the sequence cannot show, where only
+/// `pgq.ticker_eager` can tell (it reads the event table), so the pre-check lists the queue
+/// and the function decides: in the first second after the tick, a transaction that was
+/// running at the tick has ended since (it may have written events the tick did not see);
+/// and a queue whose sequence has moved exactly once (the sequence reads the same before and
+/// after a queue's first event).
+const EAGER_DUE_SQL: &str = "(lt.tick_id is not null and s.lag >= {min_lag} \
+      and (s.new > 0 \
+           or (lt.tick_event_seq = 1 and s.new = 0 \
+               and pg_catalog.pg_sequence_last_value( \
+                       q.queue_event_seq::pg_catalog.regclass) is not null) \
+           or (s.lag < interval '1 second' \
+               and exists (select 1 from pg_catalog.txid_snapshot_xip(lt.tick_snapshot) x \
+                            where pg_catalog.txid_visible_in_snapshot(x, \
+                                      pg_catalog.txid_current_snapshot())))))";
+
+const ALL_QUEUES_SQL: &str = "select q.queue_id, q.queue_name from pgq.queue q \
+      where not q.queue_external_ticker and not q.queue_ticker_paused";
+
+/// The SQL of one ticker configuration: the pre-check, and the rounds.
+#[derive(Debug, Clone)]
+struct RoundSql {
+    /// The whole of a round when nothing is due, as one prepared statement: whether any
+    /// queue may be due, and whether any has events not yet covered by a tick (activity,
+    /// which keeps the ticker at its fast period).
+    precheck: String,
+    /// Round SQL by (only possibly due queues?, notify?).
+    rounds: [[String; 2]; 2],
+}
+
+impl RoundSql {
+    /// `min_lag`: eager ticking through `pgq.ticker_eager` (our schema only).
+    fn new(min_lag: Option<Duration>) -> RoundSql {
+        let (due, tick_call) = match min_lag {
+            Some(lag) => {
+                let lit = format!("interval '{} microseconds'", lag.as_micros());
+                (
+                    format!(
+                        "({} or {})",
+                        due_sql!(),
+                        EAGER_DUE_SQL.replace("{min_lag}", &lit)
+                    ),
+                    format!("pgq.ticker_eager(d.queue_name, {lit})"),
+                )
             }
-            _ => {}
+            None => (
+                due_sql!().to_string(),
+                "pgq.ticker(d.queue_name)".to_string(),
+            ),
+        };
+        let precheck = format!(
+            "select coalesce(bool_or({due}), false), coalesce(bool_or(s.new <> 0), false){}",
+            queue_state_sql!()
+        );
+        let due_queues = format!(
+            "select q.queue_id, q.queue_name{} and {due}",
+            queue_state_sql!()
+        );
+        // A round in one transaction and one round trip: a multi-statement simple query runs
+        // as one implicit transaction, and each statement takes its own snapshot, so the
+        // ticks' snapshots are taken after the tick lock is held (tick order follows
+        // snapshot order). The CTE calls the volatile tick function exactly once per queue
+        // it lists; `pg_notify` runs only for the queues that got a tick, and is delivered
+        // only if the round commits.
+        let round = |queues: &str, notify: bool| {
+            let notify = if notify {
+                format!(", pg_catalog.pg_notify('{TICK_CHANNEL}', t.queue_name)")
+            } else {
+                String::new()
+            };
+            format!(
+                "select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('pgq'), 1); \
+                 with t as (select d.queue_name, {tick_call} as tick_id from ({queues}) d \
+                 order by d.queue_id) select t.queue_name{notify} from t \
+                 where t.tick_id is not null"
+            )
+        };
+        RoundSql {
+            rounds: [
+                [round(ALL_QUEUES_SQL, false), round(ALL_QUEUES_SQL, true)],
+                [round(&due_queues, false), round(&due_queues, true)],
+            ],
+            precheck,
         }
     }
-    Ok(ticked)
+}
+
+/// By default, every this often a round calls `pgq.ticker(queue)` for every queue, not only those the
+/// pre-check lists: a safety net should a PGQ variant decide due-ness in a way the
+/// pre-check does not foresee.
+const FULL_ROUND_EVERY: Duration = Duration::from_secs(5);
+
+/// Whether the connected database has libpgq's `pgq.ticker_eager` and we may call it.
+const HAS_EAGER_SQL: &str = "select coalesce(pg_catalog.has_function_privilege( \
+      pg_catalog.to_regprocedure('pgq.ticker_eager(text,interval)'), 'execute'), false)";
+
+/// Decides, per round, between the cheap pre-check and a full round.
+struct RoundPlanner {
+    /// False once the pre-check failed on this connection (e.g. no privilege on the event
+    /// sequences): then every round is a full one.
+    precheck: bool,
+    full_every: Duration,
+    /// The pre-check, prepared once per connection so the server plans it once.
+    statement: Option<postgres::Statement>,
+    last_full: Option<Instant>,
+    /// The wanted eager min lag (None: off).
+    min_lag: Option<Duration>,
+    /// Whether eager ticking is in use: wanted, and the database has `pgq.ticker_eager`.
+    /// None until checked; checked again at each full round while unavailable, so a schema
+    /// installed later is picked up.
+    eager: Option<bool>,
+    sql: RoundSql,
+}
+
+impl RoundPlanner {
+    fn new(full_every: Duration, min_lag: Option<Duration>) -> RoundPlanner {
+        RoundPlanner {
+            full_every,
+            precheck: true,
+            statement: None,
+            last_full: None,
+            min_lag,
+            eager: None,
+            sql: RoundSql::new(None),
+        }
+    }
+
+    /// Decides whether eager ticking can be used on this connection; on the first "no" logs
+    /// (once per ticker thread) that it needs libpgq's schema.
+    fn check_eager(&mut self, conn: &mut postgres::Client, label: &str, logged: &Cell<bool>) {
+        if self.min_lag.is_none() || self.eager == Some(true) {
+            return;
+        }
+        let available = match conn.query_one(HAS_EAGER_SQL, &[]) {
+            Ok(row) => row.try_get::<_, bool>(0).unwrap_or(false),
+            Err(e) => {
+                log::debug!("pgq ticker {label}: cannot look for pgq.ticker_eager: {e}");
+                false
+            }
+        };
+        if available {
+            self.sql = RoundSql::new(self.min_lag);
+            self.statement = None;
+            log::debug!("pgq ticker {label}: eager ticking on");
+        } else if !logged.replace(true) {
+            log::info!(
+                "pgq ticker {label}: eager ticking needs libpgq's schema (pgq.ticker_eager); \
+                 ticking by each queue's ticker_max_count / ticker_max_lag (lower a queue's \
+                 ticker_max_lag for lower latency)"
+            );
+        }
+        self.eager = Some(available);
+    }
+
+    /// Runs one round.
+    fn round(
+        &mut self,
+        conn: &mut postgres::Client,
+        notify: bool,
+        label: &str,
+        eager_note_logged: &Cell<bool>,
+    ) -> Result<Round> {
+        let full = !self.precheck
+            || self
+                .last_full
+                .map_or(true, |t| t.elapsed() >= self.full_every);
+        let recheck = self
+            .last_full
+            .map_or(true, |t| t.elapsed() >= self.full_every);
+        if self.eager.is_none() || (recheck && self.eager == Some(false)) {
+            self.check_eager(conn, label, eager_note_logged);
+        }
+        // Whether events were waiting, as the pre-check saw it (idle ticks are no activity).
+        let mut pending = None;
+        if !full {
+            let prepared = match self.statement.take() {
+                Some(st) => Ok(st),
+                None => conn.prepare(&self.sql.precheck),
+            };
+            let result = prepared.and_then(|st| {
+                let row = conn.query_one(&st, &[]);
+                self.statement = Some(st);
+                row
+            });
+            match result {
+                Ok(row) => {
+                    let due: bool = row.try_get(0)?;
+                    let waiting: bool = row.try_get(1)?;
+                    if !due {
+                        return Ok(Round {
+                            ticked: Vec::new(),
+                            activity: waiting,
+                        });
+                    }
+                    pending = Some(waiting);
+                }
+                Err(e) if e.is_closed() || e.as_db_error().is_none() => {
+                    return Err(Error::from(e).context("tick"))
+                }
+                Err(e) => {
+                    log::warn!(
+                        "pgq ticker {label}: cheap due check unavailable, calling pgq.ticker() for \
+                         every queue every round: {}",
+                        Error::from(e)
+                    );
+                    self.precheck = false;
+                }
+            }
+        }
+        let sql = &self.sql.rounds[usize::from(!full)][usize::from(notify)];
+        let msgs = conn.simple_query(sql).map_err(|e| {
+            // A schema downgraded under us: look again before the next round.
+            if self.eager == Some(true) {
+                self.eager = None;
+                self.sql = RoundSql::new(None);
+                self.statement = None;
+            }
+            Error::from(e).context("tick")
+        })?;
+        if full {
+            self.last_full = Some(Instant::now());
+        }
+        let mut ticked = Vec::new();
+        let mut statement = 0;
+        for m in msgs {
+            match m {
+                SimpleQueryMessage::CommandComplete(_) => statement += 1,
+                SimpleQueryMessage::Row(row) if statement == 1 => {
+                    if let Some(q) = row.get(0) {
+                        ticked.push(q.to_string());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(Round {
+            activity: pending.unwrap_or(!ticked.is_empty()),
+            ticked,
+        })
+    }
+}
+
+/// What a round did.
+struct Round {
+    /// Queues that got a tick.
+    ticked: Vec<String>,
+    /// Whether events were waiting for a tick (by the pre-check; without one, whether a
+    /// tick was made). Keeps the ticker at its fast period.
+    activity: bool,
 }
 
 /// [`super::retry_events`] with each call in its own implicit transaction.
@@ -1037,6 +1475,14 @@ mod tests {
         assert!(b.next() <= max);
         b.reset();
         assert!(b.next() <= min);
+    }
+
+    #[test]
+    fn handles_are_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<Ticker>();
+        check::<TickerBuilder>();
+        check::<TickerStats>();
     }
 
     #[test]

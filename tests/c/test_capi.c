@@ -186,6 +186,11 @@ static void test_null_pointers(void) {
     CHECK(pgq_batch_id(NULL) == -1);
     CHECK(pgq_batch_tick_id(NULL) == -1);
     CHECK(pgq_batch_prev_tick_id(NULL) == -1);
+    CHECK(pgq_batch_queue(NULL).data == NULL);
+    CHECK(pgq_batch_consumer(NULL).data == NULL);
+    CHECK(pgq_batch_subconsumer(NULL).data == NULL);
+    CHECK(pgq_batch_tick_time_us(NULL) == -1);
+    CHECK(!pgq_batch_is_stopping(NULL));
     CHECK(pgq_event_id(NULL) == -1);
     CHECK(pgq_event_retry(NULL) == -1);
     CHECK(pgq_event_data(NULL).data == NULL);
@@ -447,7 +452,6 @@ static void test_produce_consume_retry(void) {
     pgq_consumer *c = NULL;
     EXPECT(PGQ_STATUS_OK, pgq_consumer_new, CLIENT, S("pcq"), S("c"), &c);
     EXPECT(PGQ_STATUS_OK, pgq_consumer_set_fetch_size, c, 2); /* several fetch rounds */
-    EXPECT(PGQ_STATUS_INVALID_STATE, pgq_consumer_set_subconsumer, c, S("s"), 0);
     tick("pcq");
     pgq_batch *b = NULL;
     EXPECT(PGQ_STATUS_OK, pgq_consumer_next_batch, c, 1000, &b);
@@ -458,6 +462,11 @@ static void test_produce_consume_retry(void) {
     }
     CHECK(pgq_batch_id(b) > 0);
     CHECK(pgq_batch_tick_id(b) > pgq_batch_prev_tick_id(b));
+    CHECK(str_eq(pgq_batch_queue(b), "pcq"));
+    CHECK(str_eq(pgq_batch_consumer(b), "c"));
+    CHECK(str_eq(pgq_batch_subconsumer(b), NULL));
+    CHECK(pgq_batch_tick_time_us(b) > 1500000000000000LL);
+    CHECK(!pgq_batch_is_stopping(b));
     int n = 0;
     int64_t retry_id = -1;
     const pgq_event *e = NULL;
@@ -695,6 +704,72 @@ static void test_dead_server(void) {
         EXPECT(PGQ_STATUS_OK, pgq_tick, CLIENT, NULL);
 }
 
+
+/* Cooperative pull consumers: two subconsumers share one consumer's batches. */
+static void test_coop_pull(void) {
+    setup_queue("cq", NULL);
+    pgq_consumer *a = NULL, *b = NULL;
+    EXPECT(PGQ_STATUS_OK, pgq_consumer_new, CLIENT, S("cq"), S("c"), &a);
+    EXPECT(PGQ_STATUS_OK, pgq_consumer_new, CLIENT, S("cq"), S("c"), &b);
+    if (!a || !b) {
+        pgq_consumer_free(a);
+        pgq_consumer_free(b);
+        return;
+    }
+    /* not in coop mode yet */
+    EXPECT(PGQ_STATUS_INVALID_INPUT, pgq_consumer_register_subconsumer, a, NULL);
+    EXPECT(PGQ_STATUS_INVALID_INPUT, pgq_consumer_set_subconsumer, a, NULL, 0, 0);
+    EXPECT(PGQ_STATUS_INVALID_UTF8, pgq_consumer_set_subconsumer, a, "\xff", 1, 0);
+    EXPECT(PGQ_STATUS_OK, pgq_consumer_set_subconsumer, a, S("s1"), 0);
+    EXPECT(PGQ_STATUS_OK, pgq_consumer_set_subconsumer, b, S("s2"), 60000);
+    bool created = false;
+    EXPECT(PGQ_STATUS_OK, pgq_consumer_register_subconsumer, a, &created);
+    CHECK(created);
+    EXPECT(PGQ_STATUS_OK, pgq_consumer_register_subconsumer, b, &created);
+    CHECK(created);
+
+    /* two batches: a takes the first and keeps it open, b gets the second */
+    pgq_new_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.data = text("1");
+    EXPECT(PGQ_STATUS_OK, pgq_send, CLIENT, S("cq"), &ev, NULL);
+    tick("cq");
+    ev.data = text("2");
+    EXPECT(PGQ_STATUS_OK, pgq_send, CLIENT, S("cq"), &ev, NULL);
+    tick("cq");
+    pgq_batch *ba = NULL, *bb = NULL;
+    EXPECT(PGQ_STATUS_OK, pgq_consumer_next_batch, a, 0, &ba);
+    EXPECT(PGQ_STATUS_OK, pgq_consumer_next_batch, b, 0, &bb);
+    CHECK(ba != NULL && bb != NULL);
+    if (ba && bb) {
+        CHECK(pgq_batch_id(ba) != pgq_batch_id(bb));
+        CHECK(str_eq(pgq_batch_subconsumer(ba), "s1"));
+        CHECK(str_eq(pgq_batch_subconsumer(bb), "s2"));
+        const pgq_event *e = NULL;
+        EXPECT(PGQ_STATUS_OK, pgq_batch_next_event, ba, &e);
+        CHECK(e && str_eq(pgq_event_data(e), "1"));
+        EXPECT(PGQ_STATUS_OK, pgq_batch_next_event, bb, &e);
+        CHECK(e && str_eq(pgq_event_data(e), "2"));
+        EXPECT(PGQ_STATUS_OK, pgq_batch_finish, bb);
+        /* a's batch is still open in the database: unregistering a refuses... */
+        int64_t open_id = pgq_batch_id(ba);
+        pgq_batch_free(ba); /* rolled back: still a's open batch */
+        EXPECT(PGQ_STATUS_BATCH_OPEN, pgq_consumer_unregister_subconsumer, a, false);
+        /* ...unless it releases the batch, which a sibling then gets */
+        EXPECT(PGQ_STATUS_OK, pgq_consumer_unregister_subconsumer, a, true);
+        bb = NULL;
+        EXPECT(PGQ_STATUS_OK, pgq_consumer_next_batch, b, 0, &bb);
+        CHECK(bb != NULL && pgq_batch_id(bb) == open_id);
+        if (bb)
+            EXPECT(PGQ_STATUS_OK, pgq_batch_finish, bb);
+    } else {
+        pgq_batch_free(ba);
+        pgq_batch_free(bb);
+    }
+    EXPECT(PGQ_STATUS_OK, pgq_consumer_unregister_subconsumer, b, false);
+    pgq_consumer_free(a);
+    pgq_consumer_free(b);
+}
 
 /* ---- workers and ticker ------------------------------------------------------------- */
 
@@ -977,6 +1052,43 @@ static void test_worker_start_errors(void) {
     pgq_worker_options_free(NULL);
 }
 
+/* Cooperative worker: two threads, each its own subconsumer, share the batches. */
+static void test_worker_coop(void) {
+    setup_queue("wcq", NULL);
+    const char *subs[2] = {"s-0", "s-1"};
+    for (int i = 0; i < 2; i++) {
+        pgq_consumer *c = NULL;
+        EXPECT(PGQ_STATUS_OK, pgq_consumer_new, CLIENT, S("wcq"), S("w"), &c);
+        EXPECT(PGQ_STATUS_OK, pgq_consumer_set_subconsumer, c, subs[i], 3, 0);
+        EXPECT(PGQ_STATUS_OK, pgq_consumer_register_subconsumer, c, NULL);
+        pgq_consumer_free(c);
+    }
+    struct wstate st;
+    wstate_init(&st, 12);
+    pgq_worker_options *o = fast_options();
+    EXPECT(PGQ_STATUS_OK, pgq_worker_options_set_workers, o, 2);
+    EXPECT(PGQ_STATUS_OK, pgq_worker_options_set_subconsumer, o, S("s"), 60000);
+    pgq_worker *w = NULL;
+    EXPECT(PGQ_STATUS_OK, pgq_worker_start, CLIENT, S("wcq"), S("w"), o, count_handler, &st,
+           free_wstate, &w);
+    if (!w)
+        return;
+    for (int i = 0; i < 4; i++)
+        send_n("wcq", 3, "plain"); /* four batches */
+    CHECK(wait_until(reached, &st, 15000));
+    struct stats_goal goal = {w, 12};
+    CHECK(wait_until(stats_reached, &goal, 10000));
+    pgq_worker_stats s;
+    memset(&s, 0, sizeof s);
+    s.struct_size = sizeof s;
+    EXPECT(PGQ_STATUS_OK, pgq_worker_stats_get, w, &s);
+    CHECK(s.events == 12);
+    CHECK(s.batches >= 4);
+    pgq_worker_free(w);
+    CHECK(atomic_load(&st.events) == 12); /* each event handled once */
+    CHECK(atomic_load(&st.freed) == 1);
+}
+
 static int ticker_ticked(void *p) {
     pgq_ticker_stats s;
     memset(&s, 0, sizeof s);
@@ -1073,10 +1185,12 @@ int main(int argc, char **argv) {
         {"panic_boundary", test_panic_boundary},
         {"logger", test_logger},
         {"dead_server", test_dead_server},
+        {"coop_pull", test_coop_pull},
         {"worker", test_worker},
         {"worker_handler_error", test_worker_handler_error},
         {"worker_stop_from_handler", test_worker_stop_from_handler},
         {"worker_start_errors", test_worker_start_errors},
+        {"worker_coop", test_worker_coop},
         {"ticker", test_ticker},
     };
     int failed = 0;

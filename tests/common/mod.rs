@@ -165,7 +165,7 @@ impl TestDb {
         let mut admin = superuser(&maint_db);
         let role = if as_owner {
             let mut role = name.clone();
-            role.truncate(58);
+            role.truncate(57); // + "_owner" stays within the 63-byte identifier limit
             role.push_str("_owner");
             admin
                 .batch_execute(&format!(

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Compatibility round trip: the reference PGQ tools working on a PGQ schema.
 
-    roundtrip.py --backend ours|official --dsn SERVER_DSN [--pgqctl PATH] [--keep]
+    roundtrip.py --backend ours|official --dsn SERVER_DSN [--pgqctl PATH]
+                 [--ticker pgqd|pgqctl] [--keep]
 
 Creates a fresh database on the server (SERVER_DSN must be a superuser's), installs PGQ into
 it (backend `ours`: `pgqctl install`; backend `official`: CREATE EXTENSION pgq), then:
@@ -19,7 +20,8 @@ it (backend `ours`: `pgqctl install`; backend `official`: CREATE EXTENSION pgq),
 and asserts: every committed event reaches every consumer exactly once, with the payload it
 was sent with; rolled-back events never arrive; all events of one transaction arrive in one
 batch; retried events come back once, to the consumer that retried them, with ev_retry = 1;
-pgqd ticked, rotated the tables and stopped cleanly on SIGINT.
+pgqd ticked, rotated the tables and stopped cleanly on SIGINT. With `--ticker pgqctl` the
+same run uses `pgqctl ticker --config` with pgqd's config file instead of pgqd.
 
 Runs with Debian's system Python (/usr/bin/python3), which has the `pgq`, `skytools` and
 `psycopg2` modules from the python3-pgq package. Prints one line per step; exit status 0
@@ -141,6 +143,9 @@ class Run:
         self.db_dsn = psycopg2.extensions.make_dsn(self.server_dsn, dbname=self.dbname)
         self.workdir = tempfile.mkdtemp(prefix="pgq-compat-")
         self.pgqd = None
+        # coop.py reuses this class with its own arguments, without --ticker.
+        self.ticker = getattr(args, "ticker", "pgqd")
+        self.tname = "pgqctl ticker" if self.ticker == "pgqctl" else "pgqd"
         self.consumers = {}
         self.expected = {}  # data digest -> (type, extras, retried?)
         self.rolled_back = set()
@@ -225,11 +230,18 @@ class Run:
             f.write("retry_period = 0.5\n")
             f.write("maint_period = 0.5\n")
         first_tick = self.queue_state()[0]
-        self.pgqd = subprocess.Popen([self.args.pgqd, ini], stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, text=True)
+        if self.ticker == "pgqctl":
+            # `pgqctl ticker` reads the same pgqd config file; it logs to stderr.
+            with open(self.pgqd_log, "w") as logf:
+                self.pgqd = subprocess.Popen(
+                    [self.args.pgqctl, "ticker", "--config", ini],
+                    stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT, text=True)
+        else:
+            self.pgqd = subprocess.Popen([self.args.pgqd, ini], stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, text=True)
         wait_for("pgqd to tick the queue", lambda: self.pgqd_alive() and
                  self.queue_state()[0] > first_tick, 30)
-        log(f"pgqd (pid {self.pgqd.pid}) is ticking")
+        log(f"{self.tname} (pid {self.pgqd.pid}) is ticking")
 
     def pgqd_alive(self):
         if self.pgqd.poll() is not None:
@@ -252,7 +264,7 @@ class Run:
             raise Failure("pgqd did not stop within 30 s of SIGINT")
         if rc != 0:
             raise Failure(f"pgqd exited with {rc} after SIGINT:\n{self.pgqd_output()}")
-        log("pgqd stopped cleanly on SIGINT")
+        log(f"{self.tname} stopped cleanly on SIGINT")
 
     def start_consumers(self):
         for name, (lazy, retry) in CONSUMERS.items():
@@ -379,7 +391,7 @@ class Run:
             return table != table0 and switch != switch0
 
         wait_for("pgqd to rotate the event tables", produce_until_rotated, 60, 0.05)
-        log(f"pgqd rotated the event tables (produced {rot_n[0]} events meanwhile)")
+        log(f"{self.tname} rotated the event tables (produced {rot_n[0]} events meanwhile)")
 
         self.big_payload = "big:" + "0123456789abcdef" * (1024 * 64)  # 1 MB
         self.insert(cur, "big", self.big_payload, ["x", None, None, None])
@@ -514,14 +526,17 @@ def main():
     p.add_argument("--dsn", required=True, help="superuser DSN of the server to test on")
     p.add_argument("--pgqctl", help="pgqctl binary (backend 'ours')")
     p.add_argument("--pgqd", default="/usr/bin/pgqd")
+    p.add_argument("--ticker", choices=["pgqd", "pgqctl"], default="pgqd",
+                   help="the ticker daemon: pgqd, or `pgqctl ticker` with the same config file")
     p.add_argument("--keep", action="store_true", help="keep the database and work files")
     args = p.parse_args()
     try:
         Run(args).run()
     except (Failure, psycopg2.Error) as e:
-        print(f"compat: FAILED ({args.backend}): {type(e).__name__}: {e}", file=sys.stderr)
+        print(f"compat: FAILED ({args.backend}, {args.ticker}): {type(e).__name__}: {e}",
+              file=sys.stderr)
         return 1
-    log(f"PASSED ({args.backend})")
+    log(f"PASSED ({args.backend}, ticker {args.ticker})")
     return 0
 
 

@@ -8,7 +8,9 @@
 # other. SERVER_DSN (or $PGQ_TEST_DSN) is a superuser DSN; each run creates its own database
 # there and drops it when it passes. Without one, a throwaway cluster is started in target/
 # and stopped at the end. PGQCTL may name a pgqctl binary; otherwise it is built (debug).
-# See roundtrip.py for what is checked.
+# See roundtrip.py for what is checked (it runs once with pgqd and once with `pgqctl ticker`
+# reading the same pgqd config file); coop.py then runs python3-pgq's CoopConsumer on our
+# pgq_coop (which `pgqctl install` also adds next to the official extension).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -36,14 +38,18 @@ if [[ -z $dsn ]]; then
 fi
 
 pgqctl=${PGQCTL:-}
-if [[ -z $pgqctl && " ${backends[*]} " == *" ours "* ]]; then
+if [[ -z $pgqctl ]]; then
     (cd "$root" && cargo build --quiet --bin pgqctl)
     pgqctl=${CARGO_TARGET_DIR:-$root/target}/debug/pgqctl
 fi
 
 rc=0
 for b in "${backends[@]}"; do
-    "$python" "$root/tests/compat/roundtrip.py" --backend "$b" --dsn "$dsn" \
-        ${pgqctl:+--pgqctl "$pgqctl"} || rc=1
+    # The round trip with pgqd, then with `pgqctl ticker` reading the same pgqd config file.
+    for t in pgqd pgqctl; do
+        "$python" "$root/tests/compat/roundtrip.py" --backend "$b" --dsn "$dsn" \
+            --ticker "$t" ${pgqctl:+--pgqctl "$pgqctl"} || rc=1
+    done
+    "$python" "$root/tests/compat/coop.py" --backend "$b" --dsn "$dsn" --pgqctl "$pgqctl" || rc=1
 done
 exit $rc

@@ -184,6 +184,22 @@ def test_batch_exception_leaves_it_for_redelivery(client: libpgq.Client, queue: 
         assert consumer.next_batch(timeout=0) is None
 
 
+def test_batch_attributes(client: libpgq.Client, queue: str) -> None:
+    client.send(queue, "t", "x")
+    t0 = datetime.datetime.now(datetime.timezone.utc)
+    cut(client, queue)
+    with client.consumer(queue, "c") as consumer:
+        batch = consumer.next_batch(timeout=5)
+        assert batch is not None
+        with batch:
+            assert (batch.queue, batch.consumer, batch.subconsumer) == (queue, "c", None)
+            assert abs((batch.tick_time - t0).total_seconds()) < 60
+            assert batch.prev_tick_id is not None and batch.prev_tick_id < batch.tick_id
+            assert batch.is_stopping is False
+            assert repr(batch) == f"<Batch id={batch.id} tick_id={batch.tick_id} open>"
+        assert repr(batch).endswith("finished>")
+
+
 def test_batches_loop(client: libpgq.Client, queue: str) -> None:
     for i in range(3):
         client.send(queue, "t", str(i))

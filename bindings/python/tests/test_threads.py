@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+import time
+from typing import Any, Dict
 
 import pytest
 
@@ -37,6 +38,41 @@ def test_other_threads_run_while_one_waits_for_a_batch(client: libpgq.Client,
     assert not box["thread"].is_alive()
     assert "error" not in box, box.get("error")
     assert box["result"] == ["woke you"]
+
+
+def test_the_gil_is_released_inside_one_blocking_call(client: libpgq.Client,
+                                                      queue: str) -> None:
+    # Consumer.next_batch waits in slices, so the test above would pass even if each slice
+    # held the GIL. Here one single C call waits 1.5 s (no batch is there), and the main
+    # thread must run Python code in the middle of it.
+    from ctypes import byref, c_void_p
+
+    from libpgq import _ffi
+
+    lib = _ffi.lib()
+    times: Dict[str, float] = {}
+    entered = threading.Event()
+
+    with client.consumer(queue, "c") as consumer:
+        def wait_in_c() -> int:
+            out, err = c_void_p(), c_void_p()
+            entered.set()
+            times["enter"] = time.monotonic()
+            st = lib.pgq_consumer_next_batch(consumer._ptr(), 1500, byref(out), byref(err))
+            times["exit"] = time.monotonic()
+            return int(st)
+
+        box = run_in_thread(wait_in_c)
+        assert entered.wait(10)
+        stamps = []
+        while box["thread"].is_alive() and len(stamps) < 10_000_000:
+            stamps.append(time.monotonic())
+        box["thread"].join(10)
+    assert box.get("result") == 0, box.get("error")
+    enter, exit_ = times["enter"], times["exit"]
+    assert exit_ - enter >= 1.0
+    inside = [t for t in stamps if enter + 0.3 < t < exit_ - 0.3]
+    assert inside, "the main thread did not run while the other waited inside libpgq"
 
 
 def test_one_client_many_producer_threads(client: libpgq.Client, queue: str) -> None:

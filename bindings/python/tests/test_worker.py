@@ -202,3 +202,27 @@ def test_second_ticker_stands_by(client: libpgq.Client, fast_queue: str) -> None
             first.stop()
             first.join()
             wait_until("the second ticker to take over", lambda: second.stats().active == 1)
+
+
+def test_long_handler_sees_the_worker_stopping(client: libpgq.Client,
+                                               fast_queue: str) -> None:
+    entered = threading.Event()
+    saw_stop: List[bool] = []
+
+    def handle(batch: libpgq.Batch) -> None:
+        entered.set()
+        saw_stop.append(batch.is_stopping)
+        # A long job that checks now and then whether it should give up (bounded).
+        wait_until("the worker to stop", lambda: batch.is_stopping, timeout=30)
+        saw_stop.append(batch.is_stopping)
+        raise InterruptedError("cut short: deliver this batch again later")
+
+    worker = client.worker(fast_queue, "w", handle, on_error="retry")
+    client.send(fast_queue, "t", "long job")
+    cut(client, fast_queue)
+    assert entered.wait(30)
+    worker.stop()
+    worker.join()
+    assert saw_stop == [False, True]
+    with client.consumer(fast_queue, "w") as consumer:
+        assert [e.ev_data for e in drain(consumer, timeout=5)] == ["long job"]

@@ -2,7 +2,9 @@
 //!
 //! Databases come from DSNs on the command line, or from a pgqd-style config file
 //! (`--config FILE`, section `[pgqd]`: `base_connstr`, `initial_database`, `database_list`,
-//! `ticker_period`, `retry_period`, `maint_period`, `check_period`). With a config file and no
+//! `ticker_period`, `retry_period`, `maint_period`, `check_period`), and our own
+//! `idle_ticker_period`, `takeover_period` and `stats_period` (a line of counters is logged
+//! that often, 60 s by default). With a config file and no
 //! `database_list`, every database of the cluster that has a `pgq` schema is ticked, as
 //! pgqd does, and the list is checked again every `check_period`.
 //!
@@ -13,7 +15,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU8, Ordering};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::RecvTimeoutError;
 use pgq::{Ticker, TickerBuilder};
@@ -25,9 +27,11 @@ use crate::{connection_config, describe, rfc3339, usage, with_causes, Failure, R
 /// The settings `pgqctl ticker KEY=VALUE` and the config file take, besides connections.
 pub(crate) const SETTINGS: &[&str] = &[
     "ticker_period",
+    "idle_ticker_period",
     "retry_period",
     "maint_period",
     "check_period",
+    "stats_period",
     "takeover_period",
 ];
 
@@ -48,6 +52,9 @@ struct Discovery {
 
 /// Default for `check_period` (pgqd's).
 const DEFAULT_CHECK_PERIOD: Duration = Duration::from_secs(60);
+
+/// Default for `stats_period`: how often a line of counters is logged.
+const DEFAULT_STATS_PERIOD: Duration = Duration::from_secs(60);
 
 /// Runs the daemon until SIGINT or SIGTERM.
 pub(crate) fn run(dsn: Option<&str>, rest: &[String], config_file: Option<&str>) -> Res<()> {
@@ -99,15 +106,15 @@ pub(crate) fn run(dsn: Option<&str>, rest: &[String], config_file: Option<&str>)
 
     let mut databases = resolve(&plan);
     let mut ticker = start(&plan, &databases)?;
+    let mut next_check = Instant::now() + period(&plan, "check_period", DEFAULT_CHECK_PERIOD);
+    let mut next_stats = Instant::now() + period(&plan, "stats_period", DEFAULT_STATS_PERIOD);
+    let mut last_logged = pgq::TickerStats::default();
     let result = loop {
-        let check = plan
-            .discover
-            .as_ref()
-            .map(|_| period(&plan, "check_period", DEFAULT_CHECK_PERIOD));
-        let got = match check {
-            Some(d) => sig_rx.recv_timeout(d),
-            None => sig_rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
+        let mut deadline = next_stats;
+        if plan.discover.is_some() {
+            deadline = deadline.min(next_check);
+        }
+        let got = sig_rx.recv_timeout(deadline.saturating_duration_since(Instant::now()));
         match got {
             Ok(SIGHUP) => {
                 log::info!("SIGHUP: reloading");
@@ -118,6 +125,7 @@ pub(crate) fn run(dsn: Option<&str>, rest: &[String], config_file: Option<&str>)
                         // Stop first: the new ticker needs the same locks.
                         drop(ticker);
                         ticker = start(&plan, &databases)?;
+                        last_logged = pgq::TickerStats::default();
                     }
                     Err(e) => log::error!("reload failed, keeping the running setup: {e}"),
                 }
@@ -126,7 +134,16 @@ pub(crate) fn run(dsn: Option<&str>, rest: &[String], config_file: Option<&str>)
                 log::info!("signal {sig}: stopping");
                 break Ok(());
             }
+            Err(RecvTimeoutError::Timeout) if Instant::now() >= next_stats => {
+                next_stats = Instant::now() + period(&plan, "stats_period", DEFAULT_STATS_PERIOD);
+                if let Some(t) = &ticker {
+                    let s = t.stats();
+                    log_stats(&s, &last_logged);
+                    last_logged = s;
+                }
+            }
             Err(RecvTimeoutError::Timeout) => {
+                next_check = Instant::now() + period(&plan, "check_period", DEFAULT_CHECK_PERIOD);
                 let now = resolve(&plan);
                 let names = |dbs: &[postgres::Config]| -> Vec<String> {
                     dbs.iter()
@@ -138,6 +155,7 @@ pub(crate) fn run(dsn: Option<&str>, rest: &[String], config_file: Option<&str>)
                     databases = now;
                     drop(ticker);
                     ticker = start(&plan, &databases)?;
+                    last_logged = pgq::TickerStats::default();
                 }
             }
             Err(RecvTimeoutError::Disconnected) => {
@@ -162,6 +180,22 @@ pub(crate) fn run(dsn: Option<&str>, rest: &[String], config_file: Option<&str>)
     handle.close();
     let _ = forwarder.join();
     result
+}
+
+/// One line with what happened since the previous one (pgqd logs the same kind of line).
+fn log_stats(s: &pgq::TickerStats, before: &pgq::TickerStats) {
+    let since = |now: u64, then: u64| now.saturating_sub(then);
+    log::info!(
+        "active on {} of {} database(s); since the last report: {} ticks, {} retry events \
+         moved, {} maintenance runs, {} errors, {} reconnects",
+        s.active,
+        s.databases.len(),
+        since(s.ticks, before.ticks),
+        since(s.retry_events_moved, before.retry_events_moved),
+        since(s.maintenance_runs, before.maintenance_runs),
+        since(s.errors, before.errors),
+        since(s.reconnects, before.reconnects)
+    );
 }
 
 fn period(plan: &Plan, key: &str, default: Duration) -> Duration {
@@ -409,7 +443,7 @@ impl log::Log for StderrLog {
     fn flush(&self) {}
 }
 
-fn init_logging() {
+pub(super) fn init_logging() {
     let level = match std::env::var("PGQ_LOG").ok().as_deref().map(str::trim) {
         Some("error") => log::LevelFilter::Error,
         Some("warn") => log::LevelFilter::Warn,

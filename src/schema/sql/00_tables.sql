@@ -37,8 +37,11 @@ begin
     then
         begin
             grant pgq_reader, pgq_writer to pgq_admin;
-        exception when insufficient_privilege then
-            raise notice 'libpgq: cannot grant pgq_reader/pgq_writer to pgq_admin';
+        exception
+            when insufficient_privilege then
+                raise notice 'libpgq: cannot grant pgq_reader/pgq_writer to pgq_admin';
+            when unique_violation then
+                null; -- a concurrent install into another database granted it just now
         end;
     end if;
 end
@@ -58,13 +61,14 @@ create table if not exists pgq.libpgq_schema (
 -- Consumer names, shared by all queues.
 create table if not exists pgq.consumer (
     co_id       serial primary key,
-    co_name     text not null unique
+    co_name     text not null,
+    constraint consumer_name_uq unique (co_name)
 );
 
 -- One row per queue with its ticker and rotation settings and its rotation state.
 create table if not exists pgq.queue (
     queue_id                  serial primary key,
-    queue_name                text not null unique,
+    queue_name                text not null,
 
     -- Rotation: events live in queue_ntables tables used round-robin; queue_cur_table
     -- receives inserts. Step 1 switches tables and records queue_switch_step1; step 2, in
@@ -91,12 +95,15 @@ create table if not exists pgq.queue (
     queue_tick_seq            text not null,
 
     -- Extra maintenance functions run by maint_operations() for this queue.
-    queue_extra_maint         text[]
+    queue_extra_maint         text[],
+
+    constraint queue_name_uq unique (queue_name)
 );
 
 -- Ticks: per queue, the snapshot at a moment. A batch is the span between two ticks.
 create table if not exists pgq.tick (
-    tick_queue      integer not null references pgq.queue (queue_id),
+    tick_queue      integer not null
+                    constraint tick_queue_fkey references pgq.queue (queue_id),
     tick_id         bigint not null,
     tick_time       timestamptz not null default now(),
     tick_snapshot   txid_snapshot not null default txid_current_snapshot(),
@@ -110,14 +117,16 @@ create sequence if not exists pgq.batch_id_seq;
 -- sub_batch and sub_next_tick are set.
 create table if not exists pgq.subscription (
     sub_id          serial not null,
-    sub_queue       integer not null references pgq.queue (queue_id),
-    sub_consumer    integer not null references pgq.consumer (co_id),
+    sub_queue       integer not null
+                    constraint sub_queue_fkey references pgq.queue (queue_id),
+    sub_consumer    integer not null
+                    constraint sub_consumer_fkey references pgq.consumer (co_id),
     sub_last_tick   bigint,
     sub_active      timestamptz not null default now(),
     sub_batch       bigint,
     sub_next_tick   bigint,
     primary key (sub_queue, sub_consumer),
-    unique (sub_batch)
+    constraint subscription_batch_idx unique (sub_batch)
 );
 
 -- The shape of every event table. ev_owner is NULL for events everyone sees, or the
@@ -139,10 +148,47 @@ create table if not exists pgq.event_template (
 -- Events waiting to be re-delivered to one consumer.
 create table if not exists pgq.retry_queue (
     ev_retry_after  timestamptz not null,
-    ev_queue        integer not null,
+    ev_queue        integer not null
+                    constraint rq_queue_id_fkey references pgq.queue (queue_id),
     like pgq.event_template,
-    primary key (ev_owner, ev_id)
+    constraint rq_pkey primary key (ev_owner, ev_id)
 );
 alter table pgq.retry_queue alter column ev_txid drop not null;
 alter table pgq.retry_queue alter column ev_txid drop default;
 create index if not exists rq_retry_idx on pgq.retry_queue (ev_retry_after);
+
+-- Constraint names are the reference's, because they appear in error messages tools may
+-- match ("duplicate key value violates unique constraint \"rq_pkey\""). Revision 1 of
+-- libpgq let PostgreSQL name them; rename those in place, and add the retry queue's
+-- reference to its queue that it lacked.
+do $names$
+declare
+    r record;
+begin
+    for r in
+        select * from (values
+            ('pgq.consumer', 'consumer_co_name_key', 'consumer_name_uq'),
+            ('pgq.queue', 'queue_queue_name_key', 'queue_name_uq'),
+            ('pgq.tick', 'tick_tick_queue_fkey', 'tick_queue_fkey'),
+            ('pgq.subscription', 'subscription_sub_queue_fkey', 'sub_queue_fkey'),
+            ('pgq.subscription', 'subscription_sub_consumer_fkey', 'sub_consumer_fkey'),
+            ('pgq.subscription', 'subscription_sub_batch_key', 'subscription_batch_idx'),
+            ('pgq.retry_queue', 'retry_queue_pkey', 'rq_pkey')) v (tbl, old, new)
+    loop
+        if exists (select 1 from pg_catalog.pg_constraint c
+                    where c.conrelid = r.tbl::regclass and c.conname = r.old) then
+            execute pg_catalog.format('alter table %s rename constraint %I to %I',
+                                      r.tbl, r.old, r.new);
+        end if;
+    end loop;
+    if not exists (select 1 from pg_catalog.pg_constraint c
+                    where c.conrelid = 'pgq.retry_queue'::regclass
+                      and c.conname = 'rq_queue_id_fkey') then
+        -- Rows of queues dropped without cleaning up would fail the new reference.
+        delete from pgq.retry_queue rq
+         where not exists (select 1 from pgq.queue q where q.queue_id = rq.ev_queue);
+        alter table pgq.retry_queue add constraint rq_queue_id_fkey
+            foreign key (ev_queue) references pgq.queue (queue_id);
+    end if;
+end
+$names$;

@@ -38,23 +38,12 @@ begin
 end;
 $$ language plpgsql strict set search_path = pg_catalog, pg_temp;
 
--- The last number a sequence handed out, one less than its start when it never did.
--- Ticks record this as tick_event_seq, so the first event of a new queue already counts as
--- one new event (last_value alone reads the same before and after the first nextval).
-create or replace function pgq._seq_used(i_seq_name text)
-returns bigint as $$
-declare
-    v_last   bigint;
-    v_called boolean;
-begin
-    execute 'select last_value, is_called from ' || pgq.quote_fqname(i_seq_name)
-        into v_last, v_called;
-    if v_called then
-        return v_last;
-    end if;
-    return v_last - 1;
-end;
-$$ language plpgsql strict;
+-- Ticks record a queue's event sequence as its last_value (seq_getval), as the reference
+-- does, so tick_event_seq, ev_new and pending_events read the same on both. (A sequence
+-- that was never used and one that handed out its first value both read 1, so the very
+-- first event of a new queue does not count as new: the reference's quirk, kept.) An
+-- earlier libpgq revision had a helper for that count; upgrades remove it.
+drop function if exists pgq._seq_used(text);
 
 -- Like setval() but never moves a sequence backwards; returns the resulting value.
 create or replace function pgq.seq_setval(i_seq_name text, i_new_value int8)
@@ -117,17 +106,30 @@ begin
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 
--- Storage tuning hook kept for API compatibility: our event tables are insert-only and
--- truncated whole, so there is nothing to tune beyond what create_queue sets up.
+-- Storage settings for a queue's event tables: rows are only ever inserted and whole
+-- tables truncated at rotation, so pages are packed full and autovacuum (which would only
+-- scan them for nothing, insert-triggered since PostgreSQL 13) is off for them and their
+-- TOAST tables, as the reference sets them. Returns 1, or 0 for an unknown queue.
 create or replace function pgq.tune_storage(i_queue_name text)
 returns integer as $$
+declare
+    q   record;
+    v_n int4;
 begin
-    if not exists (select 1 from pgq.queue qq where qq.queue_name = i_queue_name) then
-        raise exception 'No such event queue';
+    select qq.queue_data_pfx, qq.queue_ntables into q
+      from pgq.queue qq
+     where qq.queue_name = i_queue_name;
+    if not found then
+        return 0;
     end if;
+    for v_n in 0 .. q.queue_ntables - 1 loop
+        execute 'alter table ' || q.queue_data_pfx || '_' || v_n::text
+             || ' set (fillfactor = 100, autovacuum_enabled = off,'
+             || ' toast.autovacuum_enabled = off)';
+    end loop;
     return 1;
 end;
-$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+$$ language plpgsql strict security definer set search_path = pg_catalog, pg_temp;
 
 -- Kept for API compatibility with tools that call it after upgrading the reference
 -- extension; libpgq's installer upgrades the schema itself, so there is nothing left to do.
@@ -246,6 +248,10 @@ declare
     q       record;
     v_id    bigint := i_ev_id;
 begin
+    -- Take the txid before reading the current table: were it taken only by the INSERT,
+    -- a rotation completing (step 1 and step 2) in between would leave this row in the old
+    -- table with a txid after the step-2 mark, where no batch looks for it.
+    perform txid_current();
     select qq.queue_data_pfx, qq.queue_cur_table, qq.queue_event_seq
       into q
       from pgq.queue qq

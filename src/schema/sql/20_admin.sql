@@ -47,9 +47,10 @@ begin
     end loop;
 
     perform pgq.grant_perms(i_queue_name);
+    perform pgq.tune_storage(i_queue_name);
 
     insert into pgq.tick (tick_queue, tick_id, tick_event_seq)
-    values (v_id, pg_catalog.nextval(v_tickseq::regclass), pgq._seq_used(v_evseq));
+    values (v_id, pg_catalog.nextval(v_tickseq::regclass), pgq.seq_getval(v_evseq));
 
     return 1;
 end;
@@ -95,12 +96,13 @@ begin
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 
+-- STRICT: a NULL name gives NULL, not an error, as in the reference.
 create or replace function pgq.drop_queue(x_queue_name text)
 returns integer as $$
 begin
     return pgq.drop_queue(x_queue_name, false);
 end;
-$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+$$ language plpgsql strict security definer set search_path = pg_catalog, pg_temp;
 
 -- Change one queue setting; the parameter is named without its column's "queue_" prefix.
 create or replace function pgq.set_queue_config(
@@ -121,7 +123,8 @@ begin
     -- 'queue_ticker_max_count' is not a parameter.
     if v_param not in ('ticker_max_count', 'ticker_max_lag',
             'ticker_idle_period', 'ticker_paused', 'rotation_period', 'external_ticker') then
-        raise exception 'cannot change parameter "%"', x_param_name;
+        -- The reference's message has a stray "s" after the name; tools may match it.
+        raise exception 'cannot change parameter "%"', x_param_name || 's';
     end if;
     -- The literal is coerced to the column's type, so bad values fail with the type's error.
     execute pg_catalog.format('update pgq.queue set %I = %L where queue_name = %L',
@@ -153,16 +156,19 @@ declare
     v_consumer  int4;
     v_tick      bigint;
 begin
-    perform pgq._check_name('consumer', x_consumer_name);
     select q.queue_id into v_queue from pgq.queue q where q.queue_name = x_queue_name;
     if not found then
         raise exception 'Event queue not created yet';
+    end if;
+    -- A NULL name fails on pgq.consumer's NOT NULL below, with the reference's message.
+    if x_consumer_name is not null then
+        perform pgq._check_name('consumer', x_consumer_name);
     end if;
 
     if x_tick_pos is null then
         select max(t.tick_id) into v_tick from pgq.tick t where t.tick_queue = v_queue;
         if v_tick is null then
-            raise exception 'Queue % has no ticks', x_queue_name;
+            raise exception 'No ticks for this queue.  Please run ticker on database.';
         end if;
     else
         perform 1 from pgq.tick t where t.tick_queue = v_queue and t.tick_id = x_tick_pos;
@@ -172,9 +178,17 @@ begin
         v_tick := x_tick_pos;
     end if;
 
-    insert into pgq.consumer (co_name) values (x_consumer_name)
-        on conflict (co_name) do nothing;
-    select c.co_id into v_consumer from pgq.consumer c where c.co_name = x_consumer_name;
+    -- unregister_consumer deletes names no queue uses any more; the key-share lock keeps
+    -- this one alive until our subscription row references it, and the loop takes the name
+    -- again if a concurrent unregister removed it just before.
+    loop
+        insert into pgq.consumer (co_name) values (x_consumer_name)
+            on conflict (co_name) do nothing;
+        select c.co_id into v_consumer from pgq.consumer c
+         where c.co_name = x_consumer_name
+           for key share;
+        exit when found;
+    end loop;
 
     perform 1 from pgq.subscription s
       where s.sub_queue = v_queue and s.sub_consumer = v_consumer
@@ -195,30 +209,56 @@ begin
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 
--- Remove a consumer's subscription and its pending retry events. Returns the number of
--- subscriptions removed (0 when it was not registered).
+-- Remove a consumer's subscription and its pending retry events, and the consumer's name
+-- when no other queue has it. Returns the number of subscriptions removed (0 when it was
+-- not registered).
 create or replace function pgq.unregister_consumer(
     x_queue_name text,
     x_consumer_name text)
 returns integer as $$
 declare
-    v_sub   record;
-    v_cnt   integer := 0;
+    v_sub    record;
+    v_gone   int4[];
+    v_cnt    integer;
 begin
-    for v_sub in
-        select s.sub_id, s.sub_queue, s.sub_consumer
-          from pgq.subscription s
-          join pgq.queue q on q.queue_id = s.sub_queue
-          join pgq.consumer c on c.co_id = s.sub_consumer
-         where q.queue_name = x_queue_name and c.co_name = x_consumer_name
-           for update of s
-    loop
+    select s.sub_id, s.sub_queue, s.sub_consumer, c.co_name into v_sub
+      from pgq.subscription s
+      join pgq.queue q on q.queue_id = s.sub_queue
+      join pgq.consumer c on c.co_id = s.sub_consumer
+     where q.queue_name = x_queue_name and c.co_name = x_consumer_name
+       for update of s, c;
+    if not found then
+        return 0;
+    end if;
+
+    if exists (select 1
+                 from pgq.subscription m
+                 join pgq.consumer mc on mc.co_id = m.sub_consumer
+                where m.sub_queue = v_sub.sub_queue and m.sub_id = v_sub.sub_id
+                  and m.sub_consumer <> v_sub.sub_consumer
+                  and pg_catalog.starts_with(v_sub.co_name, mc.co_name || '.')) then
+        -- A sub-consumer of a cooperative consumer (pgq_coop: it shares the consumer's
+        -- sub_id and is named '<consumer>.<subconsumer>'): only its own row goes.
+        delete from pgq.subscription s
+         where s.sub_queue = v_sub.sub_queue and s.sub_consumer = v_sub.sub_consumer
+        returning array[s.sub_consumer] into v_gone;
+        v_cnt := 1;
+    else
+        -- A consumer goes with its sub-consumers and its retry events.
         delete from pgq.retry_queue r
          where r.ev_owner = v_sub.sub_id and r.ev_queue = v_sub.sub_queue;
-        delete from pgq.subscription s
-         where s.sub_queue = v_sub.sub_queue and s.sub_consumer = v_sub.sub_consumer;
-        v_cnt := v_cnt + 1;
-    end loop;
+        with d as (
+            delete from pgq.subscription s
+             where s.sub_queue = v_sub.sub_queue and s.sub_id = v_sub.sub_id
+            returning s.sub_consumer)
+        select pg_catalog.array_agg(d.sub_consumer), pg_catalog.count(*) into v_gone, v_cnt
+          from d;
+    end if;
+
+    -- A consumer name subscribed nowhere any more is forgotten, as in the reference.
+    delete from pgq.consumer c
+     where c.co_id = any (v_gone)
+       and not exists (select 1 from pgq.subscription s2 where s2.sub_consumer = c.co_id);
     return v_cnt;
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;

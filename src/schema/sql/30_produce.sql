@@ -14,6 +14,7 @@ returns int8 as $$
 declare
     q       record;
     v_id    bigint := $2;
+    v_seq_id bigint;
     v_key   text;
     v_state text[];
     v_cnt   int4;
@@ -28,11 +29,11 @@ begin
     if not found then
         raise exception 'No such queue';
     end if;
-    -- The id is taken before the checks, as the reference does, so refused inserts use
-    -- up ids the same way on both.
-    if v_id is null then
-        v_id := pg_catalog.nextval(q.queue_event_seq::regclass);
-    end if;
+    -- An id is taken from the sequence before the checks and even when the caller gives
+    -- one, as the reference does: the sequence then counts every insert attempt the same
+    -- way on both (tick_event_seq, ev_new and the ids tools see stay identical).
+    v_seq_id := pg_catalog.nextval(q.queue_event_seq::regclass);
+    v_id := coalesce(v_id, v_seq_id);
     if q.queue_disable_insert
        and pg_catalog.current_setting('session_replication_role') <> 'replica' then
         raise exception 'Insert into queue disallowed';
@@ -90,7 +91,7 @@ begin
     end if;
     if q.queue_disable_insert
        and pg_catalog.current_setting('session_replication_role') <> 'replica' then
-        raise exception 'Insert into queue disallowed';
+        raise exception 'Writing to queue disabled';
     end if;
     return q.queue_data_pfx || '_' || q.queue_cur_table::text;
 end;

@@ -5,8 +5,8 @@
 -- batch again. finish_batch moves the position forward.
 
 -- Open (or re-open) the consumer's next batch. With min_count / min_interval set, several
--- ticks may be merged into one batch: it ends at the first tick that has at least min_count
--- events or min_interval of time after the batch start. With min_lag set, no batch is
+-- ticks may be merged into one batch, up to a tick with at least min_count events or
+-- min_interval of time after the batch start (see below which). With min_lag set, no batch is
 -- opened while its end tick is younger than min_lag. All columns are NULL when there is no
 -- batch to process yet.
 create or replace function pgq.next_batch_custom(
@@ -24,9 +24,14 @@ create or replace function pgq.next_batch_custom(
     out prev_tick_event_seq int8)
 as $$
 declare
-    s     record;
-    prev  record;
-    nxt   record;
+    s          record;
+    prev       record;
+    nxt        record;
+    v_count    int8;
+    v_span     interval;
+    v_reached  boolean;
+    v_overshot boolean;
+    v_wait     boolean := false;
 begin
     select sub.sub_queue, sub.sub_consumer, sub.sub_last_tick, sub.sub_batch, sub.sub_next_tick
       into s
@@ -45,7 +50,7 @@ begin
       from pgq.tick t
      where t.tick_queue = s.sub_queue and t.tick_id = s.sub_last_tick;
     if not found then
-        raise exception 'PgQ corruption: consumer % on queue %: last tick % not found',
+        raise exception 'PgQ corruption: Consumer % on queue % does not see tick %',
             i_consumer_name, i_queue_name, s.sub_last_tick;
     end if;
 
@@ -63,17 +68,39 @@ begin
              order by t.tick_id
              limit 1;
         else
+            -- Merge ticks. Take the newest tick when it reaches a limit without
+            -- overshooting it more than twice (the usual case for a consumer that keeps
+            -- up); wait when it reaches none; after a long pause, when the newest tick is
+            -- far beyond the limits, take the first tick that reaches one, so a batch
+            -- stays near the requested size. This is the reference's choice of tick.
             select t.tick_id, t.tick_time, t.tick_event_seq into nxt
               from pgq.tick t
              where t.tick_queue = s.sub_queue and t.tick_id > prev.tick_id
-               and ((i_min_count is not null
-                     and t.tick_event_seq - prev.tick_event_seq >= i_min_count)
-                 or (i_min_interval is not null
-                     and t.tick_time - prev.tick_time >= i_min_interval))
-             order by t.tick_id
+             order by t.tick_id desc
              limit 1;
+            if nxt.tick_id is not null then
+                v_count := nxt.tick_event_seq - prev.tick_event_seq;
+                v_span := nxt.tick_time - prev.tick_time;
+                v_reached := (i_min_count is not null and v_count >= i_min_count)
+                          or (i_min_interval is not null and v_span >= i_min_interval);
+                v_overshot := (i_min_count is not null and v_count > i_min_count::int8 * 2)
+                           or (i_min_interval is not null and v_span > i_min_interval * 2);
+                if v_overshot then
+                    select t.tick_id, t.tick_time, t.tick_event_seq into nxt
+                      from pgq.tick t
+                     where t.tick_queue = s.sub_queue and t.tick_id > prev.tick_id
+                       and ((i_min_count is not null
+                             and t.tick_event_seq - prev.tick_event_seq >= i_min_count)
+                         or (i_min_interval is not null
+                             and t.tick_time - prev.tick_time >= i_min_interval))
+                     order by t.tick_id
+                     limit 1;
+                elsif not v_reached then
+                    v_wait := true;
+                end if;
+            end if;
         end if;
-        if nxt.tick_id is null
+        if v_wait or nxt.tick_id is null
            or (i_min_lag is not null and nxt.tick_time > pg_catalog.now() - i_min_lag) then
             update pgq.subscription sub
                set sub_active = pg_catalog.now()
@@ -167,22 +194,26 @@ returns setof record as $$
 declare
     v_sql text;
 begin
-    if i_cursor_name is null or i_cursor_name = '' then
-        raise exception 'cursor name must be given';
+    -- Missing arguments: no cursor and no rows, as in the reference.
+    if i_batch_id is null or i_cursor_name is null or i_quick_limit is null then
+        return;
     end if;
     v_sql := pgq.batch_event_sql(i_batch_id);
     if i_extra_where is not null and pg_catalog.btrim(i_extra_where) <> '' then
-        -- The filter is the caller's own SQL by design (the reference API takes it too);
-        -- it runs with this function's owner rights, so only pgq_reader may call this.
+        -- The filter is the caller's own SQL by design (the reference API takes it too).
+        -- That is why this function is SECURITY INVOKER and keeps the caller's
+        -- search_path: the filter runs with the caller's rights and resolves names as the
+        -- caller would, never as the schema owner. The caller reads the event tables
+        -- itself, which pgq_reader may.
         v_sql := 'select * from (' || v_sql || ') ev where (' || i_extra_where || ') order by 1';
     end if;
     execute 'declare ' || pg_catalog.quote_ident(i_cursor_name) || ' no scroll cursor for ' || v_sql;
-    if coalesce(i_quick_limit, 0) > 0 then
+    if i_quick_limit > 0 then
         return query execute 'fetch forward ' || i_quick_limit::text
                           || ' from ' || pg_catalog.quote_ident(i_cursor_name);
     end if;
 end;
-$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+$$ language plpgsql;
 
 create or replace function pgq.get_batch_cursor(
     in i_batch_id       bigint,
@@ -202,7 +233,8 @@ returns setof record as $$
 begin
     return query select * from pgq.get_batch_cursor(i_batch_id, i_cursor_name, i_quick_limit, null);
 end;
-$$ language plpgsql strict security definer set search_path = pg_catalog, pg_temp;
+-- SECURITY INVOKER like the 4-argument form it calls.
+$$ language plpgsql strict set search_path = pg_catalog, pg_temp;
 
 -- Put one event of a batch into the consumer's retry queue, to come back to this consumer
 -- only, at i_retry_time, with ev_retry counting the attempt. Returns 1, or 0 when the
@@ -220,7 +252,8 @@ begin
       from pgq.subscription sub
      where sub.sub_batch = x_batch_id;
     if not found then
-        raise exception 'event not found: batch % is not open', x_batch_id;
+        -- The reference says the same for an unknown batch as for an unknown event.
+        raise exception 'event not found';
     end if;
 
     execute 'insert into pgq.retry_queue (ev_retry_after, ev_queue, ev_id, ev_time, ev_txid,'
@@ -238,7 +271,7 @@ begin
                 where r.ev_owner = s.sub_id and r.ev_id = x_event_id) then
         return 0;
     end if;
-    raise exception 'event not found: % in batch %', x_event_id, x_batch_id;
+    raise exception 'event not found';
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 
@@ -314,7 +347,7 @@ begin
     end if;
     insert into pgq.retry_queue (ev_retry_after, ev_queue, ev_id, ev_time, ev_txid,
         ev_owner, ev_retry, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4)
-    values (x_retry_after, s.sub_queue, v_id, coalesce(x_ev_time, pg_catalog.now()),
+    values (x_retry_after, s.sub_queue, v_id, x_ev_time,
         null, s.sub_id, x_ev_retry, x_ev_type, x_ev_data,
         x_ev_extra1, x_ev_extra2, x_ev_extra3, x_ev_extra4);
     return v_id;

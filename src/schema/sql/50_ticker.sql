@@ -37,7 +37,7 @@ begin
      order by t.tick_id desc
      limit 1;
 
-    v_seq := pgq._seq_used(q.queue_event_seq);
+    v_seq := pgq.seq_getval(q.queue_event_seq);
     if v_last.tick_id is not null then
         v_new := v_seq - v_last.tick_event_seq;
         v_lag := pg_catalog.now() - v_last.tick_time;
@@ -47,16 +47,16 @@ begin
             end if;
         else
             -- Idle: tick at most every max_lag/2, backing off to twice the previous gap
-            -- until idle_period.
-            if v_lag < q.queue_ticker_max_lag / 2 then
-                return null;
-            end if;
+            -- until idle_period. With only one tick there is no gap to go by, and the
+            -- reference ticks at once; so do we.
             select v_last.tick_time - t.tick_time into v_gap
               from pgq.tick t
              where t.tick_queue = i_queue_id and t.tick_id < v_last.tick_id
              order by t.tick_id desc
              limit 1;
-            if v_gap is not null and v_lag < v_gap * 2 and v_lag < q.queue_ticker_idle_period then
+            if v_gap is not null
+               and (v_lag < q.queue_ticker_max_lag / 2
+                    or (v_lag < v_gap * 2 and v_lag < q.queue_ticker_idle_period)) then
                 return null;
             end if;
         end if;
@@ -114,8 +114,72 @@ begin
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 
+-- libpgq's own (not in the reference): tick a queue as soon as it has events its last tick
+-- does not cover and that tick is at least i_min_lag old, instead of waiting for
+-- ticker_max_count events or ticker_max_lag. Otherwise exactly pgq.ticker(i_queue_name), so
+-- an idle queue gets no more ticks than its idle back-off allows. Used by the libpgq ticker
+-- service for millisecond latency without changing the queue's settings. Returns the new
+-- tick id or NULL.
+--
+-- The event sequence is only a hint: it moves at insert time (a tick may be taken while the
+-- inserting transaction is still open, and then the sequence no longer shows that event as
+-- new once it commits), and it reads the same before and after a queue's very first event.
+-- So when the sequence shows nothing new, the event table is asked (through its ev_txid
+-- index) for committed events the last tick's snapshot did not see.
+create or replace function pgq.ticker_eager(i_queue_name text, i_min_lag interval)
+returns bigint as $$
+declare
+    q       record;
+    v_last  record;
+    v_late  boolean := false;
+    v_tick  bigint;
+begin
+    perform pgq._ticker_lock();
+    select qq.queue_id, qq.queue_event_seq, qq.queue_tick_seq, qq.queue_data_pfx,
+           qq.queue_external_ticker, qq.queue_ticker_paused
+      into q
+      from pgq.queue qq
+     where qq.queue_name = i_queue_name;
+    if not found then
+        raise exception 'no such queue';
+    end if;
+    if q.queue_external_ticker then
+        raise exception 'This queue has external tick source.';
+    end if;
+    if q.queue_ticker_paused then
+        raise exception 'Ticker has been paused for this queue';
+    end if;
+
+    select t.tick_time, t.tick_event_seq, t.tick_snapshot into v_last
+      from pgq.tick t
+     where t.tick_queue = q.queue_id
+     order by t.tick_id desc
+     limit 1;
+    if found and i_min_lag is not null
+       and pg_catalog.now() - v_last.tick_time >= i_min_lag then
+        if pgq.seq_getval(q.queue_event_seq) > v_last.tick_event_seq then
+            v_late := true;
+        else
+            -- Read committed: only rows of committed transactions are seen.
+            execute 'select exists (select 1 from ' || q.queue_data_pfx
+                 || ' e where e.ev_txid >= $1 or e.ev_txid = any ($2))'
+               into v_late
+              using txid_snapshot_xmax(v_last.tick_snapshot),
+                    array(select txid_snapshot_xip(v_last.tick_snapshot));
+        end if;
+    end if;
+    if v_late then
+        v_tick := pg_catalog.nextval(q.queue_tick_seq::regclass);
+        insert into pgq.tick (tick_queue, tick_id, tick_event_seq)
+        values (q.queue_id, v_tick, pgq.seq_getval(q.queue_event_seq));
+        return v_tick;
+    end if;
+    return pgq._tick_if_due(q.queue_id);
+end;
+$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+
 -- Record a tick that comes from an external source (e.g. a cascaded queue copying its
--- provider's ticks). Only for queues with external_ticker set.
+-- provider's ticks). Only for queues with external_ticker set and not paused.
 create or replace function pgq.ticker(i_queue_name text, i_tick_id bigint,
                                       i_orig_timestamp timestamptz, i_event_seq bigint)
 returns bigint as $$
@@ -125,7 +189,8 @@ begin
     perform pgq._ticker_lock();
     select qq.queue_id, qq.queue_event_seq, qq.queue_tick_seq into q
       from pgq.queue qq
-     where qq.queue_name = i_queue_name and qq.queue_external_ticker;
+     where qq.queue_name = i_queue_name and qq.queue_external_ticker
+       and not qq.queue_ticker_paused;
     if not found then
         raise exception 'queue not found or ticker disabled: %', i_queue_name;
     end if;
@@ -139,31 +204,37 @@ end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 
 -- Make the next ticker() call tick this queue, by moving its event counter well past
--- max_count (by 2 * max_count + 1001, as the reference does, so tools that look at the
--- counter see the same). Returns the queue's last tick id, NULL for an unknown queue.
+-- max_count: to nextval + 2 * max_count + 1000, as the reference does, so tools that look
+-- at the counter see the same. Paused and externally ticked queues are left alone. Returns
+-- the queue's last tick id, NULL for an unknown queue.
 create or replace function pgq.force_tick(i_queue_name text)
 returns bigint as $$
 declare
     q       record;
     v_tick  bigint;
 begin
-    select qq.queue_id, qq.queue_event_seq, qq.queue_ticker_max_count into q
+    select qq.queue_id, qq.queue_event_seq, qq.queue_ticker_max_count,
+           qq.queue_ticker_paused, qq.queue_external_ticker
+      into q
       from pgq.queue qq
      where qq.queue_name = i_queue_name;
     if not found then
         return null;
     end if;
-    perform pgq.seq_setval(q.queue_event_seq,
-                           pgq.seq_getval(q.queue_event_seq) + q.queue_ticker_max_count * 2 + 1001);
+    if not q.queue_ticker_paused and not q.queue_external_ticker then
+        perform pg_catalog.setval(q.queue_event_seq::regclass,
+            pg_catalog.nextval(q.queue_event_seq::regclass)
+                + q.queue_ticker_max_count * 2 + 1000);
+    end if;
     select max(t.tick_id) into v_tick from pgq.tick t where t.tick_queue = q.queue_id;
     return v_tick;
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 
--- Move up to 100 due retry events back into their queues: a new row with the same ev_id
--- in the current table, visible to the owning consumer only, in the caller's transaction
--- (so its new txid puts it into a future batch). Returns how many were moved; callers
--- repeat until 0.
+-- Move up to 10 due retry events (the reference's batch size, so the counts agree) back
+-- into their queues: a new row with the same ev_id in the current table, visible to the
+-- owning consumer only, in the caller's transaction (so its new txid puts it into a future
+-- batch). Returns how many were moved; callers repeat until 0.
 create or replace function pgq.maint_retry_events()
 returns integer as $$
 declare
@@ -177,10 +248,14 @@ begin
                   from pgq.retry_queue x
                  where x.ev_retry_after <= pg_catalog.now()
                  order by x.ev_retry_after
-                 limit 100
+                 limit 10
                    for update skip locked)
         returning rq.*
     loop
+        -- The reference re-inserts through insert_event_raw, which takes a sequence value
+        -- even for a given ev_id; do the same so event counters agree.
+        perform pg_catalog.nextval(qq.queue_event_seq::regclass)
+           from pgq.queue qq where qq.queue_id = r.ev_queue;
         perform pgq._insert_event_into(r.ev_queue, r.ev_id, r.ev_time, r.ev_owner, r.ev_retry,
             r.ev_type, r.ev_data, r.ev_extra1, r.ev_extra2, r.ev_extra3, r.ev_extra4);
         v_cnt := v_cnt + 1;
@@ -207,21 +282,26 @@ begin
       from pgq.queue qq
      where qq.queue_name = i_queue_name
        for update;
+    -- Due strictly after the period, as in the reference (and maint_operations).
     if not found
        or q.queue_switch_step2 is null
-       or q.queue_switch_time + q.queue_rotation_period > pg_catalog.now()
+       or q.queue_rotation_period is null
+       or q.queue_switch_time + q.queue_rotation_period >= pg_catalog.now()
     then
         return 0;
     end if;
 
-    -- A consumer whose position may still include transactions older than the previous
-    -- step-2 mark could need the table before the current one: wait for it.
+    -- A consumer whose position may still include transactions up to the previous step-2
+    -- mark could need the table before the current one: wait for it, as the reference does.
+    -- (A position whose tick is missing cannot be judged, so it waits too.) Idle pgq_coop
+    -- sub-consumers have no position (NULL sub_last_tick) and need nothing.
     if exists (select 1
                  from pgq.subscription s
                  left join pgq.tick t on t.tick_queue = s.sub_queue and t.tick_id = s.sub_last_tick
                 where s.sub_queue = q.queue_id
+                  and s.sub_last_tick is not null
                   and (t.tick_id is null
-                       or txid_snapshot_xmin(t.tick_snapshot) < q.queue_switch_step2))
+                       or txid_snapshot_xmin(t.tick_snapshot) <= q.queue_switch_step2))
     then
         return 0;
     end if;
@@ -243,15 +323,13 @@ begin
            queue_switch_step2 = null
      where qq.queue_id = q.queue_id;
 
-    -- Ticks from before the previous switch are behind every consumer now; keep the
-    -- newest tick and anything a consumer points at.
+    -- Ticks older than the previous step-2 mark are behind every consumer now (checked
+    -- above); drop them as the reference does, but always keep the newest tick so that a
+    -- queue without consumers never ends up without a tick to register at.
     delete from pgq.tick t
      where t.tick_queue = q.queue_id
-       and txid_snapshot_xmax(t.tick_snapshot) < q.queue_switch_step1
-       and t.tick_id < (select max(t2.tick_id) from pgq.tick t2 where t2.tick_queue = q.queue_id)
-       and t.tick_id < coalesce(
-             (select min(s.sub_last_tick) from pgq.subscription s where s.sub_queue = q.queue_id),
-             t.tick_id + 1);
+       and txid_snapshot_xmin(t.tick_snapshot) < q.queue_switch_step2
+       and t.tick_id < (select max(t2.tick_id) from pgq.tick t2 where t2.tick_queue = q.queue_id);
     return 0;
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
@@ -268,19 +346,27 @@ begin
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 
--- Our frequently updated catalog tables, for a maintenance worker to VACUUM when
--- autovacuum is off (with autovacuum on there is nothing to do).
+-- Frequently updated tables for a maintenance worker to VACUUM when autovacuum is off
+-- (with autovacuum on there is nothing to do): ours, and those of the PGQ add-ons
+-- (pgq_ext, pgq_node, londiste) when installed, as the reference lists them.
 create or replace function pgq.maint_tables_to_vacuum()
 returns setof text as $$
+declare
+    v_tbl text;
 begin
     if pg_catalog.current_setting('autovacuum') = 'on' then
         return;
     end if;
-    return next 'pgq.subscription';
-    return next 'pgq.consumer';
-    return next 'pgq.queue';
-    return next 'pgq.tick';
-    return next 'pgq.retry_queue';
+    foreach v_tbl in array array[
+        'pgq.subscription', 'pgq.consumer', 'pgq.queue', 'pgq.tick', 'pgq.retry_queue',
+        'pgq_ext.completed_tick', 'pgq_ext.completed_batch', 'pgq_ext.completed_event',
+        'pgq_ext.partial_batch', 'pgq_node.local_state', 'londiste.seq_info', 'txid.epoch',
+        'londiste.completed']
+    loop
+        if pg_catalog.to_regclass(v_tbl) is not null then
+            return next v_tbl;
+        end if;
+    end loop;
 end;
 $$ language plpgsql set search_path = pg_catalog, pg_temp;
 
@@ -302,7 +388,7 @@ begin
     loop
         if q.queue_switch_step2 is null then
             v_step2 := true;
-        elsif q.queue_switch_time + q.queue_rotation_period <= pg_catalog.now() then
+        elsif q.queue_switch_time + q.queue_rotation_period < pg_catalog.now() then
             func_name := 'pgq.maint_rotate_tables_step1';
             func_arg := q.queue_name;
             v_step2 := true;
@@ -331,6 +417,40 @@ begin
         func_arg := v_f;
         return next;
     end loop;
+
+    -- The PGQ add-ons' periodic work, when they are installed (as the reference lists it):
+    -- cascade watermarks on root nodes, londiste's sequence checks and its own maintenance.
+    if exists (select 1 from pg_catalog.pg_proc p
+                 join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+                where n.nspname = 'pgq_node' and p.proname = 'maint_watermark') then
+        func_name := 'pgq_node.maint_watermark';
+        for v_f in execute 'select n.queue_name from pgq_node.node_info n
+                             where n.node_type = ''root'' order by 1'
+        loop
+            func_arg := v_f;
+            return next;
+        end loop;
+    end if;
+    if exists (select 1 from pg_catalog.pg_proc p
+                 join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+                where n.nspname = 'londiste' and p.proname = 'root_check_seqs') then
+        func_name := 'londiste.root_check_seqs';
+        for v_f in execute 'select distinct s.queue_name
+                              from londiste.seq_info s
+                              join pgq_node.node_info n on n.queue_name = s.queue_name
+                             where s.local and n.node_type = ''root'' order by 1'
+        loop
+            func_arg := v_f;
+            return next;
+        end loop;
+    end if;
+    if exists (select 1 from pg_catalog.pg_proc p
+                 join pg_catalog.pg_namespace n on n.oid = p.pronamespace
+                where n.nspname = 'londiste' and p.proname = 'periodic_maintenance') then
+        func_name := 'londiste.periodic_maintenance';
+        func_arg := null;
+        return next;
+    end if;
     return;
 end;
 $$ language plpgsql set search_path = pg_catalog, pg_temp;

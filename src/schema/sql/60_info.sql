@@ -30,9 +30,11 @@ begin
         select t.tick_id, t.tick_time, t.tick_event_seq into v_last
           from pgq.tick t where t.tick_queue = q.queue_id
          order by t.tick_id desc limit 1;
+        -- The rate is measured from the oldest tick among the last 21 tick ids, as the
+        -- reference does: smoother than the last two ticks, and the same number.
         select t.tick_id, t.tick_time, t.tick_event_seq into v_prev
-          from pgq.tick t where t.tick_queue = q.queue_id and t.tick_id < v_last.tick_id
-         order by t.tick_id desc limit 1;
+          from pgq.tick t where t.tick_queue = q.queue_id and t.tick_id >= v_last.tick_id - 20
+         order by t.tick_id limit 1;
 
         queue_name := q.queue_name;
         queue_ntables := q.queue_ntables;
@@ -45,14 +47,14 @@ begin
         queue_ticker_max_lag := q.queue_ticker_max_lag;
         queue_ticker_idle_period := q.queue_ticker_idle_period;
         ticker_lag := pg_catalog.now() - v_last.tick_time;
-        -- Rate between the last two ticks; NULL until there are two ticks apart in time.
+        -- NULL until there are two ticks apart in time.
         if v_prev.tick_id is not null and v_last.tick_time > v_prev.tick_time then
             ev_per_sec := (v_last.tick_event_seq - v_prev.tick_event_seq)::float8
                 / pg_catalog.date_part('epoch', v_last.tick_time - v_prev.tick_time);
         else
             ev_per_sec := null;
         end if;
-        ev_new := pgq._seq_used(q.queue_event_seq) - v_last.tick_event_seq;
+        ev_new := pgq.seq_getval(q.queue_event_seq) - v_last.tick_event_seq;
         last_tick_id := v_last.tick_id;
         return next;
     end loop;
@@ -81,7 +83,8 @@ $$ language sql stable security definer set search_path = pg_catalog, pg_temp;
 
 -- Consumers of all queues, one queue, or one consumer of one queue. lag: age of the
 -- consumer's position; last_seen: time since it last asked for or finished a batch;
--- pending_events: events inserted after its position.
+-- pending_events: events between its position and the newest tick (events not ticked yet
+-- do not count, as in the reference).
 create or replace function pgq.get_consumer_info(
     in i_queue_name     text,
     in i_consumer_name  text,
@@ -98,7 +101,9 @@ returns setof record as $$
            pg_catalog.now() - t.tick_time,
            pg_catalog.now() - s.sub_active,
            s.sub_last_tick, s.sub_batch, s.sub_next_tick,
-           pgq._seq_used(q.queue_event_seq) - t.tick_event_seq
+           (select lt.tick_event_seq from pgq.tick lt
+             where lt.tick_queue = s.sub_queue
+             order by lt.tick_id desc limit 1) - t.tick_event_seq
       from pgq.subscription s
       join pgq.queue q on q.queue_id = s.sub_queue
       join pgq.consumer c on c.co_id = s.sub_consumer

@@ -55,7 +55,8 @@ begin
         end;
     end loop;
 
-    -- Queues created before an administrator added the roles get their grants now.
-    perform pgq.grant_perms(q.queue_name) from pgq.queue q;
+    -- Queues created before an administrator added the roles get their grants now, and
+    -- queues made by an older revision their storage settings.
+    perform pgq.grant_perms(q.queue_name), pgq.tune_storage(q.queue_name) from pgq.queue q;
 end
 $grants$;

@@ -30,6 +30,7 @@ from __future__ import annotations
 from ._client import Client, Transaction, connect
 from ._consumer import Batch, Consumer
 from ._error import (
+    BatchOpenError,
     ConnectError,
     ConnectionLostError,
     ConsumersAttachedError,
@@ -86,6 +87,7 @@ __all__ = [
     "ABI_VERSION",
     "Batch",
     "BatchHandler",
+    "BatchOpenError",
     "Client",
     "ConnectError",
     "ConnectionLostError",

@@ -281,13 +281,18 @@ class Client(Handle):
 
     def consumer(self, queue: Text, name: Text, *, register: bool = False,
                  fetch_size: Optional[int] = None, poll_only: Optional[bool] = None,
-                 poll_interval: Optional[Union[float, datetime.timedelta]] = None) -> Consumer:
+                 poll_interval: Optional[Union[float, datetime.timedelta]] = None,
+                 subconsumer: Optional[Text] = None,
+                 dead_interval: Optional[Union[float, datetime.timedelta]] = None
+                 ) -> Consumer:
         """A pull :class:`Consumer` (``register=True`` registers it on the queue first).
 
         ``fetch_size``: events read per round trip; ``poll_only``: never LISTEN for the
         ticker's wake-ups (e.g. behind PgBouncer); ``poll_interval``: seconds between polls
-        while waiting."""
-        c = Consumer(self, queue, name, fetch_size, poll_only, poll_interval)
+        while waiting; ``subconsumer`` (and ``dead_interval``): a cooperative consumer, see
+        :class:`Consumer`."""
+        c = Consumer(self, queue, name, fetch_size, poll_only, poll_interval, subconsumer,
+                     dead_interval)
         if register:
             try:
                 c.register()

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, List, Optional, Type,
 
 from . import _ffi
 from ._error import check
-from ._event import Event, delay_ms
+from ._event import Event, delay_ms, from_us
 from ._handle import Handle, Text, encode
 
 if TYPE_CHECKING:
@@ -19,6 +19,11 @@ if TYPE_CHECKING:
 # Waiting "forever" happens in slices this long, so that Ctrl-C (which Python only sees
 # between C calls) stops a waiting consumer promptly.
 _WAIT_SLICE_MS = 250
+
+
+def _text(s: Any) -> Optional[str]:
+    d = s.data
+    return bytes(d[: s.len]).decode("utf-8", "replace") if d else None
 
 
 def _timeout_ms(timeout: Optional[Union[float, datetime.timedelta]]) -> Optional[int]:
@@ -32,7 +37,9 @@ class Consumer(Handle):
 
     Made by :meth:`Client.consumer`. Not for use from several threads at once (calls are
     serialised by a lock, but batches come one at a time: use one consumer per thread, or a
-    worker).
+    worker). With a ``subconsumer`` name it is a cooperative consumer (``pgq_coop``): the
+    subconsumers of one consumer share its batches, each batch going to one of them, and
+    with ``dead_interval`` one takes over the open batch of a sibling silent that long.
 
     ::
 
@@ -47,7 +54,9 @@ class Consumer(Handle):
 
     def __init__(self, client: "Client", queue: Text, name: Text,
                  fetch_size: Optional[int] = None, poll_only: Optional[bool] = None,
-                 poll_interval: Optional[Union[float, datetime.timedelta]] = None) -> None:
+                 poll_interval: Optional[Union[float, datetime.timedelta]] = None,
+                 subconsumer: Optional[Text] = None,
+                 dead_interval: Optional[Union[float, datetime.timedelta]] = None) -> None:
         lib = _ffi.lib()
         q = encode(queue, "queue")
         n = encode(name, "consumer name")
@@ -60,6 +69,16 @@ class Consumer(Handle):
         self.queue: str = q.decode()
         self.name: str = n.decode()
         self._batch: Optional[Batch] = None
+        self.subconsumer: Optional[str] = None
+        if subconsumer is not None:
+            sub = encode(subconsumer, "subconsumer")
+            ms = 0 if dead_interval is None else delay_ms(dead_interval, "dead_interval")
+            err = c_void_p()
+            check(lib.require("pgq_consumer_set_subconsumer")(self._ptr(), sub, len(sub), ms,
+                                                               byref(err)), err)
+            self.subconsumer = sub.decode()
+        elif dead_interval is not None:
+            raise ValueError("dead_interval needs a subconsumer")
         if fetch_size is not None:
             self.set_fetch_size(fetch_size)
         if poll_only is not None or poll_interval is not None:
@@ -72,20 +91,30 @@ class Consumer(Handle):
                 check(lib.pgq_consumer_set_poll_interval_ms(self._ptr(), ms, byref(err)), err)
 
     def register(self) -> bool:
-        """Register this consumer on its queue; True if new, False if it already was."""
+        """Register this consumer on its queue (a cooperative one: its subconsumer, and the
+        consumer too if needed); True if new, False if it already was."""
         lib = _ffi.lib()
         created = c_bool()
         err = c_void_p()
+        fn = (lib.pgq_consumer_register if self.subconsumer is None
+              else lib.require("pgq_consumer_register_subconsumer"))
         with self._lock:
-            check(lib.pgq_consumer_register(self._ptr(), byref(created), byref(err)), err)
+            check(fn(self._ptr(), byref(created), byref(err)), err)
         return bool(created.value)
 
-    def unregister(self) -> None:
-        """Unregister this consumer from its queue (its pending retries are dropped)."""
+    def unregister(self, release_batch: bool = False) -> None:
+        """Unregister this consumer from its queue (its pending retries are dropped). A
+        cooperative consumer unregisters only its subconsumer; if that has an open batch
+        this raises :class:`BatchOpenError` unless ``release_batch``, which leaves the
+        batch to a sibling."""
         lib = _ffi.lib()
         err = c_void_p()
         with self._lock:
-            check(lib.pgq_consumer_unregister(self._ptr(), byref(err)), err)
+            if self.subconsumer is None:
+                check(lib.pgq_consumer_unregister(self._ptr(), byref(err)), err)
+            else:
+                fn = lib.require("pgq_consumer_unregister_subconsumer")
+                check(fn(self._ptr(), bool(release_batch), byref(err)), err)
 
     def set_fetch_size(self, n: int) -> None:
         """How many events libpgq reads from the server per round trip."""
@@ -125,7 +154,7 @@ class Consumer(Handle):
                 check(lib.pgq_consumer_next_batch(self._ptr(), wait, byref(out), byref(err)),
                       err)
                 if out.value:
-                    self._batch = Batch(self.queue, out.value)
+                    self._batch = Batch(out.value)
                     return self._batch
                 if deadline is not None and time.monotonic() >= deadline:
                     return None
@@ -169,16 +198,20 @@ class Batch(Handle):
     unfinished (delivered again later) when the block raises.
 
     Attributes: ``id`` (batch id), ``tick_id`` (the tick the batch ends at),
-    ``prev_tick_id`` (the tick it starts after, when known).
+    ``prev_tick_id`` (the tick it starts after, when known), ``tick_time`` (when the end
+    tick was taken), ``queue``, ``consumer``, ``subconsumer`` (cooperative mode, else
+    ``None``).
     """
 
     _what = "batch"
 
-    def __init__(self, queue: str, ptr: int, free: Optional[Callable[[Any], None]] = None
-                 ) -> None:
+    def __init__(self, ptr: int, free: Optional[Callable[[Any], None]] = None) -> None:
         lib = _ffi.lib()
         super().__init__(ptr, lib.pgq_batch_free if free is None else free)
-        self._queue = queue
+        self.queue: str = _text(lib.pgq_batch_queue(ptr)) or ""
+        self.consumer: str = _text(lib.pgq_batch_consumer(ptr)) or ""
+        self.subconsumer: Optional[str] = _text(lib.pgq_batch_subconsumer(ptr))
+        self.tick_time: datetime.datetime = from_us(lib.pgq_batch_tick_time_us(ptr))
         self.id: int = lib.pgq_batch_id(ptr)
         self.tick_id: int = lib.pgq_batch_tick_id(ptr)
         prev = lib.pgq_batch_prev_tick_id(ptr)
@@ -186,9 +219,12 @@ class Batch(Handle):
         self._done = False
 
     @property
-    def queue(self) -> str:
-        """The queue the batch is from."""
-        return self._queue
+    def is_stopping(self) -> bool:
+        """Inside a worker's handler: whether the worker is stopping (a long handler may
+        cut its work short and raise, to have the batch delivered again later). Always
+        False for a pull consumer's batch."""
+        ptr = self._handle
+        return bool(ptr is not None and _ffi.lib().pgq_batch_is_stopping(ptr))
 
     def __iter__(self) -> Iterator[Event]:
         """The batch's events in ev_id order, streamed from the server (each event is read
@@ -213,7 +249,10 @@ class Batch(Handle):
         # slices (see _ffi.pgq_str); the event view is only valid until the next call.
         while True:
             with lock:
-                st = next_event(self._ptr(), pout, perr)
+                ptr = self._handle
+                if ptr is None:
+                    self._ptr()  # raises InvalidStateError
+                st = next_event(ptr, pout, perr)
                 if st:
                     check(st, err)
                 p = out.value

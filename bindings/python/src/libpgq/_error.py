@@ -39,6 +39,7 @@ class Status(enum.IntEnum):
     PANIC = 23
     INVALID_STATE = 24
     OUT_OF_RANGE = 25
+    BATCH_OPEN = 26
 
 
 class PgqError(Exception):
@@ -224,6 +225,13 @@ class InvalidStateError(PgqError):
     STATUS = Status.INVALID_STATE
 
 
+class BatchOpenError(PgqError):
+    """A cooperative subconsumer still has an open batch (finish it, or unregister with
+    ``release_batch=True``)."""
+
+    STATUS = Status.BATCH_OPEN
+
+
 _BY_STATUS: Dict[int, Type[PgqError]] = {
     cls.STATUS: cls
     for cls in (
@@ -251,6 +259,7 @@ _BY_STATUS: Dict[int, Type[PgqError]] = {
         HandlerError,
         PanicError,
         InvalidStateError,
+        BatchOpenError,
     )
     if cls.STATUS is not None
 }

@@ -174,6 +174,9 @@ _PROTOTYPES: "dict[str, Tuple[Any, List[Any]]]" = {
     "pgq_consumer_new": (status, [_p, *_s, *_s, POINTER(_p), _err]),
     "pgq_consumer_register": (status, [_p, POINTER(c_bool), _err]),
     "pgq_consumer_unregister": (status, [_p, _err]),
+    "pgq_consumer_set_subconsumer": (status, [_p, *_s, c_uint64, _err]),
+    "pgq_consumer_register_subconsumer": (status, [_p, POINTER(c_bool), _err]),
+    "pgq_consumer_unregister_subconsumer": (status, [_p, c_bool, _err]),
     "pgq_consumer_set_fetch_size": (status, [_p, c_uint32, _err]),
     "pgq_consumer_set_poll_only": (status, [_p, c_bool, _err]),
     "pgq_consumer_set_poll_interval_ms": (status, [_p, c_uint64, _err]),
@@ -198,6 +201,11 @@ _PROTOTYPES: "dict[str, Tuple[Any, List[Any]]]" = {
     "pgq_batch_id": (c_int64, [_p]),
     "pgq_batch_tick_id": (c_int64, [_p]),
     "pgq_batch_prev_tick_id": (c_int64, [_p]),
+    "pgq_batch_queue": (pgq_str, [_p]),
+    "pgq_batch_consumer": (pgq_str, [_p]),
+    "pgq_batch_subconsumer": (pgq_str, [_p]),
+    "pgq_batch_tick_time_us": (c_int64, [_p]),
+    "pgq_batch_is_stopping": (c_bool, [_p]),
     "pgq_batch_next_event": (status, [_p, POINTER(_p), _err]),
     "pgq_batch_retry": (status, [_p, c_int64, c_uint64, _err]),
     "pgq_batch_finish": (status, [_p, _err]),
@@ -215,17 +223,35 @@ _PROTOTYPES: "dict[str, Tuple[Any, List[Any]]]" = {
 }
 
 
+def _quick(name: str) -> bool:
+    """Accessors that only read memory the caller already holds: called without releasing
+    the GIL (releasing and re-taking it would cost more than the call itself). Everything
+    that may wait — for the server, a lock, a thread — goes through CDLL, which releases it.
+    """
+    if name.endswith("_get"):
+        return False  # pgq_queue_info_get and friends ask the server
+    return name.startswith(("pgq_event_", "pgq_queue_info_", "pgq_consumer_info_",
+                            "pgq_error_", "pgq_status_name")) or name in (
+        "pgq_batch_id", "pgq_batch_tick_id", "pgq_batch_prev_tick_id", "pgq_batch_queue",
+        "pgq_batch_consumer", "pgq_batch_subconsumer", "pgq_batch_tick_time_us",
+        "pgq_batch_is_stopping", "pgq_version",
+        "pgq_abi_version", "pgq_queue_list_len", "pgq_queue_list_at",
+        "pgq_consumer_list_len", "pgq_consumer_list_at")
+
+
 class Lib:
     """The loaded library: each declared symbol is an attribute; missing optional ones are
     ``None``."""
 
     def __init__(self, cdll: ctypes.CDLL, path: str) -> None:
         self.cdll = cdll
+        # The same loaded library, for calls that keep the GIL (see _quick).
+        self.pydll = ctypes.PyDLL(path, handle=cdll._handle)
         self.path = path
         self.missing: List[str] = []
         for name, (restype, argtypes) in _PROTOTYPES.items():
             try:
-                fn = getattr(cdll, name)
+                fn = getattr(self.pydll if _quick(name) else cdll, name)
             except AttributeError:
                 self.missing.append(name)
                 setattr(self, name, None)
@@ -245,7 +271,7 @@ class Lib:
         if fn is not None:
             return fn
         try:
-            fn = getattr(self.cdll, name)
+            fn = getattr(self.pydll if _quick(name) else self.cdll, name)
         except AttributeError:
             return None
         fn.restype = restype

@@ -19,7 +19,18 @@ import logging
 import threading
 import time
 import weakref
-from ctypes import Structure, byref, c_bool, c_int64, c_uint32, c_uint64, c_void_p, sizeof
+from ctypes import (
+    Structure,
+    byref,
+    c_bool,
+    c_char_p,
+    c_int64,
+    c_size_t,
+    c_uint32,
+    c_uint64,
+    c_void_p,
+    sizeof,
+)
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple, Type, Union
@@ -86,7 +97,7 @@ def _handle_batch(user_data: Optional[int], batch_ptr: Optional[int]) -> int:
     if slot is None or not batch_ptr:
         return 1
     try:
-        batch = _WorkerBatch(slot.queue, batch_ptr, _no_free)
+        batch = _WorkerBatch(batch_ptr, _no_free)
     except BaseException as e:  # noqa: B036 - nothing may unwind into C
         with slot.lock:
             slot.errors.append(e)
@@ -196,7 +207,8 @@ class Worker(Handle):
 
     Options: ``fetch_size`` (events read per round trip), ``poll_interval`` (seconds between
     polls when no wake-up came), ``poll_only`` (never LISTEN, e.g. behind PgBouncer),
-    ``workers`` (threads; more than 1 needs cooperative consumers, not in this build yet).
+    ``workers`` (threads), ``subconsumer`` and ``dead_interval`` (cooperative mode; the
+    library refuses both until its runtime supports cooperative workers).
 
     ::
 
@@ -214,7 +226,9 @@ class Worker(Handle):
                  *, on_error: str = "stop", workers: Optional[int] = None,
                  fetch_size: Optional[int] = None, poll_interval: Optional[Seconds] = None,
                  poll_only: Optional[bool] = None,
-                 retry_backoff: Optional[Tuple[Seconds, Seconds]] = None) -> None:
+                 retry_backoff: Optional[Tuple[Seconds, Seconds]] = None,
+                 subconsumer: Optional[Text] = None,
+                 dead_interval: Optional[Seconds] = None) -> None:
         if not callable(handler):
             raise TypeError(f"handler must be callable, not {type(handler).__name__}")
         if on_error not in ("stop", "retry"):
@@ -236,6 +250,10 @@ class Worker(Handle):
                           delay_ms(poll_interval, "poll_interval"))
             if poll_only is not None:
                 self._opt(opts, "poll_only", [c_bool], bool(poll_only))
+            if subconsumer is not None:
+                sub = encode(subconsumer, "subconsumer")
+                ms = 0 if dead_interval is None else delay_ms(dead_interval, "dead_interval")
+                self._opt(opts, "subconsumer", [c_char_p, c_size_t, c_uint64], sub, len(sub), ms)
             if retry_backoff is not None:
                 initial, most = retry_backoff
                 self._opt(opts, "retry_backoff_ms", [c_uint64, c_uint64],

@@ -1,0 +1,272 @@
+package pgq_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	pgq "github.com/libpgq/libpgq/bindings/go"
+)
+
+func strp(s string) *string { return &s }
+
+func eqStr(a, b *string) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
+func showStr(s *string) string {
+	if s == nil {
+		return "NULL"
+	}
+	return fmt.Sprintf("%q", *s)
+}
+
+func TestSendAndConsumeAllFields(t *testing.T) {
+	c, _ := openClient(t)
+	setupQueue(t, c, "q", "c1")
+	before := time.Now().Add(-time.Minute)
+
+	sent := []pgq.NewEvent{
+		pgq.TextEvent("order.created", `{"id": 42}`),
+		{Type: strp("t"), Data: strp(""), Extra1: strp("e1"), Extra2: strp("e2 ünïcødé ✓"), Extra3: strp("tab\tnew\nline"), Extra4: strp(`back\slash`)},
+		{}, // every field NULL
+		{Data: strp(strings.Repeat("x", 100_000))},
+	}
+	var ids []int64
+	for _, ev := range sent {
+		id, err := c.Send("q", ev)
+		if err != nil {
+			t.Fatalf("Send: %v", err)
+		}
+		ids = append(ids, id)
+	}
+	tick(t, c, "q")
+
+	co, err := c.NewConsumer("q", "c1")
+	if err != nil {
+		t.Fatalf("NewConsumer: %v", err)
+	}
+	defer co.Close()
+	if co.Queue() != "q" || co.Name() != "c1" {
+		t.Fatalf("Queue/Name = %q/%q", co.Queue(), co.Name())
+	}
+	b, err := co.NextBatch(5 * time.Second)
+	if err != nil || b == nil {
+		t.Fatalf("NextBatch = %v, %v; want a batch", b, err)
+	}
+	if b.ID() <= 0 || b.TickID() <= 0 {
+		t.Fatalf("batch id %d tick %d", b.ID(), b.TickID())
+	}
+	got, err := b.Events()
+	if err != nil {
+		t.Fatalf("Events: %v", err)
+	}
+	if len(got) != len(sent) {
+		t.Fatalf("got %d events, want %d", len(got), len(sent))
+	}
+	for i, ev := range got {
+		want := sent[i]
+		if ev.ID != ids[i] {
+			t.Errorf("event %d: id %d, want %d", i, ev.ID, ids[i])
+		}
+		if ev.Retry != 0 {
+			t.Errorf("event %d: retry %d, want 0", i, ev.Retry)
+		}
+		if ev.TxID <= 0 {
+			t.Errorf("event %d: txid %d", i, ev.TxID)
+		}
+		if ev.Time.Before(before) || ev.Time.After(time.Now().Add(time.Minute)) {
+			t.Errorf("event %d: time %v not about now", i, ev.Time)
+		}
+		pairs := [][2]*string{{ev.Type, want.Type}, {ev.Data, want.Data}, {ev.Extra1, want.Extra1},
+			{ev.Extra2, want.Extra2}, {ev.Extra3, want.Extra3}, {ev.Extra4, want.Extra4}}
+		for f, p := range pairs {
+			if !eqStr(p[0], p[1]) {
+				g, w := showStr(p[0]), showStr(p[1])
+				if len(g) > 80 {
+					g = g[:80] + "..."
+				}
+				if len(w) > 80 {
+					w = w[:80] + "..."
+				}
+				t.Errorf("event %d field %d: got %s, want %s", i, f, g, w)
+			}
+		}
+	}
+	// The batch is at its end: Next keeps saying so.
+	if ev, err := b.Next(); ev != nil || err != nil {
+		t.Fatalf("Next after the end = %v, %v", ev, err)
+	}
+	if err := b.Finish(); err != nil {
+		t.Fatalf("Finish: %v", err)
+	}
+	if b2, err := co.NextBatch(0); b2 != nil || err != nil {
+		t.Fatalf("NextBatch after finishing everything = %v, %v; want nil, nil", b2, err)
+	}
+}
+
+func TestSendManyInOneTransaction(t *testing.T) {
+	c, _ := openClient(t)
+	setupQueue(t, c, "bulk", "c")
+	const n = 2500
+	evs := make([]pgq.NewEvent, n)
+	for i := range evs {
+		evs[i] = pgq.TextEvent("n", fmt.Sprint(i))
+	}
+	if err := c.SendMany("bulk", evs); err != nil {
+		t.Fatalf("SendMany: %v", err)
+	}
+	if err := c.SendMany("bulk", nil); err != nil {
+		t.Fatalf("SendMany(nil): %v", err)
+	}
+	tick(t, c, "bulk")
+	co, err := c.NewConsumer("bulk", "c", pgq.WithFetchSize(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer co.Close()
+	got := consumeAll(t, co)
+	if len(got) != n {
+		t.Fatalf("consumed %d events, want %d", len(got), n)
+	}
+	txid := got[0].TxID
+	for i, ev := range got {
+		if *ev.Data != fmt.Sprint(i) {
+			t.Fatalf("event %d has data %q", i, *ev.Data)
+		}
+		if ev.TxID != txid {
+			t.Fatalf("event %d in transaction %d, event 0 in %d: SendMany must use one", i, ev.TxID, txid)
+		}
+	}
+}
+
+func TestBatchCloseRedelivers(t *testing.T) {
+	c, _ := openClient(t)
+	setupQueue(t, c, "q", "c")
+	for i := 0; i < 3; i++ {
+		if _, err := c.Send("q", pgq.TextEvent("t", fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tick(t, c, "q")
+	co, err := c.NewConsumer("q", "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer co.Close()
+
+	b1, err := co.NextBatch(time.Second)
+	if err != nil || b1 == nil {
+		t.Fatalf("NextBatch: %v %v", b1, err)
+	}
+	first, err := b1.Next()
+	if err != nil || first == nil {
+		t.Fatalf("Next: %v %v", first, err)
+	}
+	if err := b1.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if err := b1.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	wantStatus(t, b1.Finish(), pgq.ErrInvalidState)
+
+	b2, err := co.NextBatch(time.Second)
+	if err != nil || b2 == nil {
+		t.Fatalf("NextBatch after Close: %v %v", b2, err)
+	}
+	if b2.ID() != b1.ID() {
+		t.Fatalf("redelivered batch %d, want the same batch %d", b2.ID(), b1.ID())
+	}
+	evs, err := b2.Events()
+	if err != nil || len(evs) != 3 || evs[0].ID != first.ID {
+		t.Fatalf("redelivered events %v, %v", evs, err)
+	}
+	if err := b2.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.Close(); err != nil {
+		t.Fatalf("Close after Finish: %v", err)
+	}
+	// A closed consumer leaves its batch for redelivery too: nothing is lost.
+	if _, err := c.Send("q", pgq.TextEvent("t", "again")); err != nil {
+		t.Fatal(err)
+	}
+	tick(t, c, "q")
+	b3, err := co.NextBatch(time.Second)
+	if err != nil || b3 == nil {
+		t.Fatalf("NextBatch: %v %v", b3, err)
+	}
+	co.Close()
+	b3.Close()
+	co2, err := c.NewConsumer("q", "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer co2.Close()
+	got := consumeAll(t, co2)
+	if len(got) != 1 || *got[0].Data != "again" {
+		t.Fatalf("after closing consumer and batch: %v", got)
+	}
+}
+
+func TestRetry(t *testing.T) {
+	c, _ := openClient(t)
+	setupQueue(t, c, "q", "c")
+	id, err := c.Send("q", pgq.TextEvent("job", "flaky"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Send("q", pgq.TextEvent("job", "fine")); err != nil {
+		t.Fatal(err)
+	}
+	tick(t, c, "q")
+	co, err := c.NewConsumer("q", "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer co.Close()
+	b, err := co.NextBatch(time.Second)
+	if err != nil || b == nil {
+		t.Fatalf("NextBatch: %v %v", b, err)
+	}
+	if _, err := b.Events(); err != nil {
+		t.Fatal(err)
+	}
+	// Retries are applied by Finish: an event that is not in the batch fails it, and the
+	// batch (with none of its retries) is delivered again.
+	if err := b.Retry(id+1000, 0); err != nil {
+		t.Fatalf("Retry: %v", err)
+	}
+	wantStatus(t, b.Finish(), pgq.ErrNoSuchEvent)
+	b, err = co.NextBatch(time.Second)
+	if err != nil || b == nil {
+		t.Fatalf("NextBatch after a failed Finish: %v %v", b, err)
+	}
+	if evs, err := b.Events(); err != nil || len(evs) != 2 {
+		t.Fatalf("redelivered batch: %v, %v", evs, err)
+	}
+	if err := b.Retry(id, 0); err != nil {
+		t.Fatalf("Retry: %v", err)
+	}
+	if err := b.Finish(); err != nil {
+		t.Fatalf("Finish: %v", err)
+	}
+	// The retry is due at once; the ticker's maintenance moves it back into the queue.
+	waitUntil(t, "the retried event to come back", 10*time.Second, func() bool {
+		n, err := c.RetryEvents()
+		if err != nil {
+			t.Fatalf("RetryEvents: %v", err)
+		}
+		return n == 1
+	})
+	tick(t, c, "q")
+	got := consumeAll(t, co)
+	if len(got) != 1 || got[0].ID != id || *got[0].Data != "flaky" || got[0].Retry != 1 {
+		t.Fatalf("after retry got %+v, want event %d once with Retry 1", got, id)
+	}
+}

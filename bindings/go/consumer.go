@@ -1,0 +1,440 @@
+package pgq
+
+/*
+#include <string.h>
+#include <pgq.h>
+
+// Reading events one cgo call each costs more than the C ABI's own work per event, so the
+// binding reads them in runs: pgq_go_batch_fill copies up to `cap` events into Go-owned
+// memory (fixed-size records in `meta`, field bytes back to back in `buf`; `*used_out` bytes)
+// with one call.
+typedef struct pgq_go_meta {
+	int64_t id, time_us, txid;
+	int32_t retry;
+	uint32_t nulls; // bit i set: field i is SQL NULL
+	uint64_t len[6]; // type, data, extra1..4
+} pgq_go_meta;
+
+// *pending carries an event view over to the next call when its fields did not fit into
+// buf (views stay valid until the next call on the batch). If not even the first event fits,
+// *n_out is 0 and *need says how many bytes it needs. On an error, the *n_out events before
+// it are complete.
+static pgq_status pgq_go_batch_fill(pgq_batch *b, const pgq_event **pending,
+                                    pgq_go_meta *meta, size_t cap, char *buf, size_t buf_cap,
+                                    size_t *n_out, size_t *used_out, size_t *need,
+                                    pgq_error **err) {
+	size_t n = 0, used = 0;
+	*need = 0;
+	*used_out = 0;
+	while (n < cap) {
+		const pgq_event *ev = *pending;
+		if (ev == NULL) {
+			pgq_status st = pgq_batch_next_event(b, &ev, err);
+			if (st != PGQ_STATUS_OK) {
+				*n_out = n;
+				*used_out = used;
+				return st;
+			}
+			if (ev == NULL) break; // end of the batch
+		}
+		pgq_str f[6] = {pgq_event_type(ev), pgq_event_data(ev), pgq_event_extra1(ev),
+		                pgq_event_extra2(ev), pgq_event_extra3(ev), pgq_event_extra4(ev)};
+		size_t size = 0;
+		for (int i = 0; i < 6; i++) size += f[i].len;
+		if (size > buf_cap - used) {
+			*pending = ev;
+			if (n == 0) *need = size;
+			break;
+		}
+		*pending = NULL;
+		pgq_go_meta *m = &meta[n];
+		m->id = pgq_event_id(ev);
+		m->time_us = pgq_event_time_us(ev);
+		m->txid = pgq_event_txid(ev);
+		m->retry = pgq_event_retry(ev);
+		m->nulls = 0;
+		for (int i = 0; i < 6; i++) {
+			m->len[i] = f[i].len;
+			if (f[i].data == NULL) {
+				m->nulls |= 1u << i;
+			} else if (f[i].len > 0) {
+				memcpy(buf + used, f[i].data, f[i].len);
+				used += f[i].len;
+			}
+		}
+		n++;
+	}
+	*n_out = n;
+	*used_out = used;
+	return PGQ_STATUS_OK;
+}
+*/
+import "C"
+
+import (
+	"runtime"
+	"sync"
+	"time"
+	"unsafe"
+)
+
+// Event is one event received in a batch.
+type Event struct {
+	ID   int64     // unique within the queue
+	Time time.Time // when it was inserted
+	TxID int64     // the inserting transaction's id
+	// Retry counts how often the event was put back with Retry before this delivery; 0 for
+	// the first delivery.
+	Retry int
+	// The fields as sent; nil is SQL NULL.
+	Type, Data                     *string
+	Extra1, Extra2, Extra3, Extra4 *string
+}
+
+// Consumer pulls batches of a queue for one registered consumer name.
+//
+// A Consumer is not meant to be shared between goroutines: its calls are serialised (so
+// concurrent use is safe, but one NextBatch waits for another). Use one Consumer per
+// goroutine, or the handler-based Worker, for parallelism.
+type Consumer struct {
+	mu          sync.Mutex
+	ptr         *C.pgq_consumer
+	queue, name string
+}
+
+// ConsumerOption configures NewConsumer.
+type ConsumerOption func(*consumerOptions)
+
+type consumerOptions struct {
+	fetchSize *uint32
+}
+
+// WithFetchSize sets how many events Batch.Next fetches from the server at a time.
+func WithFetchSize(n int) ConsumerOption {
+	return func(o *consumerOptions) {
+		v := uint32(n)
+		if n < 0 || int(v) != n {
+			v = 0 // rejected by the library as invalid input
+		}
+		o.fetchSize = &v
+	}
+}
+
+// NewConsumer makes a pull consumer for queue under the consumer name. It does not register
+// the name (see Consumer.Register or Client.RegisterConsumer).
+func (c *Client) NewConsumer(queue, name string, opts ...ConsumerOption) (*Consumer, error) {
+	var o consumerOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	q, ql := strArg(queue)
+	n, nl := strArg(name)
+	var ptr *C.pgq_consumer
+	err := c.call(func(p *C.pgq_client, e **C.pgq_error) C.pgq_status {
+		return C.pgq_consumer_new(p, q, ql, n, nl, &ptr, e)
+	})
+	if err != nil {
+		return nil, err
+	}
+	co := &Consumer{ptr: ptr, queue: queue, name: name}
+	runtime.SetFinalizer(co, (*Consumer).Close)
+	if o.fetchSize != nil {
+		err := co.call(func(p *C.pgq_consumer, e **C.pgq_error) C.pgq_status {
+			return C.pgq_consumer_set_fetch_size(p, C.uint32_t(*o.fetchSize), e)
+		})
+		if err != nil {
+			co.Close()
+			return nil, err
+		}
+	}
+	return co, nil
+}
+
+// Queue returns the queue name.
+func (co *Consumer) Queue() string { return co.queue }
+
+// Name returns the consumer name.
+func (co *Consumer) Name() string { return co.name }
+
+func (co *Consumer) call(f func(p *C.pgq_consumer, err **C.pgq_error) C.pgq_status) error {
+	co.mu.Lock()
+	defer co.mu.Unlock()
+	if co.ptr == nil {
+		return errClosed("consumer")
+	}
+	var cerr *C.pgq_error
+	st := f(co.ptr, &cerr)
+	runtime.KeepAlive(co)
+	return check(st, cerr)
+}
+
+// Register subscribes the consumer to its queue; created is false when it already was.
+func (co *Consumer) Register() (created bool, err error) {
+	var b C.bool
+	err = co.call(func(p *C.pgq_consumer, e **C.pgq_error) C.pgq_status {
+		return C.pgq_consumer_register(p, &b, e)
+	})
+	return bool(b), err
+}
+
+// Unregister removes the consumer from its queue, with its pending retries.
+func (co *Consumer) Unregister() error {
+	return co.call(func(p *C.pgq_consumer, e **C.pgq_error) C.pgq_status {
+		return C.pgq_consumer_unregister(p, e)
+	})
+}
+
+// NextBatch waits up to timeout for the next batch of events and returns it, or nil (and no
+// error) if none came in time. A timeout of 0 (or less) only looks.
+//
+// The batch must be ended with Finish (handled: its events are not delivered again) or Close
+// (not handled: the whole batch is delivered again, later or to the next NextBatch). Until
+// then NextBatch returns the same batch again.
+func (co *Consumer) NextBatch(timeout time.Duration) (*Batch, error) {
+	if timeout < 0 {
+		timeout = 0
+	}
+	ms, err := durationMS(timeout)
+	if err != nil {
+		return nil, err
+	}
+	var ptr *C.pgq_batch
+	err = co.call(func(p *C.pgq_consumer, e **C.pgq_error) C.pgq_status {
+		return C.pgq_consumer_next_batch(p, ms, &ptr, e)
+	})
+	if err != nil || ptr == nil {
+		return nil, err
+	}
+	return newBatch(ptr, true), nil
+}
+
+// Close releases the consumer. It is idempotent. Batches already returned stay usable.
+func (co *Consumer) Close() error {
+	co.mu.Lock()
+	defer co.mu.Unlock()
+	if co.ptr != nil {
+		C.pgq_consumer_free(co.ptr)
+		co.ptr = nil
+		runtime.SetFinalizer(co, nil)
+	}
+	return nil
+}
+
+// Batch is the events of one queue between two ticks, for one consumer.
+//
+// Read the events with Next or Events, optionally put some back with Retry, then end the
+// batch with Finish, or with Close to have it delivered again. A Batch is not meant to be
+// shared between goroutines (its calls are serialised).
+type Batch struct {
+	mu     sync.Mutex
+	ptr    *C.pgq_batch
+	owned  bool // false inside a handler: the library ends the batch
+	id     int64
+	tickID int64
+	prevID int64
+
+	// Events read ahead from the library (see pgq_go_batch_fill), served by Next.
+	pending *C.pgq_event    // a view whose fields did not fit into the last buffer
+	meta    []C.pgq_go_meta // reused between fills
+	buf     []byte          // reused between fills; events get an exact-size copy
+	ready   []Event         // read, not yet returned
+	readErr error           // the failure after the ready events, reported after them
+	atEnd   bool
+}
+
+// Read-ahead limits: events per cgo call, and the initial size of the byte buffer they are
+// copied into (the field strings of one fill share one exact-size copy of it).
+const (
+	fillEvents = 64
+	fillBytes  = 16 << 10
+)
+
+func newBatch(ptr *C.pgq_batch, owned bool) *Batch {
+	b := &Batch{
+		ptr:    ptr,
+		owned:  owned,
+		id:     int64(C.pgq_batch_id(ptr)),
+		tickID: int64(C.pgq_batch_tick_id(ptr)),
+		prevID: int64(C.pgq_batch_prev_tick_id(ptr)),
+	}
+	if owned {
+		runtime.SetFinalizer(b, (*Batch).Close)
+	}
+	return b
+}
+
+// ID returns the batch id.
+func (b *Batch) ID() int64 { return b.id }
+
+// TickID returns the id of the tick that ends the batch.
+func (b *Batch) TickID() int64 { return b.tickID }
+
+// PrevTickID returns the id of the tick that starts the batch, -1 for the first batch after
+// registration.
+func (b *Batch) PrevTickID() int64 { return b.prevID }
+
+func (b *Batch) call(f func(p *C.pgq_batch, err **C.pgq_error) C.pgq_status) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ptr == nil {
+		return errClosed("batch")
+	}
+	var cerr *C.pgq_error
+	st := f(b.ptr, &cerr)
+	runtime.KeepAlive(b)
+	return check(st, cerr)
+}
+
+// Next returns the next event of the batch, or nil at its end. Events are fetched from the
+// server in chunks of the consumer's fetch size, so a batch of any size streams in bounded
+// memory.
+func (b *Batch) Next() (*Event, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ptr == nil {
+		return nil, errClosed("batch")
+	}
+	if len(b.ready) == 0 && b.readErr == nil && !b.atEnd {
+		b.fill()
+	}
+	if len(b.ready) > 0 {
+		ev := &b.ready[0]
+		b.ready = b.ready[1:]
+		return ev, nil
+	}
+	if err := b.readErr; err != nil {
+		b.readErr = nil // reported once; the next call asks the library again
+		return nil, err
+	}
+	return nil, nil
+}
+
+// fill reads the next run of events from the library into b.ready (b.mu held).
+func (b *Batch) fill() {
+	if b.meta == nil {
+		b.meta = make([]C.pgq_go_meta, fillEvents)
+		b.buf = make([]byte, fillBytes)
+	}
+	for {
+		var n, used, need C.size_t
+		var cerr *C.pgq_error
+		st := C.pgq_go_batch_fill(b.ptr, &b.pending, &b.meta[0], C.size_t(len(b.meta)),
+			(*C.char)(unsafe.Pointer(&b.buf[0])), C.size_t(len(b.buf)), &n, &used, &need, &cerr)
+		runtime.KeepAlive(b)
+		if n == 0 && need > 0 && st == C.PGQ_STATUS_OK {
+			b.buf = make([]byte, int(need)) // one event larger than the buffer
+			continue
+		}
+		b.ready = decodeEvents(b.meta[:int(n)], string(b.buf[:int(used)]))
+		if len(b.buf) > fillBytes {
+			b.buf = b.buf[:fillBytes:fillBytes] // do not keep a huge buffer for the rest
+		}
+		if st != C.PGQ_STATUS_OK {
+			b.readErr = takeError(st, cerr)
+		} else if n == 0 {
+			b.atEnd = true
+		}
+		return
+	}
+}
+
+// decodeEvents turns filled records into Events whose strings are substrings of all.
+func decodeEvents(meta []C.pgq_go_meta, all string) []Event {
+	if len(meta) == 0 {
+		return nil
+	}
+	evs := make([]Event, len(meta))
+	strs := make([]string, 6*len(meta))
+	off := 0
+	for i := range meta {
+		m := &meta[i]
+		ev := &evs[i]
+		fields := [6]**string{&ev.Type, &ev.Data, &ev.Extra1, &ev.Extra2, &ev.Extra3, &ev.Extra4}
+		for f := 0; f < 6; f++ {
+			if m.nulls&(1<<f) != 0 {
+				continue // SQL NULL
+			}
+			n := int(m.len[f])
+			s := &strs[6*i+f]
+			*s = all[off : off+n]
+			*fields[f] = s
+			off += n
+		}
+		ev.ID = int64(m.id)
+		ev.Time = time.UnixMicro(int64(m.time_us))
+		ev.TxID = int64(m.txid)
+		if m.retry > 0 { // -1: SQL NULL, the first delivery
+			ev.Retry = int(m.retry)
+		}
+	}
+	return evs
+}
+
+// Events returns the remaining events of the batch.
+func (b *Batch) Events() ([]Event, error) {
+	var evs []Event
+	for {
+		ev, err := b.Next()
+		if err != nil {
+			return evs, err
+		}
+		if ev == nil {
+			return evs, nil
+		}
+		evs = append(evs, *ev)
+	}
+}
+
+// Retry puts the event back into the queue, to be delivered again to this consumer after
+// delay (negative counts as zero), with its Retry count increased. It takes effect when the
+// batch is finished; a batch closed unfinished forgets it. An id that is not part of the batch
+// makes Finish fail with ErrNoSuchEvent (and the batch is delivered again).
+func (b *Batch) Retry(eventID int64, delay time.Duration) error {
+	if delay < 0 {
+		delay = 0
+	}
+	ms, err := durationMS(delay)
+	if err != nil {
+		return err
+	}
+	return b.call(func(p *C.pgq_batch, e **C.pgq_error) C.pgq_status {
+		return C.pgq_batch_retry(p, C.int64_t(eventID), ms, e)
+	})
+}
+
+// Finish marks the batch handled: its events (except those put back with Retry) are never
+// delivered to this consumer again. The Batch is ended afterwards, also when Finish fails
+// (then the batch is delivered again).
+//
+// Inside a handler (Worker) the library finishes the batch when the handler returns nil;
+// Finish there fails with ErrInvalidState.
+func (b *Batch) Finish() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ptr == nil {
+		return errClosed("batch")
+	}
+	if !b.owned {
+		return &Error{Status: ErrInvalidState, Message: "a handler's batch is finished by returning nil"}
+	}
+	var cerr *C.pgq_error
+	st := C.pgq_batch_finish(b.ptr, &cerr)
+	b.ptr = nil
+	runtime.SetFinalizer(b, nil)
+	return check(st, cerr)
+}
+
+// Close ends the batch without finishing it: it is delivered again (to the next NextBatch of
+// this consumer name). It is idempotent and a no-op after Finish, so it can be deferred.
+func (b *Batch) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ptr != nil {
+		if b.owned {
+			C.pgq_batch_free(b.ptr)
+		}
+		b.ptr = nil
+		runtime.SetFinalizer(b, nil)
+	}
+	return nil
+}

@@ -1,0 +1,3 @@
+module github.com/libpgq/libpgq/bindings/go
+
+go 1.19
