@@ -37,14 +37,29 @@ use crate::client::describe_target;
 use crate::error::{Error, ErrorKind, Result};
 
 /// The notification channel a ticker signals new ticks on; the payload is the queue name.
+///
+/// ```no_run
+/// # let mut conn = postgres::Client::connect("dbname=app", postgres::NoTls)?;
+/// // What a ticker does after ticking queue "orders" (wakes its consumers at once):
+/// conn.execute("select pg_notify($1, $2)", &[&pgq::wakeup::NOTIFY_CHANNEL, &"orders"])?;
+/// # Ok::<(), postgres::Error>(())
+/// ```
 pub const NOTIFY_CHANNEL: &str = "pgq_tick";
 
 /// How often a waiting consumer polls for a batch while it also listens for notifications:
 /// only a safety net, since a notification normally wakes it at once.
+///
+/// ```
+/// assert_eq!(pgq::wakeup::DEFAULT_POLL_INTERVAL, std::time::Duration::from_secs(1));
+/// ```
 pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How often a consumer in poll-only mode asks for a batch unless told otherwise: the latency
 /// it adds to every batch, and one cheap query per interval while idle.
+///
+/// ```
+/// assert!(pgq::wakeup::DEFAULT_POLL_ONLY_INTERVAL < pgq::wakeup::DEFAULT_POLL_INTERVAL);
+/// ```
 pub const DEFAULT_POLL_ONLY_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A dedicated connection that has run `LISTEN pgq_tick`.

@@ -37,7 +37,9 @@
 //! - **Failures are not fatal.** A lost connection or a server restart is logged through
 //!   `log`, counted in [`WorkerStats`], and retried with capped exponential backoff and
 //!   jitter; the worker then resumes at its open batch, so nothing is lost or skipped. What a
-//!   failing handler leads to is the [`ErrorPolicy`].
+//!   failing handler leads to is the [`ErrorPolicy`]. A batch that stopped being this
+//!   worker's while its handler ran (a cooperative sibling took it over after the dead
+//!   interval) is rolled back, logged and counted, and the worker goes on.
 //! - **Graceful stop.** After [`stop`](Worker::stop) no new batch is taken; a handler that is
 //!   running finishes and its batch is finished, or the batch is left for redelivery.
 //!
@@ -69,23 +71,48 @@ use crate::event::Event;
 use crate::wakeup::{Backoff, Listener, DEFAULT_POLL_INTERVAL, DEFAULT_POLL_ONLY_INTERVAL};
 
 /// What a handler returns on failure: any error type.
+///
+/// ```
+/// let e: pgq::worker::HandlerError = "the mail server said no".into();
+/// assert_eq!(e.to_string(), "the mail server said no");
+/// ```
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 type HandlerFn =
     dyn for<'a, 'b> Fn(&'b mut WorkBatch<'a>) -> Result<(), HandlerError> + Send + Sync + 'static;
 
 /// First delay before a failed batch is tried again under [`ErrorPolicy::default`].
+///
+/// ```
+/// assert_eq!(pgq::worker::DEFAULT_RETRY_INITIAL.as_millis(), 500);
+/// ```
 pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_millis(500);
 /// Longest delay between attempts at a failing batch under [`ErrorPolicy::default`].
+///
+/// ```
+/// assert_eq!(pgq::worker::DEFAULT_RETRY_MAX.as_secs(), 30);
+/// ```
 pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(30);
 /// First delay before reconnecting after a database error.
+///
+/// ```
+/// assert_eq!(pgq::worker::DEFAULT_RECONNECT_INITIAL.as_millis(), 100);
+/// ```
 pub const DEFAULT_RECONNECT_INITIAL: Duration = Duration::from_millis(100);
 /// Longest delay between reconnection attempts.
+///
+/// ```
+/// assert_eq!(pgq::worker::DEFAULT_RECONNECT_MAX.as_secs(), 10);
+/// ```
 pub const DEFAULT_RECONNECT_MAX: Duration = Duration::from_secs(10);
 
 /// How long the listener thread blocks for notifications before it checks for a stop:
 /// bounds how long [`Worker::join`] waits for it.
 const LISTEN_SLICE: Duration = Duration::from_millis(200);
+
+/// Longest connect attempt of the listener thread (it retries with backoff): bounds how long
+/// [`Worker::join`] waits for it while the server is unreachable.
+const LISTEN_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a worker does when its handler returns an error or panics. The batch is never
 /// finished in that case; the policy decides what happens next.
@@ -301,7 +328,9 @@ impl WorkerBuilder {
     /// batch (events tagged with [`WorkBatch::retry`] come back later; the rest are done), or
     /// an error to leave it unfinished (see [`ErrorPolicy`]). A panic counts as an error.
     ///
-    /// With several worker threads, calls may run at the same time on different batches.
+    /// It is called for every batch, also for one without events (a tick with nothing new),
+    /// so a handler can rely on one call per batch. With several worker threads, calls may
+    /// run at the same time on different batches.
     ///
     /// ```no_run
     /// # let client = pgq::Client::connect("dbname=app")?;
@@ -405,24 +434,34 @@ impl WorkerBuilder {
             wakers.extend(wake_tx);
             let ctx = ctx.clone();
             let stop = stop_rx.clone();
+            // Counted from here, so is_running() is true as soon as start() returns.
+            let running = Running::enter(&ctx.shared);
             let spawned = thread::Builder::new()
                 .name(format!("pgq-worker-{i}"))
                 .spawn(move || {
-                    let _running = Running::enter(&ctx.shared.counters);
+                    let _running = running;
                     work_loop(&ctx, &consumer, &stop, &wake_rx)
                 });
             // On failure `worker` is dropped: it stops and joins the threads started so far.
             worker.threads.lock().push(spawned.map_err(spawn_error)?);
         }
         if !self.poll_only {
-            let config = self.client.config().clone();
+            let mut config = self.client.config().clone();
+            // A stop waits for a connect attempt in progress: keep it short.
+            let timeout = config
+                .get_connect_timeout()
+                .copied()
+                .unwrap_or(LISTEN_CONNECT_TIMEOUT)
+                .min(LISTEN_CONNECT_TIMEOUT);
+            config.connect_timeout(timeout);
             let queue = self.queue.clone();
             let ctx = ctx.clone();
             let stop = stop_rx;
+            let running = Running::enter(&ctx.shared);
             let spawned = thread::Builder::new()
                 .name("pgq-listener".to_string())
                 .spawn(move || {
-                    let _running = Running::enter(&ctx.shared.counters);
+                    let _running = running;
                     listen_loop(&ctx, &config, &queue, &wakers, &stop);
                     Ok(())
                 });
@@ -530,6 +569,9 @@ impl Worker {
     /// failure under [`ErrorPolicy::Stop`]). Returns the error that stopped the worker, if
     /// any (once; later calls return `Ok`).
     ///
+    /// A running handler is waited for. While the server is unreachable a thread may be in
+    /// the middle of getting a connection, which takes up to the client's connect timeout.
+    ///
     /// ```no_run
     /// # let client = pgq::Client::connect("dbname=app")?;
     /// # let worker = pgq::Worker::builder(&client, "q", "c").handler(|_| Ok(())).start()?;
@@ -544,6 +586,11 @@ impl Worker {
         let mut result = Ok(());
         for t in threads.drain(..) {
             let name = t.thread().name().unwrap_or("pgq-worker").to_string();
+            if t.thread().id() == thread::current().id() {
+                // Called from a handler (e.g. the last handle dropped there): a thread cannot
+                // wait for itself; it ends on its own once the worker is stopped.
+                continue;
+            }
             let r = match t.join() {
                 Ok(r) => r,
                 Err(_) => Err(Error::new(
@@ -699,19 +746,20 @@ impl Counters {
     }
 }
 
-/// Counts a thread as running for as long as it lives (also when it unwinds).
-struct Running<'a>(&'a Counters);
+/// Counts a thread as running from just before it is spawned for as long as it lives (also
+/// when it unwinds, or when spawning it failed and the guard is dropped unused).
+struct Running(Arc<Shared>);
 
-impl<'a> Running<'a> {
-    fn enter(c: &'a Counters) -> Running<'a> {
-        c.threads.fetch_add(1, Ordering::SeqCst);
-        Running(c)
+impl Running {
+    fn enter(shared: &Arc<Shared>) -> Running {
+        shared.counters.threads.fetch_add(1, Ordering::SeqCst);
+        Running(shared.clone())
     }
 }
 
-impl Drop for Running<'_> {
+impl Drop for Running {
     fn drop(&mut self) {
-        self.0.threads.fetch_sub(1, Ordering::SeqCst);
+        self.0.counters.threads.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -784,8 +832,8 @@ fn work_loop(
         ErrorPolicy::Stop => Backoff::new(DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX),
     };
     let mut failing = false;
-    // A sub-consumer registers itself (idempotent) before its first batch, and again after
-    // database errors in case it was unregistered meanwhile.
+    // A sub-consumer registers itself (idempotent) before its first batch; only once, so that
+    // unregistering it while the worker runs is not undone behind the administrator's back.
     let mut registered = consumer.subconsumer_name().is_none();
     loop {
         if stopped(stop) {
@@ -830,7 +878,6 @@ fn work_loop(
             }
             Outcome::Database(e) => {
                 failing = true;
-                registered = consumer.subconsumer_name().is_none();
                 let delay = db_backoff.next_delay();
                 log::warn!("{}: {e}; retrying in {} ms", ctx.label, delay.as_millis());
                 counters.error(&counters.db_errors, &e);

@@ -196,3 +196,29 @@ fn consume_prints_json_lines_and_stops_on_sigint() {
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert!(err.contains("registered consumer c on queue q"), "{err}");
 }
+
+#[test]
+fn consume_ends_quietly_when_stdout_closes_and_keeps_the_batch() {
+    let db = TestDb::new(Backend::Ours);
+    db.client.create_queue("q").unwrap();
+    db.client.register_consumer("q", "c").unwrap();
+    let mut child = pgqctl(&db, &["consume", "q", "c", "--poll-only"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Nobody reads: closing the pipe makes the next write fail.
+    drop(child.stdout.take());
+    let (ok, _, err) = produce(&db, &["produce", "q"], "lost-on-stdout\n");
+    assert!(ok, "{err}");
+    db.tick("q");
+    let mut status = None;
+    wait_until("pgqctl consume exits", WAIT, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(status.unwrap().success(), "{status:?}");
+    // The batch was not finished: the event is still there.
+    assert_eq!(datas(&db.consume_all("q", "c")), ["lost-on-stdout"]);
+}

@@ -4,10 +4,12 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::{wait_until, Backend, TestDb};
 use crossbeam_channel::bounded;
+use parking_lot::Mutex;
 use pgq::{NewEvent, Worker};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -40,9 +42,11 @@ fn lifecycle() {
         .handler(|_| Ok(()))
         .start()
         .unwrap();
-    wait_until("two threads", WAIT, || w.stats().threads == 2);
-    assert_eq!(worker_threads(), ["pgq-listener", "pgq-worker-0"]);
+    // running as soon as start() returned
     assert!(w.is_running());
+    assert_eq!(w.stats().threads, 2);
+    wait_until("threads named", WAIT, || worker_threads().len() == 2);
+    assert_eq!(worker_threads(), ["pgq-listener", "pgq-worker-0"]);
     w.stop();
     w.stop();
     w.join().unwrap();
@@ -101,4 +105,27 @@ fn lifecycle() {
         "the running batch was finished"
     );
     assert!(db.consume_all("q", "c").is_empty());
+
+    // the last handle dropped inside the handler: no deadlock, the threads still end
+    let slot: Arc<Mutex<Option<Worker>>> = Arc::default();
+    let s = slot.clone();
+    let w = Worker::builder(&db.client, "q", "c")
+        .poll_interval(Duration::from_millis(20))
+        .handler(move |b| {
+            b.events().count();
+            let w = s.lock().take();
+            drop(w);
+            Ok(())
+        })
+        .start()
+        .unwrap();
+    *slot.lock() = Some(w);
+    db.client.send("q", &NewEvent::new("t", "y")).unwrap();
+    db.tick("q");
+    wait_until("threads gone", WAIT, || worker_threads().is_empty());
+    assert!(slot.lock().is_none());
+    assert!(
+        db.consume_all("q", "c").is_empty(),
+        "the batch was finished"
+    );
 }
