@@ -313,6 +313,36 @@ typedef struct pgq_new_event {
     struct pgq_str extra4;
 } pgq_new_event;
 
+// Every field of an event in one struct, for bindings where each call costs (Python's
+// ctypes): filled by `pgq_event_fields_get` or `pgq_batch_next_event_fields`. The text
+// views borrow from the event view and are valid as long as it is. Set `struct_size` to
+// `sizeof(pgq_event_fields)` before the call (see `pgq_worker_stats`).
+//
+typedef struct pgq_event_fields {
+    // In: `sizeof(pgq_event_fields)` as the caller knows it.
+    uint32_t struct_size;
+    // Times retried before, -1 on the first delivery.
+    int32_t retry;
+    // The event id.
+    int64_t id;
+    // Insert time, microseconds since the Unix epoch.
+    int64_t time_us;
+    // The inserting transaction's id.
+    int64_t txid;
+    // `ev_type`.
+    struct pgq_str type;
+    // `ev_data`.
+    struct pgq_str data;
+    // `ev_extra1`.
+    struct pgq_str extra1;
+    // `ev_extra2`.
+    struct pgq_str extra2;
+    // `ev_extra3`.
+    struct pgq_str extra3;
+    // `ev_extra4`.
+    struct pgq_str extra4;
+} pgq_event_fields;
+
 // Handles one batch for a worker.
 //
 // - **Thread:** called on one of the worker's own threads (named `pgq-worker-N`), never
@@ -909,6 +939,19 @@ pgq_status pgq_batch_next_event(struct pgq_batch *batch,
                                 const struct pgq_event **out,
                                 struct pgq_error **err);
 
+// Fills `*out` with every field of the event view `ev` (one call instead of ten).
+pgq_status pgq_event_fields_get(const struct pgq_event *ev,
+                                struct pgq_event_fields *out,
+                                struct pgq_error **err);
+
+// `pgq_batch_next_event` and `pgq_event_fields_get` in one call: `*out` is the next event
+// view (NULL after the last one) and, when it is not NULL, `*fields` is filled from it
+// (`fields->struct_size` must be set; it is checked before the event is taken).
+pgq_status pgq_batch_next_event_fields(struct pgq_batch *batch,
+                                       const struct pgq_event **out,
+                                       struct pgq_event_fields *fields,
+                                       struct pgq_error **err);
+
 // Tags event `ev_id` of this batch for redelivery after `delay_ms` milliseconds (rounded
 // up to whole seconds by PGQ's retry queue). Takes effect when the batch is finished.
 pgq_status pgq_batch_retry(struct pgq_batch *batch,
@@ -1018,9 +1061,8 @@ pgq_status pgq_worker_options_set_retry_backoff_ms(struct pgq_worker_options *op
 // `opts` may be NULL (defaults) and is consumed in every case. `user_data_free` (may be
 // NULL) is called exactly once with `user_data` after the last handler call has returned:
 // by `pgq_worker_free` (when freed from the handler, later, on a worker or helper
-// thread). If this call
-// fails, the handler is never called and `user_data_free` is not called: the caller
-// still owns `user_data`. On success `*out` is the worker: stop it with `pgq_worker_stop`
+// thread). If this call fails, the handler is never called and `user_data_free` is not
+// called: the caller still owns `user_data`. On success `*out` is the worker: stop it with `pgq_worker_stop`
 // and `pgq_worker_join`, or just `pgq_worker_free`.
 pgq_status pgq_worker_start(const struct pgq_client *client,
                             const char *q,
@@ -1087,6 +1129,17 @@ pgq_status pgq_ticker_options_set_takeover_period_ms(struct pgq_ticker_options *
 pgq_status pgq_ticker_options_set_notify(struct pgq_ticker_options *opts,
                                          bool notify,
                                          struct pgq_error **err);
+
+// Eager ticking (default on): tick a queue as soon as it has new events and its last
+// tick is at least `min_lag_ms` old (0: the library's default, 5 ms), instead of waiting
+// for the queue's `ticker_max_count` events or `ticker_max_lag`, so consumers see events
+// about one ticker round after their commit. `eager = false` ticks by the queue's rules
+// only, like pgqd (fewer, larger batches). Needs libpgq's schema; on the official
+// extension the ticker falls back to the queue's rules.
+pgq_status pgq_ticker_options_set_eager(struct pgq_ticker_options *opts,
+                                        bool eager,
+                                        uint64_t min_lag_ms,
+                                        struct pgq_error **err);
 
 // A label for the ticker's thread name and log lines (default: the database name).
 pgq_status pgq_ticker_options_set_name(struct pgq_ticker_options *opts,

@@ -84,7 +84,7 @@ step "system packages (scripts/install-deps.sh)" scripts/install-deps.sh
 [[ $failed -eq 0 ]] || summary
 
 step "cargo fmt --check" cargo fmt --all -- --check
-step "cargo clippy -D warnings" cargo clippy --all-targets --quiet -- -D warnings
+step "cargo clippy -D warnings" cargo clippy --all-targets --all-features --quiet -- -D warnings
 step "cargo doc -D warnings" env RUSTDOCFLAGS=-Dwarnings cargo doc --no-deps --quiet
 step "C header up to date, versions match Cargo.toml (scripts/gen-header.sh --verify)" scripts/gen-header.sh --verify
 

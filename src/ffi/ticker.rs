@@ -8,6 +8,7 @@ use parking_lot::Mutex;
 use super::client::{client_arg, pgq_client};
 use super::error::{pgq_error, pgq_status, FfiError};
 use super::text::{check_struct_size, handle, handle_mut, out_arg, str_arg, time_us, write_prefix};
+use crate::ticker::service::DEFAULT_MIN_TICK_LAG;
 use crate::ticker::{Ticker, TickerStats};
 
 /// Options for `pgq_ticker_start`, which consumes them. One thread at a time.
@@ -24,6 +25,8 @@ pub struct pgq_ticker_options {
     takeover_period: Option<Duration>,
     notify: bool,
     name: Option<String>,
+    /// None: the builder's default; Some(None): eager ticking off.
+    eager: Option<Option<Duration>>,
 }
 
 /// A running ticker service: one thread per database that ticks the queues, moves due
@@ -77,6 +80,7 @@ pub extern "C" fn pgq_ticker_options_new() -> *mut pgq_ticker_options {
             takeover_period: None,
             notify: true,
             name: None,
+            eager: None,
         }))
     })
 }
@@ -171,6 +175,32 @@ pub unsafe extern "C" fn pgq_ticker_options_set_notify(
     })
 }
 
+/// Eager ticking (default on): tick a queue as soon as it has new events and its last
+/// tick is at least `min_lag_ms` old (0: the library's default, 5 ms), instead of waiting
+/// for the queue's `ticker_max_count` events or `ticker_max_lag`, so consumers see events
+/// about one ticker round after their commit. `eager = false` ticks by the queue's rules
+/// only, like pgqd (fewer, larger batches). Needs libpgq's schema; on the official
+/// extension the ticker falls back to the queue's rules.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_ticker_options_set_eager(
+    opts: *mut pgq_ticker_options,
+    eager: bool,
+    min_lag_ms: u64,
+    err: *mut *mut pgq_error,
+) -> pgq_status {
+    ffi_boundary!(err = err, {
+        let o = handle_mut("opts", opts)?;
+        o.eager = Some(if !eager {
+            None
+        } else if min_lag_ms == 0 {
+            Some(DEFAULT_MIN_TICK_LAG)
+        } else {
+            Some(Duration::from_millis(min_lag_ms))
+        });
+        Ok(())
+    })
+}
+
 /// A label for the ticker's thread name and log lines (default: the database name).
 #[no_mangle]
 pub unsafe extern "C" fn pgq_ticker_options_set_name(
@@ -223,6 +253,9 @@ pub unsafe extern "C" fn pgq_ticker_start(
             b = b.notify(o.notify);
             if let Some(n) = o.name {
                 b = b.name(n);
+            }
+            if let Some(e) = o.eager {
+                b = b.eager(e);
             }
         }
         let ticker = b.start()?;

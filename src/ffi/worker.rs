@@ -312,9 +312,8 @@ impl std::error::Error for HandlerFailed {}
 /// `opts` may be NULL (defaults) and is consumed in every case. `user_data_free` (may be
 /// NULL) is called exactly once with `user_data` after the last handler call has returned:
 /// by `pgq_worker_free` (when freed from the handler, later, on a worker or helper
-/// thread). If this call
-/// fails, the handler is never called and `user_data_free` is not called: the caller
-/// still owns `user_data`. On success `*out` is the worker: stop it with `pgq_worker_stop`
+/// thread). If this call fails, the handler is never called and `user_data_free` is not
+/// called: the caller still owns `user_data`. On success `*out` is the worker: stop it with `pgq_worker_stop`
 /// and `pgq_worker_join`, or just `pgq_worker_free`.
 #[no_mangle]
 pub unsafe extern "C" fn pgq_worker_start(

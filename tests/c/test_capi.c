@@ -108,16 +108,21 @@ static long drain(const char *q, const char *name, int *seen, long n_seen) {
         if (!b)
             break;
         const pgq_event *ev = NULL;
+        pgq_event_fields f;
+        memset(&f, 0, sizeof f);
+        f.struct_size = sizeof f;
         for (;;) {
+            /* the one-call form the Python binding uses */
             pgq_error *err = NULL;
-            pgq_status st = pgq_batch_next_event(b, &ev, &err);
+            pgq_status st = pgq_batch_next_event_fields(b, &ev, &f, &err);
             CHECK(st == PGQ_STATUS_OK);
             pgq_error_free(err);
             if (st != PGQ_STATUS_OK || !ev)
                 break;
             n++;
+            CHECK(f.id == pgq_event_id(ev));
             if (seen) {
-                pgq_str d = pgq_event_data(ev);
+                pgq_str d = f.data;
                 char buf[32] = {0};
                 if (d.data && d.len < sizeof buf) {
                     memcpy(buf, d.data, d.len);
@@ -255,6 +260,12 @@ static void test_null_pointers(void) {
     EXPECT(PGQ_STATUS_NULL_POINTER, pgq_batch_next_event, NULL, &evp);
     EXPECT(PGQ_STATUS_NULL_POINTER, pgq_batch_retry, NULL, 1, 0);
     EXPECT(PGQ_STATUS_NULL_POINTER, pgq_batch_finish, NULL);
+    {
+        pgq_event_fields f;
+        f.struct_size = sizeof f;
+        EXPECT(PGQ_STATUS_NULL_POINTER, pgq_event_fields_get, NULL, &f);
+        EXPECT(PGQ_STATUS_NULL_POINTER, pgq_batch_next_event_fields, NULL, &evp, &f);
+    }
     CHECK(co == NULL && tx == NULL && b == NULL && qi == NULL && ql == NULL && cli == NULL);
 
     /* A consumer handle with a NULL out-parameter for next_batch. */
@@ -478,6 +489,16 @@ static void test_produce_consume_retry(void) {
         CHECK(pgq_event_retry(e) == -1);
         CHECK(pgq_event_txid(e) > 0);
         CHECK(pgq_event_time_us(e) > 1500000000000000LL);
+        pgq_event_fields f;
+        memset(&f, 0, sizeof f);
+        EXPECT(PGQ_STATUS_OUT_OF_RANGE, pgq_event_fields_get, e, &f); /* struct_size unset */
+        f.struct_size = sizeof f;
+        EXPECT(PGQ_STATUS_OK, pgq_event_fields_get, e, &f);
+        CHECK(f.id == pgq_event_id(e) && f.txid == pgq_event_txid(e));
+        CHECK(f.time_us == pgq_event_time_us(e) && f.retry == pgq_event_retry(e));
+        CHECK(f.data.data == pgq_event_data(e).data && f.data.len == pgq_event_data(e).len);
+        CHECK(f.type.data == pgq_event_type(e).data);
+        CHECK(f.extra4.data == pgq_event_extra4(e).data);
         if (pgq_event_id(e) == id) {
             CHECK(str_eq(pgq_event_type(e), "t"));
             CHECK(str_eq(pgq_event_data(e), "0"));
@@ -1107,6 +1128,8 @@ static void test_ticker(void) {
     EXPECT(PGQ_STATUS_OK, pgq_ticker_options_set_maint_period_ms, o, 1000);
     EXPECT(PGQ_STATUS_OK, pgq_ticker_options_set_notify, o, true);
     EXPECT(PGQ_STATUS_OK, pgq_ticker_options_set_name, o, S("c-test"));
+    EXPECT(PGQ_STATUS_OK, pgq_ticker_options_set_eager, o, true, 0);
+    EXPECT(PGQ_STATUS_NULL_POINTER, pgq_ticker_options_set_eager, NULL, false, 0);
     pgq_ticker *t = NULL;
     EXPECT(PGQ_STATUS_OK, pgq_ticker_start, CLIENT, o, &t);
     if (!t)
