@@ -49,4 +49,30 @@ class BuildPyBundlingLibpgq(build_py):
         print(f"libpgq: bundled {lib}")
 
 
-setup(cmdclass={"build_py": BuildPyBundlingLibpgq})
+cmdclass = {"build_py": BuildPyBundlingLibpgq}
+
+try:
+    from wheel.bdist_wheel import bdist_wheel
+except ImportError:  # no wheel package: sdists and plain installs still work
+    bdist_wheel = None
+
+if bdist_wheel is not None:
+
+    class BdistWheelForThisPlatform(bdist_wheel):
+        """A wheel that carries the library is for this platform only (any Python 3: the
+        package itself is pure Python over ctypes): py3-none-<platform>."""
+
+        def finalize_options(self):
+            super().finalize_options()
+            if os.environ.get("LIBPGQ_BUNDLE", "1") != "0" and built_library() is not None:
+                self.root_is_pure = False
+
+        def get_tag(self):
+            python, abi, plat = super().get_tag()
+            if not self.root_is_pure:
+                return "py3", "none", plat
+            return python, abi, plat
+
+    cmdclass["bdist_wheel"] = BdistWheelForThisPlatform
+
+setup(cmdclass=cmdclass)

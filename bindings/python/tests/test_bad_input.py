@@ -61,6 +61,8 @@ def test_non_utf8_text_is_refused(client: libpgq.Client, queue: str) -> None:
     # str with a lone surrogate cannot be UTF-8 at all.
     with pytest.raises(libpgq.InvalidUtf8Error, match="not valid UTF-8"):
         client.send(queue, "t", "half a pair: \ud800")
+    with pytest.raises(libpgq.InvalidUtf8Error, match="event 1: extra2"):
+        client.send_many(queue, [("t", "fine"), ("t", "x", None, "\udc80")])
     with pytest.raises(libpgq.InvalidUtf8Error):
         with client.transaction() as tx:
             tx.send(queue, "t", "in tx")

@@ -76,6 +76,7 @@ def test_send_many_all_forms_in_one_transaction(any_client: libpgq.Client) -> No
         {"type": "e", "data": "5", "extra3": "z"},
         {"ev_type": "f", "ev_data": "tab\tnl\nbs\\quote'"},
         (b"bytes-type", b"bytes-data"),
+        ("", "", "", None, "", "ü€😀"),
     ]
     assert c.send_many("q", events) == len(events)
     assert c.send_many("q", []) == 0
@@ -92,6 +93,7 @@ def test_send_many_all_forms_in_one_transaction(any_client: libpgq.Client) -> No
         ("e", "5", None, None, "z", None),
         ("f", "tab\tnl\nbs\\quote'", None, None, None, None),
         ("bytes-type", "bytes-data", None, None, None, None),
+        ("", "", "", None, "", "ü€😀"),
     ]
     assert len({e.ev_txid for e in evs}) == 1
 
@@ -327,3 +329,33 @@ def test_retry_of_an_event_not_in_the_batch_fails_the_finish(client: libpgq.Clie
         assert again is not None and again.id == batch.id
         with again:
             assert [e.ev_data for e in again] == ["x"]
+
+
+def test_both_ways_of_reading_events_agree(client: libpgq.Client) -> None:
+    # The binding reads events with pgq_batch_next_event_fields (one call per event) when
+    # the library has it, else with the ten accessors: both must give the same events.
+    from libpgq import _ffi
+
+    lib = _ffi.lib()
+    assert lib.pgq_batch_next_event_fields is not None
+    client.create_queue("q")
+    client.register_consumer("q", "fields")
+    client.register_consumer("q", "accessors")
+    client.send_many("q", [("t", "d", "e1", None, "", "ü€😀"), (None,), ("", "x" * 100_000)])
+    client.send("q", "single", None, None, None, None, "last")
+    cut(client, "q")
+
+    def read(name: str, fast: bool) -> list:
+        with client.consumer("q", name) as consumer:
+            batch = consumer.next_batch(timeout=5)
+            assert batch is not None
+            with batch:
+                it = batch._iter_fields(lib) if fast else batch._iter_accessors(lib)
+                return [(e.ev_id, e.ev_time_us, e.ev_txid, e.ev_retry, e.ev_type, e.ev_data,
+                         e.ev_extra1, e.ev_extra2, e.ev_extra3, e.ev_extra4) for e in it]
+
+    fast, slow = read("fields", True), read("accessors", False)
+    assert fast == slow
+    assert [r[4:] for r in fast] == [
+        ("t", "d", "e1", None, "", "ü€😀"), (None, None, None, None, None, None),
+        ("", "x" * 100_000, None, None, None, None), ("single", None, None, None, None, "last")]

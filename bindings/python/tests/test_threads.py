@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import pytest
 
@@ -64,9 +64,12 @@ def test_the_gil_is_released_inside_one_blocking_call(client: libpgq.Client,
 
         box = run_in_thread(wait_in_c)
         assert entered.wait(10)
-        stamps = []
-        while box["thread"].is_alive() and len(stamps) < 10_000_000:
-            stamps.append(time.monotonic())
+        # Busy Python work, sampled once a millisecond (bounded: the call lasts 1.5 s).
+        stamps = [time.monotonic()]
+        while box["thread"].is_alive() and len(stamps) < 100_000:
+            now = time.monotonic()
+            if now - stamps[-1] >= 0.001:
+                stamps.append(now)
         box["thread"].join(10)
     assert box.get("result") == 0, box.get("error")
     enter, exit_ = times["enter"], times["exit"]
@@ -117,3 +120,28 @@ def test_library_logs_reach_python_logging(client: libpgq.Client, queue: str, ds
         libpgq.forward_logs(None)
     with pytest.raises(TypeError):
         libpgq.forward_logs("debug")  # type: ignore[arg-type]
+
+
+def test_closing_a_client_other_threads_use(client: libpgq.Client, queue: str,
+                                             dsn: str) -> None:
+    shared = libpgq.connect(dsn)
+    sent: List[int] = []
+    started = threading.Event()
+
+    def produce() -> str:
+        for i in range(100_000):  # bounded; ends at the close below long before that
+            try:
+                sent.append(shared.send(queue, "t", str(i)))
+            except libpgq.InvalidStateError as e:
+                return str(e)
+            started.set()
+        return "never closed"
+
+    box = run_in_thread(produce)
+    assert started.wait(30)
+    shared.close()  # waits for the send in flight, then frees
+    box["thread"].join(30)
+    assert box.get("result") == "this client is closed", box
+    cut(client, queue)
+    with client.consumer(queue, "c") as consumer:
+        assert [e.ev_id for e in drain(consumer, timeout=5)] == sent

@@ -159,7 +159,7 @@ def test_worker_batch_rules(client: libpgq.Client, fast_queue: str) -> None:
         assert drain(consumer, timeout=0) == []
 
 
-def test_worker_bad_input(client: libpgq.Client, fast_queue: str) -> None:
+def test_worker_bad_input(client: libpgq.Client, fast_queue: str, dsn: str) -> None:
     with pytest.raises(TypeError, match="callable"):
         client.worker(fast_queue, "w", "not a function")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="on_error"):
@@ -167,13 +167,19 @@ def test_worker_bad_input(client: libpgq.Client, fast_queue: str) -> None:
     with pytest.raises(ValueError, match="fetch_size"):
         client.worker(fast_queue, "w", print, fetch_size=0)
     with pytest.raises(libpgq.InvalidInputError):
-        client.worker(fast_queue, "w", print, workers=2)  # needs cooperative consumers
+        client.worker(fast_queue, "w", print, workers=2)  # needs a subconsumer
     w = client.worker(fast_queue, "w", print)
     w.close()
     w.close()
     with pytest.raises(libpgq.InvalidStateError):
         w.stats()
     w.stop()  # a no-op once closed
+    closed = libpgq.connect(dsn)
+    closed.close()
+    with pytest.raises(libpgq.InvalidStateError):
+        closed.worker(fast_queue, "w", print)
+    with pytest.raises(libpgq.InvalidStateError):
+        closed.ticker()
 
 
 def test_ticker_cuts_batches_for_a_pull_consumer(client: libpgq.Client,
@@ -226,3 +232,51 @@ def test_long_handler_sees_the_worker_stopping(client: libpgq.Client,
     assert saw_stop == [False, True]
     with client.consumer(fast_queue, "w") as consumer:
         assert [e.ev_data for e in drain(consumer, timeout=5)] == ["long job"]
+
+
+def test_cooperative_worker_threads_share_the_batches(client: libpgq.Client,
+                                                      fast_queue: str) -> None:
+    for sub in ("s-0", "s-1"):  # registered up front, so they see every event from now on
+        client.consumer(fast_queue, "w", subconsumer=sub, register=True).close()
+    lock = threading.Lock()
+    seen: List[Any] = []
+
+    def handle(batch: libpgq.Batch) -> None:
+        evs = [ev.ev_data for ev in batch]
+        with lock:
+            seen.extend((batch.subconsumer, batch.id, d) for d in evs)
+
+    n = 40
+    with client.ticker(period=0.02):
+        with client.worker(fast_queue, "w", handle, workers=2, subconsumer="s") as worker:
+            for i in range(n):
+                client.send(fast_queue, "t", str(i))
+                if i % 5 == 4:
+                    client.force_tick(fast_queue)
+            wait_until(f"{n} events", lambda: len(seen) >= n, timeout=60)
+            assert worker.stats().threads >= 2  # the two workers (and a listener)
+    datas = [d for _, _, d in seen]
+    assert sorted(datas, key=int) == [str(i) for i in range(n)]  # each exactly once
+    assert {s for s, _, _ in seen} <= {"s-0", "s-1"}
+
+
+def test_handler_may_use_the_client(client: libpgq.Client, fast_queue: str) -> None:
+    # A handler that forwards every event to another queue, in one transaction per batch:
+    # libpgq is called from inside its own callback.
+    client.create_queue("out")
+    client.register_consumer("out", "reader")
+
+    def forward(batch: libpgq.Batch) -> None:
+        with client.transaction() as tx:
+            tx.send_many("out", [("fwd", ev.ev_data) for ev in batch])
+
+    with client.worker(fast_queue, "w", forward) as worker:
+        client.send_many(fast_queue, [("t", str(i)) for i in range(10)])
+        cut(client, fast_queue)
+        # A handled batch means its forwarding transaction committed.
+        wait_until("the batch to be handled", lambda: worker.stats().batches >= 1)
+        worker.stop()
+    cut(client, "out")
+    with client.consumer("out", "reader") as consumer:
+        assert [(e.ev_type, e.ev_data) for e in drain(consumer, timeout=5)] == [
+            ("fwd", str(i)) for i in range(10)]

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import threading
 from ctypes import byref, c_bool, c_int64, c_uint64, c_void_p
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Iterable, List, Optional, Type, Union
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, List, Optional, Type, Union
 
 from . import _ffi
 from ._consumer import Consumer
 from ._error import check
-from ._event import EventLike, event_array, one_event
+from ._event import EventLike, delay_ms, event_array, one_event
 from ._handle import Handle, Text, encode
 from ._info import ConsumerInfo, QueueInfo, read_consumer_list, read_queue_info, read_queue_list
 
@@ -75,8 +77,6 @@ class Client(Handle):
                     check(lib.pgq_client_options_set_pool_size(opts, pool_size, byref(err)),
                           err)
                 if connect_timeout is not None:
-                    from ._event import delay_ms
-
                     ms = delay_ms(connect_timeout, "connect_timeout")
                     check(lib.pgq_client_options_set_connect_timeout_ms(opts, ms, byref(err)),
                           err)
@@ -87,6 +87,49 @@ class Client(Handle):
         # The options are consumed by connect, success or not.
         check(lib.pgq_client_connect(d, len(d), opts, byref(out), byref(err)), err)
         super().__init__(out.value or 0, lib.pgq_client_free)
+        # Calls in flight on other threads; close() waits for them (a client is shared
+        # between threads, and freeing it under a running call would crash the process).
+        self._users = 0
+        self._users_done = threading.Condition(threading.Lock())
+
+    def _acquire(self) -> int:
+        """The pointer, counted as in use until :meth:`_release`."""
+        with self._users_done:
+            ptr = self._ptr()
+            self._users += 1
+            return ptr
+
+    def _release(self) -> None:
+        with self._users_done:
+            self._users -= 1
+            if self._users == 0:
+                self._users_done.notify_all()
+
+    @contextlib.contextmanager
+    def _use(self) -> Iterator[int]:
+        ptr = self._acquire()
+        try:
+            yield ptr
+        finally:
+            self._release()
+
+    def close(self) -> None:
+        """Close the pool once the calls other threads have in flight have returned (new
+        calls fail with :class:`InvalidStateError` at once). Safe to call more than once;
+        consumers, transactions, workers and tickers made from it keep working."""
+        users_done = getattr(self, "_users_done", None)
+        if users_done is None:  # __init__ failed before the counter existed
+            super().close()
+            return
+        with users_done:
+            with self._swap_lock:
+                ptr, free = self._handle, self._free
+                self._handle = None
+                self._free = None
+            while self._users:
+                users_done.wait()
+        if ptr is not None and free is not None:
+            free(ptr)
 
     # ---- admin ----
 
@@ -94,7 +137,8 @@ class Client(Handle):
         """Install or upgrade the PGQ schema in the database (idempotent)."""
         lib = _ffi.lib()
         err = c_void_p()
-        check(lib.pgq_install(self._ptr(), byref(err)), err)
+        with self._use() as ptr:
+            check(lib.pgq_install(ptr, byref(err)), err)
 
     def create_queue(self, queue: Text) -> bool:
         """Create a queue; True if it was created, False if it existed already."""
@@ -102,7 +146,8 @@ class Client(Handle):
         q = encode(queue, "queue")
         created = c_bool()
         err = c_void_p()
-        check(lib.pgq_create_queue(self._ptr(), q, len(q), byref(created), byref(err)), err)
+        with self._use() as ptr:
+            check(lib.pgq_create_queue(ptr, q, len(q), byref(created), byref(err)), err)
         return bool(created.value)
 
     def drop_queue(self, queue: Text, force: bool = False) -> None:
@@ -111,7 +156,8 @@ class Client(Handle):
         lib = _ffi.lib()
         q = encode(queue, "queue")
         err = c_void_p()
-        check(lib.pgq_drop_queue(self._ptr(), q, len(q), bool(force), byref(err)), err)
+        with self._use() as ptr:
+            check(lib.pgq_drop_queue(ptr, q, len(q), bool(force), byref(err)), err)
 
     def set_queue_config(self, queue: Text, param: Text, value: Any) -> None:
         """Set one queue setting: ``ticker_max_count``, ``ticker_max_lag``,
@@ -122,8 +168,9 @@ class Client(Handle):
         p = encode(param, "param")
         v = encode(_config_value(value), "value")
         err = c_void_p()
-        check(lib.pgq_set_queue_config(self._ptr(), q, len(q), p, len(p), v, len(v),
-                                       byref(err)), err)
+        with self._use() as ptr:
+            check(lib.pgq_set_queue_config(ptr, q, len(q), p, len(p), v, len(v),
+                                           byref(err)), err)
 
     def configure(self, queue: Text, **settings: Any) -> None:
         """Several settings at once:
@@ -139,8 +186,9 @@ class Client(Handle):
         c = encode(consumer, "consumer")
         created = c_bool()
         err = c_void_p()
-        check(lib.pgq_register_consumer(self._ptr(), q, len(q), c, len(c), byref(created),
-                                        byref(err)), err)
+        with self._use() as ptr:
+            check(lib.pgq_register_consumer(ptr, q, len(q), c, len(c), byref(created),
+                                            byref(err)), err)
         return bool(created.value)
 
     def register_consumer_at(self, queue: Text, consumer: Text, tick_id: int) -> bool:
@@ -153,8 +201,9 @@ class Client(Handle):
         c = encode(consumer, "consumer")
         created = c_bool()
         err = c_void_p()
-        check(lib.pgq_register_consumer_at(self._ptr(), q, len(q), c, len(c), tick_id,
-                                           byref(created), byref(err)), err)
+        with self._use() as ptr:
+            check(lib.pgq_register_consumer_at(ptr, q, len(q), c, len(c), tick_id,
+                                               byref(created), byref(err)), err)
         return bool(created.value)
 
     def unregister_consumer(self, queue: Text, consumer: Text) -> None:
@@ -163,7 +212,8 @@ class Client(Handle):
         q = encode(queue, "queue")
         c = encode(consumer, "consumer")
         err = c_void_p()
-        check(lib.pgq_unregister_consumer(self._ptr(), q, len(q), c, len(c), byref(err)), err)
+        with self._use() as ptr:
+            check(lib.pgq_unregister_consumer(ptr, q, len(q), c, len(c), byref(err)), err)
 
     def tick(self) -> int:
         """One ticker round (``pgq.ticker()``): tick every queue that is due; returns how
@@ -171,7 +221,8 @@ class Client(Handle):
         lib = _ffi.lib()
         n = c_int64()
         err = c_void_p()
-        check(lib.pgq_tick(self._ptr(), byref(n), byref(err)), err)
+        with self._use() as ptr:
+            check(lib.pgq_tick(ptr, byref(n), byref(err)), err)
         return int(n.value)
 
     def force_tick(self, queue: Text) -> None:
@@ -179,7 +230,8 @@ class Client(Handle):
         lib = _ffi.lib()
         q = encode(queue, "queue")
         err = c_void_p()
-        check(lib.pgq_force_tick(self._ptr(), q, len(q), byref(err)), err)
+        with self._use() as ptr:
+            check(lib.pgq_force_tick(ptr, q, len(q), byref(err)), err)
 
     def tick_queue(self, queue: Text) -> Optional[int]:
         """Tick one queue if it is due (``pgq.ticker(queue)``); the new tick id, or ``None``
@@ -188,7 +240,8 @@ class Client(Handle):
         q = encode(queue, "queue")
         tick = c_int64()
         err = c_void_p()
-        check(lib.pgq_tick_queue(self._ptr(), q, len(q), byref(tick), byref(err)), err)
+        with self._use() as ptr:
+            check(lib.pgq_tick_queue(ptr, q, len(q), byref(tick), byref(err)), err)
         return None if tick.value < 0 else int(tick.value)
 
     def retry_events(self) -> int:
@@ -197,7 +250,8 @@ class Client(Handle):
         lib = _ffi.lib()
         n = c_uint64()
         err = c_void_p()
-        check(lib.pgq_retry_events(self._ptr(), byref(n), byref(err)), err)
+        with self._use() as ptr:
+            check(lib.pgq_retry_events(ptr, byref(n), byref(err)), err)
         return int(n.value)
 
     def maintenance(self) -> int:
@@ -205,7 +259,8 @@ class Client(Handle):
         lib = _ffi.lib()
         n = c_uint64()
         err = c_void_p()
-        check(lib.pgq_maintenance(self._ptr(), byref(n), byref(err)), err)
+        with self._use() as ptr:
+            check(lib.pgq_maintenance(ptr, byref(n), byref(err)), err)
         return int(n.value)
 
     def queue_info(self, queue: Text) -> QueueInfo:
@@ -214,7 +269,8 @@ class Client(Handle):
         q = encode(queue, "queue")
         out = c_void_p()
         err = c_void_p()
-        check(lib.pgq_queue_info_get(self._ptr(), q, len(q), byref(out), byref(err)), err)
+        with self._use() as ptr:
+            check(lib.pgq_queue_info_get(ptr, q, len(q), byref(out), byref(err)), err)
         try:
             return read_queue_info(out.value or 0)
         finally:
@@ -225,7 +281,8 @@ class Client(Handle):
         lib = _ffi.lib()
         out = c_void_p()
         err = c_void_p()
-        check(lib.pgq_queue_list_get(self._ptr(), byref(out), byref(err)), err)
+        with self._use() as ptr:
+            check(lib.pgq_queue_list_get(ptr, byref(out), byref(err)), err)
         try:
             return read_queue_list(out.value or 0)
         finally:
@@ -237,8 +294,9 @@ class Client(Handle):
         q = None if queue is None else encode(queue, "queue")
         out = c_void_p()
         err = c_void_p()
-        check(lib.pgq_consumer_list_get(self._ptr(), q, 0 if q is None else len(q),
-                                        byref(out), byref(err)), err)
+        with self._use() as ptr:
+            check(lib.pgq_consumer_list_get(ptr, q, 0 if q is None else len(q),
+                                            byref(out), byref(err)), err)
         try:
             return read_consumer_list(out.value or 0)
         finally:
@@ -252,11 +310,12 @@ class Client(Handle):
         """Insert one event in its own transaction; returns its ev_id."""
         lib = _ffi.lib()
         q = encode(queue, "queue")
-        keep: List[bytes] = []
+        keep: List[Any] = []
         ev = one_event(type, data, (extra1, extra2, extra3, extra4), keep)
         ev_id = c_int64()
         err = c_void_p()
-        check(lib.pgq_send(self._ptr(), q, len(q), byref(ev), byref(ev_id), byref(err)), err)
+        with self._use() as ptr:
+            check(lib.pgq_send(ptr, q, len(q), byref(ev), byref(ev_id), byref(err)), err)
         return int(ev_id.value)
 
     def send_many(self, queue: Text, events: Iterable[EventLike]) -> int:
@@ -265,10 +324,11 @@ class Client(Handle):
         many were sent."""
         lib = _ffi.lib()
         q = encode(queue, "queue")
-        keep: List[bytes] = []
+        keep: List[Any] = []
         arr, n = event_array(events, keep)
         err = c_void_p()
-        check(lib.pgq_send_many(self._ptr(), q, len(q), arr, n, byref(err)), err)
+        with self._use() as ptr:
+            check(lib.pgq_send_many(ptr, q, len(q), arr, n, byref(err)), err)
         return n
 
     def transaction(self) -> "Transaction":
@@ -335,7 +395,8 @@ class Transaction(Handle):
         lib = _ffi.lib()
         out = c_void_p()
         err = c_void_p()
-        check(lib.pgq_tx_begin(client._ptr(), byref(out), byref(err)), err)
+        with client._use() as cptr:
+            check(lib.pgq_tx_begin(cptr, byref(out), byref(err)), err)
         super().__init__(out.value or 0, lib.pgq_tx_free)
         self._client = client
 
@@ -345,7 +406,7 @@ class Transaction(Handle):
         """Insert one event in this transaction; returns its ev_id."""
         lib = _ffi.lib()
         q = encode(queue, "queue")
-        keep: List[bytes] = []
+        keep: List[Any] = []
         ev = one_event(type, data, (extra1, extra2, extra3, extra4), keep)
         ev_id = c_int64()
         err = c_void_p()
@@ -358,7 +419,7 @@ class Transaction(Handle):
         """Insert many events in this transaction (COPY); returns how many."""
         lib = _ffi.lib()
         q = encode(queue, "queue")
-        keep: List[bytes] = []
+        keep: List[Any] = []
         arr, n = event_array(events, keep)
         err = c_void_p()
         with self._lock:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import datetime
+from array import array
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _ffi
-from ._handle import Text, encode_opt
+from ._handle import Text, encode, encode_opt
 
 if TYPE_CHECKING:
     from ._consumer import Batch
@@ -77,7 +79,7 @@ def _fields_of(ev: Any, i: int) -> Tuple[Optional[Text], ...]:
     raise TypeError(f"event {i} must be a NewEvent, tuple or mapping, not {type(ev).__name__}")
 
 
-def fill(slot: _ffi.pgq_new_event, fields: Sequence[Optional[Text]], keep: List[bytes],
+def fill(slot: _ffi.pgq_new_event, fields: Sequence[Optional[Text]], keep: List[Any],
          where: str = "") -> None:
     """Write one event's fields into a ``pgq_new_event``; ``keep`` holds the bytes alive
     until the C call has copied them."""
@@ -94,13 +96,65 @@ def fill(slot: _ffi.pgq_new_event, fields: Sequence[Optional[Text]], keep: List[
 
 
 def one_event(type: Optional[Text], data: Optional[Text], extras: Sequence[Optional[Text]],
-              keep: List[bytes]) -> _ffi.pgq_new_event:
+              keep: List[Any]) -> _ffi.pgq_new_event:
     ev = _ffi.pgq_new_event()
     fill(ev, (type, data, *extras), keep)
     return ev
 
 
-def event_array(events: Iterable[EventLike], keep: List[bytes]) -> Tuple[Any, int]:
+# The C layout of pgq_new_event on LP64 platforms: six {pointer, size_t} pairs. When it
+# holds, event_array packs the whole array in one go instead of filling ctypes structures
+# field by field (about twice as fast, which matters for send_many of 100 000 events).
+_PACKED = ctypes.sizeof(_ffi.pgq_new_event) == 96 and ctypes.sizeof(ctypes.c_void_p) == 8 \
+    and ctypes.sizeof(ctypes.c_size_t) == 8 and array("Q").itemsize == 8
+
+
+def event_array(events: Iterable[EventLike], keep: List[Any]) -> Tuple[Any, int]:
+    """A C array of ``pgq_new_event`` for ``events``, and its length; ``keep`` holds what
+    must stay alive until the C call returns."""
+    if not _PACKED:
+        return _event_array_structs(events, keep)
+    pieces: List[bytes] = []
+    ptrs: List[int] = []  # offset + 1 into the joined text, 0 for NULL
+    lens: List[int] = []
+    add_piece, add_ptr, add_len = pieces.append, ptrs.append, lens.append
+    off = 1
+    n = 0
+    for i, ev in enumerate(events):
+        n += 1
+        fields = ev if type(ev) is tuple and len(ev) == 6 else _fields_of(ev, i)
+        for k, v in enumerate(fields):
+            if v is None:
+                add_ptr(0)
+                add_len(0)
+                continue
+            if type(v) is str:
+                try:
+                    b = v.encode()
+                except UnicodeEncodeError:
+                    b = encode(v, f"event {i}: {_FIELDS[k]}")  # raises InvalidUtf8Error
+            else:
+                b = encode(v, f"event {i}: {_FIELDS[k]}")
+            add_piece(b)
+            add_ptr(off)
+            add_len(len(b))
+            off += len(b)
+    if n == 0:
+        return (_ffi.pgq_new_event * 1)(), 0  # a valid pointer; the library reads nothing
+    blob = b"".join(pieces)
+    base = ctypes.cast(ctypes.c_char_p(blob), ctypes.c_void_p).value
+    assert base is not None
+    base -= 1
+    packed = array("Q", bytes(16 * len(ptrs)))
+    packed[0::2] = array("Q", [p and p + base for p in ptrs])
+    packed[1::2] = array("Q", lens)
+    keep.append(blob)
+    keep.append(packed)
+    addr, _ = packed.buffer_info()
+    return ctypes.cast(addr, ctypes.POINTER(_ffi.pgq_new_event)), n
+
+
+def _event_array_structs(events: Iterable[EventLike], keep: List[Any]) -> Tuple[Any, int]:
     items = list(events)
     arr = (_ffi.pgq_new_event * max(len(items), 1))()
     for i, ev in enumerate(items):

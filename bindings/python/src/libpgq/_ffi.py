@@ -95,6 +95,24 @@ class pgq_str_in(Structure):
     _fields_ = [("data", c_char_p), ("len", c_size_t)]
 
 
+class pgq_event_fields(Structure):
+    """``pgq_event_fields``: every field of an event, filled in one call."""
+
+    _fields_ = [
+        ("struct_size", c_uint32),
+        ("retry", c_int32),
+        ("id", c_int64),
+        ("time_us", c_int64),
+        ("txid", c_int64),
+        ("type", pgq_str),
+        ("data", pgq_str),
+        ("extra1", pgq_str),
+        ("extra2", pgq_str),
+        ("extra3", pgq_str),
+        ("extra4", pgq_str),
+    ]
+
+
 class pgq_new_event(Structure):
     _fields_ = [
         ("type", pgq_str_in),
@@ -207,6 +225,7 @@ _PROTOTYPES: "dict[str, Tuple[Any, List[Any]]]" = {
     "pgq_batch_tick_time_us": (c_int64, [_p]),
     "pgq_batch_is_stopping": (c_bool, [_p]),
     "pgq_batch_next_event": (status, [_p, POINTER(_p), _err]),
+    "pgq_batch_next_event_fields": (status, [_p, POINTER(_p), POINTER(pgq_event_fields), _err]),
     "pgq_batch_retry": (status, [_p, c_int64, c_uint64, _err]),
     "pgq_batch_finish": (status, [_p, _err]),
     "pgq_batch_free": (None, [_p]),

@@ -30,7 +30,11 @@ class Handle:
     def __init__(self, ptr: int, free: Callable[[Any], None]) -> None:
         self._handle = ptr
         self._free: Optional[Callable[[Any], None]] = free
+        # _lock serialises calls that use the handle (and may block); _swap_lock only
+        # guards taking the pointer out, so that quick calls made from other threads (a
+        # worker's stop() from its handler) never wait for a blocking call to end.
         self._lock = threading.RLock()
+        self._swap_lock = threading.Lock()
 
     @property
     def closed(self) -> bool:
@@ -45,19 +49,27 @@ class Handle:
 
     def _take(self) -> int:
         """Take the pointer out for a C call that consumes it (commit, finish)."""
-        ptr = self._ptr()
-        self._handle = None
-        self._free = None
+        with self._swap_lock:
+            ptr = self._ptr()
+            self._handle = None
+            self._free = None
         return ptr
 
     def close(self) -> None:
         """Free the underlying libpgq object. Safe to call more than once."""
         with self._lock:
-            ptr, free = self._handle, self._free
-            self._handle = None
-            self._free = None
+            with self._swap_lock:
+                ptr, free = self._handle, self._free
+                self._handle = None
+                self._free = None
             if ptr is not None and free is not None:
                 free(ptr)
+
+    def _call_quick(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call a quick, thread-safe C function on the handle from any thread, also while
+        another thread is blocked in a call on it; it cannot be freed meanwhile."""
+        with self._swap_lock:
+            return fn(self._ptr(), *args)
 
     def __enter__(self: T) -> T:
         self._ptr()

@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, List, Optional, Type, Union
 
 from . import _ffi
-from ._error import check
+from ._error import InvalidStateError, check
 from ._event import delay_ms, from_us
 from ._handle import Handle, Text, encode
 
@@ -103,25 +103,32 @@ class Ticker(Handle):
                  notify: Optional[bool] = None, name: Optional[Text] = None) -> None:
         lib = _ffi.lib()
         start = lib.require("pgq_ticker_start")
-        opts = lib.require("pgq_ticker_options_new")()
+        # Counted as in use until started, so that close() on another thread waits; taken
+        # before the options exist, so that a closed client leaks nothing.
+        cptr = client._acquire()
         try:
-            for opt, value in (("ticker_period_ms", period), ("retry_period_ms", retry_period),
-                               ("maint_period_ms", maint_period),
-                               ("takeover_period_ms", takeover_period)):
-                if value is not None:
-                    self._opt(opts, opt, [c_uint64], delay_ms(value, opt[:-3]))
-            if notify is not None:
-                self._opt(opts, "notify", [c_bool], bool(notify))
-            if name is not None:
-                n = encode(name, "name")
-                self._opt(opts, "name", [c_char_p, c_size_t], n, len(n))
-        except BaseException:
-            lib.require("pgq_ticker_options_free")(opts)
-            raise
-        out = c_void_p()
-        err = c_void_p()
-        # The options are consumed, success or not.
-        check(start(client._ptr(), opts, byref(out), byref(err)), err)
+            opts = lib.require("pgq_ticker_options_new")()
+            try:
+                for opt, value in (("ticker_period_ms", period),
+                                   ("retry_period_ms", retry_period),
+                                   ("maint_period_ms", maint_period),
+                                   ("takeover_period_ms", takeover_period)):
+                    if value is not None:
+                        self._opt(opts, opt, [c_uint64], delay_ms(value, opt[:-3]))
+                if notify is not None:
+                    self._opt(opts, "notify", [c_bool], bool(notify))
+                if name is not None:
+                    n = encode(name, "name")
+                    self._opt(opts, "name", [c_char_p, c_size_t], n, len(n))
+            except BaseException:
+                lib.require("pgq_ticker_options_free")(opts)
+                raise
+            out = c_void_p()
+            err = c_void_p()
+            # The options are consumed, success or not.
+            check(start(cptr, opts, byref(out), byref(err)), err)
+        finally:
+            client._release()
         super().__init__(out.value or 0, lib.require("pgq_ticker_free"))
         self._client = client
         _live.add(self)
@@ -140,9 +147,8 @@ class Ticker(Handle):
         s = _CTickerStats()
         s.struct_size = sizeof(_CTickerStats)
         err = c_void_p()
-        with self._lock:
-            check(_ffi.lib().require("pgq_ticker_stats_get")(self._ptr(), byref(s), byref(err)),
-                  err)
+        check(self._call_quick(_ffi.lib().require("pgq_ticker_stats_get"), byref(s), byref(err)),
+              err)
         return TickerStats(
             active=s.active, standby=s.standby, ticks=s.ticks, rounds=s.rounds,
             retry_events_moved=s.retry_events_moved, maintenance_runs=s.maintenance_runs,
@@ -158,11 +164,14 @@ class Ticker(Handle):
 
     def stop(self) -> None:
         """Ask the ticker to stop (returns at once; idempotent)."""
-        ptr = self._handle
-        if ptr is None:
+        if self._handle is None:
             return
         err = c_void_p()
-        check(_ffi.lib().require("pgq_ticker_stop")(ptr, byref(err)), err)
+        try:
+            st = self._call_quick(_ffi.lib().require("pgq_ticker_stop"), byref(err))
+        except InvalidStateError:
+            return  # closed meanwhile: stopped anyway
+        check(st, err)
 
     def join(self) -> None:
         """Wait for the ticker thread to end, then free it; raises what stopped it, if it

@@ -207,8 +207,11 @@ class Worker(Handle):
 
     Options: ``fetch_size`` (events read per round trip), ``poll_interval`` (seconds between
     polls when no wake-up came), ``poll_only`` (never LISTEN, e.g. behind PgBouncer),
-    ``workers`` (threads), ``subconsumer`` and ``dead_interval`` (cooperative mode; the
-    library refuses both until its runtime supports cooperative workers).
+    ``subconsumer`` (cooperative mode: the worker consumes as that subconsumer of its
+    consumer, sharing the batches with the other subconsumers) with ``workers`` threads
+    (each its own subconsumer ``<sub>-0``, ``<sub>-1``, ...; more than one thread needs a
+    subconsumer; handler calls then overlap, each with its own batch) and
+    ``dead_interval`` (take over the batch of a subconsumer silent that long).
 
     ::
 
@@ -238,39 +241,47 @@ class Worker(Handle):
         q = encode(queue, "queue")
         c = encode(consumer, "consumer")
         stop_on_error = on_error == "stop"
-        opts = lib.require("pgq_worker_options_new")()
+        # Counted as in use until started, so that close() on another thread waits; taken
+        # before the options exist, so that a closed client leaks nothing.
+        cptr = client._acquire()
         try:
-            self._opt(opts, "stop_on_error", [c_bool], stop_on_error)
-            if workers is not None:
-                self._opt(opts, "workers", [c_uint32], _count(workers, "workers"))
-            if fetch_size is not None:
-                self._opt(opts, "fetch_size", [c_uint32], _count(fetch_size, "fetch_size"))
-            if poll_interval is not None:
-                self._opt(opts, "poll_interval_ms", [c_uint64],
-                          delay_ms(poll_interval, "poll_interval"))
-            if poll_only is not None:
-                self._opt(opts, "poll_only", [c_bool], bool(poll_only))
-            if subconsumer is not None:
-                sub = encode(subconsumer, "subconsumer")
-                ms = 0 if dead_interval is None else delay_ms(dead_interval, "dead_interval")
-                self._opt(opts, "subconsumer", [c_char_p, c_size_t, c_uint64], sub, len(sub), ms)
-            if retry_backoff is not None:
-                initial, most = retry_backoff
-                self._opt(opts, "retry_backoff_ms", [c_uint64, c_uint64],
-                          delay_ms(initial, "retry_backoff"), delay_ms(most, "retry_backoff"))
-        except BaseException:
-            lib.require("pgq_worker_options_free")(opts)
-            raise
-        slot = _Slot(handler, q.decode(), stop_on_error)
-        with _slots_lock:
-            sid = next(_slot_ids)
-            _slots[sid] = slot
-        out = c_void_p()
-        err = c_void_p()
-        # The options are consumed, success or not. On failure libpgq does not call
-        # _free_slot: drop the slot here.
-        st = start(client._ptr(), q, len(q), c, len(c), opts, _trampoline, sid, _free_slot,
-                   byref(out), byref(err))
+            opts = lib.require("pgq_worker_options_new")()
+            try:
+                self._opt(opts, "stop_on_error", [c_bool], stop_on_error)
+                if workers is not None:
+                    self._opt(opts, "workers", [c_uint32], _count(workers, "workers"))
+                if fetch_size is not None:
+                    self._opt(opts, "fetch_size", [c_uint32], _count(fetch_size, "fetch_size"))
+                if poll_interval is not None:
+                    self._opt(opts, "poll_interval_ms", [c_uint64],
+                              delay_ms(poll_interval, "poll_interval"))
+                if poll_only is not None:
+                    self._opt(opts, "poll_only", [c_bool], bool(poll_only))
+                if subconsumer is not None:
+                    sub = encode(subconsumer, "subconsumer")
+                    ms = (0 if dead_interval is None
+                          else delay_ms(dead_interval, "dead_interval"))
+                    self._opt(opts, "subconsumer", [c_char_p, c_size_t, c_uint64], sub,
+                              len(sub), ms)
+                if retry_backoff is not None:
+                    initial, most = retry_backoff
+                    self._opt(opts, "retry_backoff_ms", [c_uint64, c_uint64],
+                              delay_ms(initial, "retry_backoff"), delay_ms(most, "retry_backoff"))
+            except BaseException:
+                lib.require("pgq_worker_options_free")(opts)
+                raise
+            slot = _Slot(handler, q.decode(), stop_on_error)
+            with _slots_lock:
+                sid = next(_slot_ids)
+                _slots[sid] = slot
+            out = c_void_p()
+            err = c_void_p()
+            # The options are consumed, success or not. On failure libpgq does not call
+            # _free_slot: drop the slot here.
+            st = start(cptr, q, len(q), c, len(c), opts, _trampoline, sid, _free_slot,
+                       byref(out), byref(err))
+        finally:
+            client._release()
         if st != 0:
             _drop_slot(sid)
             check(st, err)
@@ -302,11 +313,14 @@ class Worker(Handle):
         """Ask the worker to stop after the batch in hand (returns at once; idempotent;
         may be called from the handler)."""
         self._stop_requested.set()
-        ptr = self._handle
-        if ptr is None:
+        if self._handle is None:
             return
         err = c_void_p()
-        check(_ffi.lib().require("pgq_worker_stop")(ptr, byref(err)), err)
+        try:
+            st = self._call_quick(_ffi.lib().require("pgq_worker_stop"), byref(err))
+        except InvalidStateError:
+            return  # closed meanwhile: stopped anyway
+        check(st, err)
 
     def join(self) -> None:
         """Wait until the worker's threads have ended (after :meth:`stop`, or after a
@@ -375,9 +389,8 @@ class Worker(Handle):
         s = _CWorkerStats()
         s.struct_size = sizeof(_CWorkerStats)
         err = c_void_p()
-        with self._lock:
-            check(_ffi.lib().require("pgq_worker_stats_get")(self._ptr(), byref(s), byref(err)),
-                  err)
+        check(self._call_quick(_ffi.lib().require("pgq_worker_stats_get"), byref(s), byref(err)),
+              err)
         return WorkerStats(
             threads=s.threads, events=s.events, batches=s.batches, retries=s.retries,
             errors=s.errors, handler_errors=s.handler_errors, db_errors=s.db_errors,
@@ -389,7 +402,7 @@ class Worker(Handle):
 
     def close(self) -> None:
         """Stop the worker, wait for its threads and free it; handler errors are not raised
-        (use :meth:`join` for that)."""
+        (use :meth:`join` for that). Not from the handler (call :meth:`stop` there)."""
         self._stop_requested.set()
         super().close()
         _live.discard(self)
