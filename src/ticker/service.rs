@@ -15,8 +15,9 @@
 //!   function still decides, so an idle queue gets no more ticks than its idle back-off
 //!   allows. After a round that ticked, the next one skips the pre-check (under traffic it
 //!   would say "due" anyway). Every 5 s a round calls the function for every queue, as a
-//!   safety net. The pause after a round is at least 9 times the round's duration, so
-//!   thousands of queues never keep a server backend busy;
+//!   safety net. The pause after a round is at least 9 times the time it spent finding due
+//!   queues (plus the time spent ticking), so thousands of queues never keep a server
+//!   backend busy;
 //! * every `retry_period`, `pgq.maint_retry_events()` until it returns 0;
 //! * every `maint_period`, every operation `pgq.maint_operations()` lists, each in its own
 //!   transaction (rotation step 1 and step 2 separately), `VACUUM` outside a transaction.
@@ -122,9 +123,13 @@ pub const TICK_CHANNEL: &str = crate::wakeup::NOTIFY_CHANNEL;
 /// round); this only caps ticks at 200 per second per queue when the period is set lower.
 pub const DEFAULT_MIN_TICK_LAG: Duration = Duration::from_millis(5);
 
-/// A round's cost is kept below this share of wall time: the pause after a round is at least
-/// this many times the round's duration. With thousands of queues a round takes milliseconds,
-/// and ticking them back to back would keep a server backend busy.
+/// Looking for due queues is kept below this share of wall time: the pause after a round is
+/// at least this many times the time the round spent deciding which queues are due (the
+/// pre-check, or a full round), plus the time spent ticking. With thousands of queues the
+/// check takes milliseconds, and running it back to back would keep a server backend busy;
+/// ticks that are due are held back by no more than their own cost. (Only the wall time is
+/// known, which on a CPU-starved host includes waiting for a CPU: stretching every round by
+/// 9 times that halved the tick rate on a loaded 2-core test machine.)
 const PAUSE_PER_ROUND_COST: u32 = 9;
 
 /// Connect timeout for the ticker's connection when the DSN gives none: short, since a
@@ -1003,8 +1008,11 @@ impl DbWorker {
             let now = Instant::now();
             if now >= next_tick {
                 match planner.round(&mut conn, st.notify, &self.label, &self.eager_note_logged) {
-                    Ok(Round { ticked, activity }) => {
-                        let cost = now.elapsed();
+                    Ok(Round {
+                        ticked,
+                        activity,
+                        min_pause,
+                    }) => {
                         if activity {
                             last_activity = now;
                         }
@@ -1013,7 +1021,7 @@ impl DbWorker {
                         } else {
                             st.idle_ticker_period
                         };
-                        next_tick = now + period.max(cost * PAUSE_PER_ROUND_COST);
+                        next_tick = now + period.max(min_pause);
                         tick_backoff.reset();
                         let mut s = self.stats.lock();
                         s.rounds += 1;
@@ -1323,6 +1331,7 @@ impl RoundPlanner {
         label: &str,
         eager_note_logged: &Cell<bool>,
     ) -> Result<Round> {
+        let started = Instant::now();
         let full = !self.precheck
             || self
                 .last_full
@@ -1353,6 +1362,7 @@ impl RoundPlanner {
                         return Ok(Round {
                             ticked: Vec::new(),
                             activity: waiting,
+                            min_pause: started.elapsed() * PAUSE_PER_ROUND_COST,
                         });
                     }
                     pending = Some(waiting);
@@ -1371,6 +1381,7 @@ impl RoundPlanner {
             }
         }
         self.last_ticked = false;
+        let checked = started.elapsed();
         let sql = &self.sql.rounds[usize::from(!full)][usize::from(notify)];
         let msgs = match conn.simple_query(sql) {
             Ok(msgs) => msgs,
@@ -1401,9 +1412,15 @@ impl RoundPlanner {
             }
         }
         self.last_ticked = !ticked.is_empty();
+        let min_pause = if full {
+            started.elapsed() * PAUSE_PER_ROUND_COST
+        } else {
+            checked * PAUSE_PER_ROUND_COST + (started.elapsed() - checked)
+        };
         Ok(Round {
             activity: pending.unwrap_or(!ticked.is_empty()),
             ticked,
+            min_pause,
         })
     }
 }
@@ -1415,6 +1432,9 @@ struct Round {
     /// Whether events were waiting for a tick (by the pre-check; without one, whether a
     /// tick was made). Keeps the ticker at its fast period.
     activity: bool,
+    /// The shortest pause before the next round, from this round's cost (see
+    /// [`PAUSE_PER_ROUND_COST`]).
+    min_pause: Duration,
 }
 
 /// [`super::retry_events`] with each call in its own implicit transaction.
