@@ -58,6 +58,13 @@ if [[ -f include/pgq.h ]] && command -v cc >/dev/null; then
     export PGQ_BENCH_C_CONSUMER=$libdir/c_consume
     # The Python binding (bindings/python) loads the same library.
     export LIBPGQ_PATH=$libdir
+    # The Go binding's consumer (benches/go_consume), linked statically with the release
+    # library (-tags pgq_release uses target/release/libpgq.a).
+    if [[ -d bindings/go ]] && command -v go >/dev/null; then
+        echo "==> Go binding consumer (release library)" >&2
+        (cd benches/go_consume && go build -tags pgq_release -o "$libdir/go_consume" .)
+        export PGQ_BENCH_GO_CONSUMER=$libdir/go_consume
+    fi
 else
     echo "==> no include/pgq.h or no C compiler: the C ABI consumer row is skipped" >&2
 fi

@@ -33,6 +33,8 @@ pub enum Kind {
     /// Prototype of a pipelined read: the batch's SQL run as one streamed query (rows are
     /// decoded while the server still sends; memory bounded by the socket buffers).
     Stream,
+    /// libpgq's Go binding (bindings/go, benches/go_consume) pulling with this fetch size.
+    Go(usize),
     /// libpgq's Python binding (bindings/python) pulling with this fetch size.
     PyLibpgq(usize),
     /// Prototype of a faster read: the batch's SQL from `pgq.batch_event_sql` run directly as
@@ -52,6 +54,7 @@ impl Kind {
             Kind::C(n) => format!("c_capi_{n}"),
             Kind::PyLibpgq(n) => format!("c_pybinding_{n}"),
             Kind::Stream => "c_stream".into(),
+            Kind::Go(n) => format!("c_go_{n}"),
         }
     }
 
@@ -65,6 +68,7 @@ impl Kind {
             Kind::C(n) => format!("libpgq C ABI pull (C program), fetch_size {n}"),
             Kind::PyLibpgq(n) => format!("libpgq Python binding pull, fetch_size {n}"),
             Kind::Stream => "prototype: batch_event_sql streamed (query_raw)".into(),
+            Kind::Go(n) => format!("libpgq Go binding pull, fetch_size {n}"),
         }
     }
 }
@@ -216,6 +220,10 @@ pub fn drain(dsn: &str, queue: &str, kind: Kind, expected: u64) -> Res<Drained> 
             c
         }
         Kind::C(n) => return drain_external(&c_consumer_path()?, &[], dsn, queue, &consumer, n),
+        Kind::Go(n) => {
+            let program = std::env::var("PGQ_BENCH_GO_CONSUMER")?;
+            return drain_external(&program, &[], dsn, queue, &consumer, n);
+        }
         Kind::PyLibpgq(n) => {
             return drain_external(
                 "/usr/bin/python3",
@@ -522,6 +530,10 @@ pub fn kinds() -> Vec<Kind> {
         // fetch_size 1000: fewer round trips, so the per-event cost of the ABI shows most.
         k.push(Kind::C(1000));
     }
+    // Built by scripts/bench.sh from benches/go_consume when Go is installed.
+    if std::env::var("PGQ_BENCH_GO_CONSUMER").is_ok_and(|p| !p.is_empty()) {
+        k.push(Kind::Go(1000));
+    }
     if python_binding_available() {
         k.push(Kind::PyLibpgq(1000));
     }
@@ -615,6 +627,21 @@ pub fn backlog(report: &mut Report, s: &Settings, backends: &[(&str, &str)]) -> 
                     Cmp::new(gbe, "get_batch_events"),
                 ],
                 Kind::PyLibpgq(_) => vec![Cmp::new(py, "python3-pgq")],
+                Kind::Go(_) => {
+                    let rate_of = |want: Kind| {
+                        kinds
+                            .iter()
+                            .position(|k| {
+                                std::mem::discriminant(k) == std::mem::discriminant(&want)
+                            })
+                            .map(|i| med[i].rate())
+                            .unwrap_or(0.0)
+                    };
+                    vec![
+                        Cmp::new(rate_of(Kind::C(0)), "C ABI pull"),
+                        Cmp::new(py, "python3-pgq"),
+                    ]
+                }
                 Kind::C(n) => {
                     // The same pull consumer in Rust, same fetch size.
                     let rust = kinds
