@@ -807,7 +807,7 @@ impl Consumer {
     /// # }
     /// ```
     pub fn wait_batch(&self, timeout: Duration) -> Result<Option<Batch>> {
-        let deadline = std::time::Instant::now() + timeout;
+        let deadline = crate::wakeup::deadline_after(timeout);
         // Another thread waiting on this same Consumer holds the listener: poll instead.
         let mut slot = if self.wait.poll_only {
             None

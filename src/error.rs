@@ -69,6 +69,9 @@ pub enum ErrorKind {
     PermissionDenied,
     /// Any other error reported by the server.
     Database,
+    /// A [`Worker`](crate::Worker)'s handler returned an error or panicked; the batch was
+    /// left unfinished and is delivered again.
+    Handler,
     /// Anything else (I/O while streaming, unexpected results).
     Other,
 }
@@ -92,6 +95,7 @@ impl ErrorKind {
             ErrorKind::InvalidInput => "invalid input",
             ErrorKind::PermissionDenied => "permission denied",
             ErrorKind::Database => "database error",
+            ErrorKind::Handler => "handler failed",
             ErrorKind::Other => "error",
         }
     }

@@ -97,7 +97,7 @@ impl Listener {
     /// whatever else is already buffered; `false` on timeout. Fails with
     /// [`ErrorKind::ConnectionLost`] when the connection is gone.
     pub(crate) fn wait(&mut self, timeout: Duration, queue: Option<&str>) -> Result<bool> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(timeout);
         let matches = |n: &postgres::Notification| {
             n.channel() == NOTIFY_CHANNEL
                 && (queue.is_none() || n.payload().is_empty() || Some(n.payload()) == queue)
@@ -228,8 +228,25 @@ impl Backoff {
     }
 }
 
+/// `now + timeout`, or a deadline far in the future when that does not fit in an
+/// [`Instant`] (a caller may pass `Duration::MAX` to mean "wait for ever").
+pub(crate) fn deadline_after(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout)
+        .or_else(|| now.checked_add(Duration::from_secs(100 * 365 * 24 * 3600)))
+        .unwrap_or(now)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn deadline_after_saturates() {
+        let far = super::deadline_after(std::time::Duration::MAX);
+        assert!(far > std::time::Instant::now() + std::time::Duration::from_secs(3600));
+        let soon = super::deadline_after(std::time::Duration::from_millis(5));
+        assert!(soon <= std::time::Instant::now() + std::time::Duration::from_millis(5));
+    }
+
     use super::*;
 
     #[test]

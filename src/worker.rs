@@ -979,7 +979,7 @@ fn run_batch(ctx: &Ctx, batch: Batch, stop: &Receiver<()>) -> Outcome {
         Ok(Err(e)) if tally.gone.get() => gone(&e),
         Ok(Err(e)) => {
             let e = Error::new(
-                ErrorKind::Other,
+                ErrorKind::Handler,
                 format!("handler failed on batch {batch_id}: {e}"),
             );
             counters.error(&counters.handler_errors, &e);
@@ -987,7 +987,7 @@ fn run_batch(ctx: &Ctx, batch: Batch, stop: &Receiver<()>) -> Outcome {
         }
         Err(panic) => {
             let e = Error::new(
-                ErrorKind::Other,
+                ErrorKind::Handler,
                 format!(
                     "handler panicked on batch {batch_id}: {}",
                     panic_message(&*panic)

@@ -425,6 +425,7 @@ fn stop_policy_stops_and_leaves_the_batch() {
     wait_until("worker stopped itself", WAIT, || !w.is_running());
     let e = w.join().unwrap_err();
     assert!(e.to_string().contains("cannot handle this"), "{e}");
+    assert_eq!(e.kind(), pgq::ErrorKind::Handler, "{e}");
     assert!(w.join().is_ok(), "the error is returned once");
     let open = open_batch(&db).expect("batch left open");
     let batch = pgq::Consumer::new(&db.client, "q", "c")

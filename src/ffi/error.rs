@@ -95,6 +95,7 @@ impl pgq_status {
             ErrorKind::InvalidInput => PGQ_STATUS_INVALID_INPUT,
             ErrorKind::PermissionDenied => PGQ_STATUS_PERMISSION_DENIED,
             ErrorKind::Database => PGQ_STATUS_DATABASE,
+            ErrorKind::Handler => PGQ_STATUS_HANDLER,
             _ => PGQ_STATUS_ERROR,
         }
     }

@@ -430,15 +430,8 @@ pub unsafe extern "C" fn pgq_worker_join(
             ));
         }
         if let Some(worker) = &w.worker {
-            worker.join().map_err(|e| {
-                let mut f = FfiError::from(e);
-                // The worker reports a failed handler as ErrorKind::Other with our
-                // HandlerFailed text inside; C callers get a status of their own for it.
-                if f.message.contains("the C handler returned") {
-                    f.status = pgq_status::PGQ_STATUS_HANDLER;
-                }
-                f
-            })?;
+            // A failed handler is ErrorKind::Handler, which maps to PGQ_STATUS_HANDLER.
+            worker.join().map_err(FfiError::from)?;
         }
         Ok(())
     })
