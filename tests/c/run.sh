@@ -38,13 +38,14 @@ scripts/install-lib.sh --debug "$work/prefix"
 export PKG_CONFIG_PATH=$work/prefix/lib/pkgconfig
 
 dbs=()
-# new_db NAME: creates a database and prints its DSN.
+# new_db NAME: creates a database and sets new_dsn to its DSN. (Not run as $(new_db ..):
+# a subshell would lose the dbs+= that lets drop_dbs clean up.)
 new_db() {
     local db=pgq_c_${1}_$$
     psql "$server_dsn" -q -X -v ON_ERROR_STOP=1 -c "create database $db" >/dev/null
     dbs+=("$db")
-    /usr/bin/python3 -c 'import sys, psycopg2.extensions as e
-print(e.make_dsn(sys.argv[1], dbname=sys.argv[2]))' "$server_dsn" "$db"
+    new_dsn=$(/usr/bin/python3 -c 'import sys, psycopg2.extensions as e
+print(e.make_dsn(sys.argv[1], dbname=sys.argv[2]))' "$server_dsn" "$db")
 }
 drop_dbs() {
     for db in "${dbs[@]}"; do
@@ -56,7 +57,7 @@ echo "-- C tests (ASan + UBSan)"
 gcc "${cflags[@]}" -fsanitize=address,undefined -fno-omit-frame-pointer \
     -fno-sanitize-recover=undefined -I include tests/c/test_capi.c \
     -L "$work/hooks" -lpgq -lpthread -o "$work/test_capi"
-dsn=$(new_db tests)
+new_db tests; dsn=$new_dsn
 LD_LIBRARY_PATH=$work/hooks ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
     UBSAN_OPTIONS=print_stacktrace=1 RUST_BACKTRACE=0 "$work/test_capi" "$dsn"
 
@@ -73,7 +74,7 @@ for ex in producer pull_consumer worker_consumer; do
 done
 vg=(valgrind -q --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect
     --errors-for-leak-kinds=definite,indirect)
-dsn=$(new_db examples)
+new_db examples; dsn=$new_dsn
 export LD_LIBRARY_PATH=$work/prefix/lib
 # expect FILE LINE: the example's output must contain LINE.
 expect() {
