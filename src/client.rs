@@ -5,9 +5,10 @@
 //! each of those also exists as a free function over any [`postgres::GenericClient`], so it
 //! can run inside a transaction you already hold.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
@@ -117,10 +118,47 @@ impl Client {
     /// let n: i64 = conn.query_one("select count(*) from pgq.queue", &[])?.get(0);
     /// # Ok(()) }
     /// ```
+    ///
+    /// A connection that was used in the last [`IDLE_PROBE_AFTER`] is handed out without a
+    /// check (the common case of a busy producer: one round trip per event, not two); one
+    /// that sat idle longer is probed with an empty query first, and if the server has gone
+    /// away in the meantime (restart, failover, idle timeout) it is discarded and another
+    /// one taken. A connection that breaks while in use is recognised by its error
+    /// ([`ErrorKind::ConnectionLost`]) and discarded when it returns to the pool.
     pub fn get(&self) -> Result<PooledConnection> {
-        self.pool.get().map_err(|e| {
-            Error::from(e).context(format_args!("database {}", describe_target(&self.config)))
-        })
+        // Each failed probe closes (and so discards) one connection: at most every pooled
+        // connection can fail, and the next one is then newly opened.
+        let attempts = self.pool.max_size() + 1;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut conn = self.pool.get().map_err(|e| {
+                Error::from(e).context(format_args!("database {}", describe_target(&self.config)))
+            })?;
+            let now = Instant::now();
+            let idle = match PooledConnection::extensions(&conn).get::<LastUsed>() {
+                Some(LastUsed(t)) => now.saturating_duration_since(*t),
+                None => Duration::ZERO, // just opened
+            };
+            PooledConnection::extensions_mut(&mut conn).insert(LastUsed(now));
+            if idle < IDLE_PROBE_AFTER {
+                return Ok(conn);
+            }
+            match conn.simple_query("") {
+                Ok(_) => return Ok(conn),
+                Err(e) if attempt < attempts => {
+                    log::debug!(
+                        "pooled connection to {} failed its check after {idle:?} idle, \
+                         discarding it: {e}",
+                        describe_target(&self.config)
+                    );
+                }
+                Err(e) => {
+                    return Err(Error::from(e)
+                        .context(format_args!("database {}", describe_target(&self.config))))
+                }
+            }
+        }
     }
 
     /// The underlying r2d2 pool.
@@ -258,6 +296,8 @@ impl ClientBuilder {
         let manager = PostgresConnectionManager::new(config.clone(), NoTls);
         let pool = r2d2::Pool::builder()
             .max_size(self.pool_size)
+            // `Client::get` probes only connections that sat idle; see there.
+            .test_on_check_out(false)
             .min_idle(Some(self.min_idle.min(self.pool_size)))
             .connection_timeout(self.connect_timeout)
             .build(manager)
@@ -276,6 +316,51 @@ impl ClientBuilder {
         );
         Ok(Client { pool, config })
     }
+}
+
+/// How long a pooled connection may sit unused before [`Client::get`] checks it with a
+/// round trip before handing it out.
+///
+/// ```
+/// assert!(pgq::client::IDLE_PROBE_AFTER <= std::time::Duration::from_secs(1));
+/// ```
+pub const IDLE_PROBE_AFTER: Duration = Duration::from_millis(250);
+
+/// When a pooled connection was last checked out (kept in its r2d2 extensions).
+struct LastUsed(Instant);
+
+/// Statements prepared on one pooled connection, by SQL text (kept in its r2d2 extensions).
+#[derive(Default)]
+struct StatementCache(HashMap<String, postgres::Statement>);
+
+/// `sql` prepared on `conn`, once per pooled connection: the hot paths then need one round
+/// trip per call instead of a prepare plus an execute.
+///
+/// A statement stays valid for the connection's life; the server re-plans it by itself when
+/// the objects it uses change.
+pub(crate) fn cached_statement(
+    conn: &mut PooledConnection,
+    sql: &str,
+) -> Result<postgres::Statement> {
+    if let Some(stmt) = PooledConnection::extensions(conn)
+        .get::<StatementCache>()
+        .and_then(|c| c.0.get(sql))
+    {
+        return Ok(stmt.clone());
+    }
+    let stmt = conn.prepare(sql)?;
+    let exts = PooledConnection::extensions_mut(conn);
+    if exts.get::<StatementCache>().is_none() {
+        exts.insert(StatementCache::default());
+    }
+    if let Some(cache) = exts.get_mut::<StatementCache>() {
+        // Bounded: the library's statements are few; only per-queue texts could pile up.
+        if cache.0.len() >= 64 {
+            cache.0.clear();
+        }
+        cache.0.insert(sql.to_string(), stmt.clone());
+    }
+    Ok(stmt)
 }
 
 /// `host:port/dbname` for messages (never the password).

@@ -34,16 +34,25 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use postgres::{GenericClient, Row};
+use postgres::{GenericClient, Row, ToStatement};
 
 use crate::admin::interval_text;
-use crate::client::{check_name, Client, PooledConnection};
+use crate::client::{cached_statement, check_name, Client, PooledConnection};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Event;
 
 /// Events fetched per round trip by [`Batch::events`] unless set with
-/// [`Consumer::fetch_size`].
-pub const DEFAULT_FETCH_SIZE: usize = 100;
+/// [`Consumer::fetch_size`] (or [`WorkerBuilder::fetch_size`](crate::worker::WorkerBuilder::fetch_size)).
+///
+/// At most this many events are held in memory at once, so the bound is this times the
+/// largest event. 1000 keeps a consumer of small events (~100 bytes) at a few MiB while
+/// making the per-FETCH round trip negligible; for large payloads (say 1 MiB each) choose a
+/// smaller size, down to 1.
+///
+/// ```
+/// assert_eq!(pgq::consumer::DEFAULT_FETCH_SIZE, 1000);
+/// ```
+pub const DEFAULT_FETCH_SIZE: usize = 1000;
 
 const CURSOR_NAME: &str = "pgq_batch_events";
 
@@ -126,13 +135,22 @@ pub fn next_batch(
     queue: &str,
     consumer: &str,
 ) -> Result<Option<NextBatch>> {
+    next_batch_with(conn, NEXT_BATCH_SQL, queue, consumer)
+}
+
+const NEXT_BATCH_SQL: &str = "select * from pgq.next_batch_info($1, $2)";
+
+/// [`next_batch`] with the statement given (SQL text or a cached prepared statement).
+fn next_batch_with<T: ToStatement + ?Sized>(
+    conn: &mut impl GenericClient,
+    stmt: &T,
+    queue: &str,
+    consumer: &str,
+) -> Result<Option<NextBatch>> {
     check_name("queue", queue)?;
     check_name("consumer", consumer)?;
     let row = conn
-        .query_one(
-            "select * from pgq.next_batch_info($1, $2)",
-            &[&queue, &consumer],
-        )
+        .query_one(stmt, &[&queue, &consumer])
         .map_err(|e| Error::from(e).context(format_args!("next batch for {queue}/{consumer}")))?;
     NextBatch::from_row(&row)
 }
@@ -284,8 +302,19 @@ fn whole_seconds(d: Duration) -> i32 {
 /// # Ok(()) }
 /// ```
 pub fn finish_batch(conn: &mut impl GenericClient, batch_id: i64) -> Result<bool> {
+    finish_batch_with(conn, FINISH_BATCH_SQL, batch_id)
+}
+
+const FINISH_BATCH_SQL: &str = "select pgq.finish_batch($1)";
+
+/// [`finish_batch`] with the statement given (SQL text or a cached prepared statement).
+fn finish_batch_with<T: ToStatement + ?Sized>(
+    conn: &mut impl GenericClient,
+    stmt: &T,
+    batch_id: i64,
+) -> Result<bool> {
     let row = conn
-        .query_one("select pgq.finish_batch($1)", &[&batch_id])
+        .query_one(stmt, &[&batch_id])
         .map_err(|e| Error::from(e).context(format_args!("finish batch {batch_id}")))?;
     Ok(row.get::<_, Option<i32>>(0).unwrap_or(0) > 0)
 }
@@ -412,7 +441,10 @@ impl Consumer {
         let mut conn = self.client.get()?;
         let info = match &self.coop {
             Some(sub) => sub.next_batch(&mut *conn, &self.queue, &self.name)?,
-            None => next_batch(&mut *conn, &self.queue, &self.name)?,
+            None => {
+                let stmt = cached_statement(&mut conn, NEXT_BATCH_SQL)?;
+                next_batch_with(&mut *conn, &stmt, &self.queue, &self.name)?
+            }
         };
         let info = match info {
             Some(info) => info,
@@ -626,9 +658,11 @@ impl Batch {
         match &self.coop {
             Some(sub) => sub.finish_batch(client, batch_id, &self.queue, &self.consumer)?,
             None => {
-                finish_batch(client, batch_id)?;
+                let stmt = cached_statement(conn, FINISH_BATCH_SQL)?;
+                finish_batch_with(&mut **conn, &stmt, batch_id)?;
             }
         }
+        let client: &mut postgres::Client = conn;
         // Mark finished before COMMIT: if COMMIT itself fails the transaction is gone anyway
         // and there is nothing left to roll back.
         self.finished = true;
@@ -687,13 +721,14 @@ impl Events<'_> {
                 conn.batch_execute(&format!("close {CURSOR_NAME}"))?;
                 batch.cursor_open.set(false);
             }
+            let stmt = cached_statement(
+                &mut conn,
+                "select ev_id, ev_time, ev_txid, ev_retry, ev_type, ev_data, \
+                        ev_extra1, ev_extra2, ev_extra3, ev_extra4 \
+                   from pgq.get_batch_cursor($1, $2, $3)",
+            )?;
             let rows = conn
-                .query(
-                    "select ev_id, ev_time, ev_txid, ev_retry, ev_type, ev_data, \
-                            ev_extra1, ev_extra2, ev_extra3, ev_extra4 \
-                       from pgq.get_batch_cursor($1, $2, $3)",
-                    &[&batch.info.batch_id, &CURSOR_NAME, &limit],
-                )
+                .query(&stmt, &[&batch.info.batch_id, &CURSOR_NAME, &limit])
                 .map_err(|e| {
                     Error::from(e).context(format_args!("read batch {}", batch.info.batch_id))
                 })?;
@@ -701,11 +736,11 @@ impl Events<'_> {
             self.started = true;
             rows
         } else {
-            conn.query(
-                format!("fetch forward {limit} from {CURSOR_NAME}").as_str(),
-                &[],
-            )
-            .map_err(|e| {
+            let stmt = cached_statement(
+                &mut conn,
+                &format!("fetch forward {limit} from {CURSOR_NAME}"),
+            )?;
+            conn.query(&stmt, &[]).map_err(|e| {
                 Error::from(e).context(format_args!("read batch {}", batch.info.batch_id))
             })?
         };

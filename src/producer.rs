@@ -20,9 +20,9 @@
 
 use std::io::Write;
 
-use postgres::GenericClient;
+use postgres::{GenericClient, ToStatement};
 
-use crate::client::{check_name, Client};
+use crate::client::{cached_statement, check_name, Client};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::NewEvent;
 
@@ -40,11 +40,24 @@ use crate::event::NewEvent;
 /// # Ok(()) }
 /// ```
 pub fn insert_event(conn: &mut impl GenericClient, queue: &str, event: &NewEvent) -> Result<i64> {
+    insert_event_with(conn, INSERT_EVENT_SQL, queue, event)
+}
+
+const INSERT_EVENT_SQL: &str = "select pgq.insert_event($1, $2, $3, $4, $5, $6, $7)";
+
+/// [`insert_event`] with the statement given: its SQL text, or the statement prepared once
+/// per pooled connection.
+fn insert_event_with<T: ToStatement + ?Sized>(
+    conn: &mut impl GenericClient,
+    stmt: &T,
+    queue: &str,
+    event: &NewEvent,
+) -> Result<i64> {
     check_name("queue", queue)?;
     event.validate()?;
     let row = conn
         .query_one(
-            "select pgq.insert_event($1, $2, $3, $4, $5, $6, $7)",
+            stmt,
             &[
                 &queue,
                 &event.ev_type,
@@ -88,6 +101,36 @@ pub fn insert_events(
     queue: &str,
     events: &[NewEvent],
 ) -> Result<u64> {
+    insert_events_with(conn, EVENT_TABLE_SQL, queue, events)
+}
+
+/// The queue's current event table (quoted) and the transaction's `now()`, for
+/// [`insert_events`].
+///
+/// The table name is valid only for this transaction, and only if the transaction already
+/// has its txid: rotation may switch tables and complete (step 2) between this query and the
+/// COPY, and a txid taken only by the COPY would then lie after the step-2 mark while the
+/// rows sit in the old table, which readers no longer search. So the txid is taken first, in
+/// the same statement: the `offset 0` subquery is not flattened and its volatile column is
+/// evaluated (and tested) before `current_event_table` runs on its row. current_event_table
+/// runs once (an uncorrelated subquery), not once per pg_class row: a volatile function
+/// re-evaluated during a scan can see a rotation halfway. It raises the queue's errors itself
+/// (unknown queue, inserts disabled unless replaying).
+const EVENT_TABLE_SQL: &str = "select format('%I.%I', n.nspname, c.relname), now()::text \
+       from pg_catalog.pg_class c \
+       join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
+      where c.oid = (select pgq.current_event_table($1) \
+                       from (select txid_current() as txid offset 0) t \
+                      where t.txid is not null)::regclass";
+
+/// [`insert_events`] with the table lookup statement given: its SQL text, or the statement
+/// prepared once per pooled connection.
+fn insert_events_with<T: ToStatement + ?Sized>(
+    conn: &mut impl GenericClient,
+    lookup: &T,
+    queue: &str,
+    events: &[NewEvent],
+) -> Result<u64> {
     check_name("queue", queue)?;
     for ev in events {
         ev.validate()?;
@@ -95,24 +138,10 @@ pub fn insert_events(
     if events.is_empty() {
         return Ok(0);
     }
-    // The table name from current_event_table is valid only for this transaction, and only
-    // if the transaction already has its txid: rotation may switch tables and complete
-    // (step 2) between this query and the COPY, and a txid taken only by the COPY would then
-    // lie after the step-2 mark while the rows sit in the old table, which readers no longer
-    // search. With the txid taken first, any step 2 that follows comes after it.
+    // One statement takes the txid and then looks the table up (see EVENT_TABLE_SQL).
     let mut tx = conn.transaction()?;
-    tx.query_one("select txid_current()", &[])?;
-    // current_event_table runs once (an uncorrelated subquery), not once per pg_class row:
-    // a volatile function re-evaluated during a scan can see a rotation halfway. It raises
-    // the queue's errors itself (unknown queue, inserts disabled unless replaying).
     let row = tx
-        .query_opt(
-            "select format('%I.%I', n.nspname, c.relname), now()::text \
-               from pg_catalog.pg_class c \
-               join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
-              where c.oid = (select pgq.current_event_table($1))::regclass",
-            &[&queue],
-        )
+        .query_opt(lookup, &[&queue])
         .map_err(|e| Error::from(e).context(format_args!("insert events into {queue:?}")))?;
     let row = match row {
         Some(r) => r,
@@ -265,7 +294,12 @@ impl Client {
     /// # Ok::<(), pgq::Error>(())
     /// ```
     pub fn send(&self, queue: &str, event: &NewEvent) -> Result<i64> {
-        insert_event(&mut *self.get()?, queue, event)
+        // Validate before taking a connection: bad input costs no round trip.
+        check_name("queue", queue)?;
+        event.validate()?;
+        let mut conn = self.get()?;
+        let stmt = cached_statement(&mut conn, INSERT_EVENT_SQL)?;
+        insert_event_with(&mut *conn, &stmt, queue, event)
     }
 
     /// Inserts and commits many events in one transaction via `COPY`; see [`insert_events`].
@@ -277,7 +311,16 @@ impl Client {
     /// # Ok::<(), pgq::Error>(())
     /// ```
     pub fn send_many(&self, queue: &str, events: &[NewEvent]) -> Result<u64> {
-        insert_events(&mut *self.get()?, queue, events)
+        check_name("queue", queue)?;
+        for ev in events {
+            ev.validate()?;
+        }
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.get()?;
+        let lookup = cached_statement(&mut conn, EVENT_TABLE_SQL)?;
+        insert_events_with(&mut *conn, &lookup, queue, events)
     }
 }
 
