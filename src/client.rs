@@ -137,25 +137,29 @@ impl Client {
             })?;
             let now = Instant::now();
             let idle = match PooledConnection::extensions(&conn).get::<LastUsed>() {
-                Some(LastUsed(t)) => now.saturating_duration_since(*t),
-                None => Duration::ZERO, // just opened
+                Some(LastUsed(Some(t))) => now.saturating_duration_since(*t),
+                Some(LastUsed(None)) => Duration::MAX, // marked suspect
+                None => Duration::ZERO,                // just opened
             };
-            PooledConnection::extensions_mut(&mut conn).insert(LastUsed(now));
             if idle < IDLE_PROBE_AFTER {
+                PooledConnection::extensions_mut(&mut conn).insert(LastUsed(Some(now)));
                 return Ok(conn);
             }
             match conn.simple_query("") {
-                Ok(_) => return Ok(conn),
-                Err(e) if attempt < attempts => {
-                    log::debug!(
-                        "pooled connection to {} failed its check after {idle:?} idle, \
-                         discarding it: {e}",
-                        describe_target(&self.config)
-                    );
+                Ok(_) => {
+                    PooledConnection::extensions_mut(&mut conn).insert(LastUsed(Some(now)));
+                    return Ok(conn);
                 }
                 Err(e) => {
-                    return Err(Error::from(e)
-                        .context(format_args!("database {}", describe_target(&self.config))))
+                    log::debug!(
+                        "pooled connection to {} failed its check, discarding it: {e}",
+                        describe_target(&self.config)
+                    );
+                    discard(&mut conn);
+                    if attempt >= attempts {
+                        return Err(Error::from(e)
+                            .context(format_args!("database {}", describe_target(&self.config))));
+                    }
                 }
             }
         }
@@ -326,8 +330,38 @@ impl ClientBuilder {
 /// ```
 pub const IDLE_PROBE_AFTER: Duration = Duration::from_millis(250);
 
-/// When a pooled connection was last checked out (kept in its r2d2 extensions).
-struct LastUsed(Instant);
+/// When a pooled connection was last checked out (kept in its r2d2 extensions); `None`:
+/// suspect, check it before the next use.
+struct LastUsed(Option<Instant>);
+
+/// Marks a pooled connection suspect after an error that may have left it out of step with
+/// the server: the next [`Client::get`] checks it with a round trip and discards it if that
+/// fails.
+///
+/// (A COPY refused at its start, say for lack of privilege, leaves tokio-postgres expecting
+/// one reply less than the server sends; every later reply on that connection would be
+/// taken for the previous request's.)
+pub(crate) fn mark_suspect(conn: &mut PooledConnection) {
+    PooledConnection::extensions_mut(conn).insert(LastUsed(None));
+}
+
+/// Makes r2d2 drop `conn` when it returns to the pool: r2d2_postgres discards only closed
+/// connections, so a live but unusable one ends its own server session first.
+fn discard(conn: &mut PooledConnection) {
+    mark_suspect(conn);
+    if !conn.is_closed() {
+        // The reply may be out of step (that is why we are here): ignore it, and wait for
+        // the server to close the session so that `is_closed` sees it.
+        let _ = conn
+            .batch_execute("select pg_catalog.pg_terminate_backend(pg_catalog.pg_backend_pid())");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !conn.is_closed() && Instant::now() < deadline {
+            if conn.simple_query("").is_err() && conn.is_closed() {
+                break;
+            }
+        }
+    }
+}
 
 /// Statements prepared on one pooled connection, by SQL text (kept in its r2d2 extensions).
 #[derive(Default)]

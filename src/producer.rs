@@ -20,9 +20,10 @@
 
 use std::io::Write;
 
-use postgres::{GenericClient, ToStatement};
+use postgres::types::{ToSql, Type};
+use postgres::{GenericClient, Row, ToStatement};
 
-use crate::client::{cached_statement, check_name, Client};
+use crate::client::{cached_statement, check_name, mark_suspect, Client};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::NewEvent;
 
@@ -40,35 +41,35 @@ use crate::event::NewEvent;
 /// # Ok(()) }
 /// ```
 pub fn insert_event(conn: &mut impl GenericClient, queue: &str, event: &NewEvent) -> Result<i64> {
-    insert_event_with(conn, INSERT_EVENT_SQL, queue, event)
+    // Parameter types given: one round trip (an unnamed statement), not a prepare and an
+    // execute; Client::send uses a statement prepared once per pooled connection instead.
+    insert_event_with(queue, event, |params| {
+        let typed: Vec<(&(dyn ToSql + Sync), Type)> =
+            params.iter().map(|p| (*p, Type::TEXT)).collect();
+        conn.query_typed_one(INSERT_EVENT_SQL, &typed)
+    })
 }
 
 const INSERT_EVENT_SQL: &str = "select pgq.insert_event($1, $2, $3, $4, $5, $6, $7)";
 
-/// [`insert_event`] with the statement given: its SQL text, or the statement prepared once
-/// per pooled connection.
-fn insert_event_with<T: ToStatement + ?Sized>(
-    conn: &mut impl GenericClient,
-    stmt: &T,
+/// [`insert_event`] with the way to run [`INSERT_EVENT_SQL`] given.
+fn insert_event_with(
     queue: &str,
     event: &NewEvent,
+    run: impl FnOnce(&[&(dyn ToSql + Sync)]) -> std::result::Result<Row, postgres::Error>,
 ) -> Result<i64> {
     check_name("queue", queue)?;
     event.validate()?;
-    let row = conn
-        .query_one(
-            stmt,
-            &[
-                &queue,
-                &event.ev_type,
-                &event.data,
-                &event.extra1,
-                &event.extra2,
-                &event.extra3,
-                &event.extra4,
-            ],
-        )
-        .map_err(|e| Error::from(e).context(format_args!("insert event into {queue:?}")))?;
+    let row = run(&[
+        &queue,
+        &event.ev_type,
+        &event.data,
+        &event.extra1,
+        &event.extra2,
+        &event.extra3,
+        &event.extra4,
+    ])
+    .map_err(|e| Error::from(e).context(format_args!("insert event into {queue:?}")))?;
     row.get::<_, Option<i64>>(0).ok_or_else(|| {
         Error::new(
             ErrorKind::Other,
@@ -299,7 +300,7 @@ impl Client {
         event.validate()?;
         let mut conn = self.get()?;
         let stmt = cached_statement(&mut conn, INSERT_EVENT_SQL)?;
-        insert_event_with(&mut *conn, &stmt, queue, event)
+        insert_event_with(queue, event, |params| conn.query_one(&stmt, params))
     }
 
     /// Inserts and commits many events in one transaction via `COPY`; see [`insert_events`].
@@ -320,7 +321,12 @@ impl Client {
         }
         let mut conn = self.get()?;
         let lookup = cached_statement(&mut conn, EVENT_TABLE_SQL)?;
-        insert_events_with(&mut *conn, &lookup, queue, events)
+        let result = insert_events_with(&mut *conn, &lookup, queue, events);
+        if result.is_err() {
+            // A COPY refused at its start can leave the connection out of step.
+            mark_suspect(&mut conn);
+        }
+        result
     }
 }
 
