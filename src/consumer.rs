@@ -656,19 +656,26 @@ impl Batch {
             event_retry(client, batch_id, ev_id, delay)?;
         }
         match &self.coop {
-            Some(sub) => sub.finish_batch(client, batch_id, &self.queue, &self.consumer)?,
+            Some(sub) => {
+                sub.finish_batch(client, batch_id, &self.queue, &self.consumer)?;
+                // Mark finished before COMMIT: if COMMIT itself fails the transaction is
+                // gone anyway and there is nothing left to roll back.
+                self.finished = true;
+                client
+                    .batch_execute("commit")
+                    .map_err(|e| Error::from(e).context(format_args!("commit batch {batch_id}")))?;
+            }
             None => {
-                let stmt = cached_statement(conn, FINISH_BATCH_SQL)?;
-                finish_batch_with(&mut **conn, &stmt, batch_id)?;
+                // finish_batch and COMMIT in one round trip (a simple query of two
+                // statements: an error in the first skips the second). Its result (0 when
+                // the batch was already finished) is not needed. On any error the batch
+                // stays unfinished and Drop rolls back what may be left.
+                client
+                    .batch_execute(&format!("select pgq.finish_batch({batch_id}); commit"))
+                    .map_err(|e| Error::from(e).context(format_args!("finish batch {batch_id}")))?;
+                self.finished = true;
             }
         }
-        let client: &mut postgres::Client = conn;
-        // Mark finished before COMMIT: if COMMIT itself fails the transaction is gone anyway
-        // and there is nothing left to roll back.
-        self.finished = true;
-        client
-            .batch_execute("commit")
-            .map_err(|e| Error::from(e).context(format_args!("commit batch {batch_id}")))?;
         Ok(())
     }
 }
