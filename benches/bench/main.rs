@@ -13,6 +13,7 @@
 mod consume;
 mod produce;
 mod report;
+mod runtime;
 mod util;
 
 use std::time::Instant;
@@ -37,6 +38,14 @@ fn main() {
         eprintln!("bench: error: {e}");
         std::process::exit(1);
     }
+}
+
+/// The 1-minute load average, to show how busy the machine was.
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|t| t.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
 }
 
 fn machine() -> String {
@@ -81,6 +90,7 @@ fn run(dsn: Option<String>) -> Res<()> {
     let ours_dsn = fresh_database(&dsn, DB_OURS, Backend::Ours)?;
     let official_dsn = fresh_database(&dsn, DB_OFFICIAL, Backend::Official)?;
     let mut report = report::Report::default();
+    let load_start = loadavg();
 
     if s.wants("produce") || s.wants("bulk") {
         for d in [&ours_dsn, &official_dsn] {
@@ -107,28 +117,36 @@ fn run(dsn: Option<String>) -> Res<()> {
         consume::big_batch(&mut report, &s, &ours_dsn, Backend::Ours.label())?;
     }
 
-    if s.wants("runtime") {
-        // The threaded runtime (Ticker service, Worker) is not merged yet.
-        for (group, target) in [
-            (
-                "latency commit → handler, 1000 ev/s, defaults",
-                "p50 ≤ 10 ms, p99 ≤ 50 ms",
-            ),
-            (
-                "idle ticker + consumer, 10 s",
-                "≤ 2% of a core; ticks ≤ pgqd's idle back-off",
-            ),
-            ("1000 queues × 5 consumers", "ticker cycle time and CPU"),
-        ] {
-            report.judged_row(
-                group,
-                "libpgq Ticker + Worker vs pgqd + python3-pgq",
-                "pending: runtime",
-                target,
-                None,
-            );
-        }
+    if s.wants("latency") {
+        runtime::latency(&mut report, &s, &dsn, &ours_dsn, DB_OFFICIAL, &official_dsn)?;
     }
+    if s.wants("idle") {
+        runtime::idle(
+            &mut report,
+            &s,
+            &dsn,
+            DB_OURS,
+            &ours_dsn,
+            DB_OFFICIAL,
+            &official_dsn,
+        )?;
+    }
+    if s.wants("queues") {
+        runtime::many_queues(
+            &mut report,
+            &s,
+            &dsn,
+            DB_OURS,
+            &ours_dsn,
+            DB_OFFICIAL,
+            &official_dsn,
+        )?;
+    }
+
+    report.note(format!(
+        "load average (1 min) of the machine: {load_start} at the start, {} at the end",
+        loadavg()
+    ));
 
     drop_database(&dsn, DB_OURS)?;
     drop_database(&dsn, DB_OFFICIAL)?;
@@ -140,8 +158,8 @@ fn run(dsn: Option<String>) -> Res<()> {
         t_all.elapsed().as_secs_f64()
     );
     println!(
-        "Settings: PGQ_BENCH_SECS={} PGQ_BENCH_ROUNDS={} PGQ_BENCH_EVENTS={} PGQ_BENCH_BATCH={} PGQ_BENCH_CONSUME_ROUNDS={} PGQ_BENCH_BIG_BATCH={}",
-        s.secs, s.rounds, s.events, s.batch, s.consume_rounds, s.big_batch
+        "Settings: PGQ_BENCH_SECS={} PGQ_BENCH_ROUNDS={} PGQ_BENCH_EVENTS={} PGQ_BENCH_BATCH={} PGQ_BENCH_CONSUME_ROUNDS={} PGQ_BENCH_BIG_BATCH={} PGQ_BENCH_LATENCY_RATE={} PGQ_BENCH_LATENCY_SECS={} PGQ_BENCH_IDLE_SECS={} PGQ_BENCH_QUEUES={}",
+        s.secs, s.rounds, s.events, s.batch, s.consume_rounds, s.big_batch, s.latency_rate, s.latency_secs, s.idle_secs, s.queues
     );
     println!();
     print!("{}", report.markdown());

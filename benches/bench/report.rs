@@ -69,6 +69,19 @@ impl Report {
         value: f64,
         cmps: &[Cmp<'_>],
     ) {
+        self.ratio_row_with(group, variant, result, value, cmps, "");
+    }
+
+    /// [`ratio_row`](Report::ratio_row) with a further remark in the ratio column.
+    pub fn ratio_row_with(
+        &mut self,
+        group: &str,
+        variant: impl Into<String>,
+        result: impl Into<String>,
+        value: f64,
+        cmps: &[Cmp<'_>],
+        extra: &str,
+    ) {
         let mut ratios = Vec::new();
         let mut targets = Vec::new();
         let mut met = None;
@@ -84,7 +97,12 @@ impl Report {
             group: group.to_string(),
             variant: variant.into(),
             result: result.into(),
-            ratio: ratios.join("; "),
+            ratio: if extra.is_empty() {
+                ratios.join("; ")
+            } else {
+                ratios.push(extra.to_string());
+                ratios.join("; ")
+            },
             target: targets.join("; "),
             met,
         };

@@ -13,17 +13,25 @@ pub type Res<T> = std::result::Result<T, BoxError>;
 pub struct Settings {
     /// Seconds each produce variant runs per round (PGQ_BENCH_SECS).
     pub secs: f64,
-    /// Interleaved rounds per produce variant; the median rate is reported (PGQ_BENCH_ROUNDS).
+    /// Interleaved rounds per produce variant; the best rate is reported (PGQ_BENCH_ROUNDS).
     pub rounds: usize,
     /// Size of the consume backlog (PGQ_BENCH_EVENTS).
     pub events: u64,
     /// Events per batch (one tick every this many events) in the backlog (PGQ_BENCH_BATCH).
     pub batch: u64,
-    /// Rounds of the backlog drain per consumer; the median is reported
+    /// Rounds of the backlog drain per consumer; the best is reported
     /// (PGQ_BENCH_CONSUME_ROUNDS).
     pub consume_rounds: usize,
     /// Events of the single huge batch used for the memory-bound row (PGQ_BENCH_BIG_BATCH).
     pub big_batch: u64,
+    /// Produce rate of the latency benchmark, events per second (PGQ_BENCH_LATENCY_RATE).
+    pub latency_rate: f64,
+    /// Seconds the latency benchmark produces (PGQ_BENCH_LATENCY_SECS).
+    pub latency_secs: f64,
+    /// Seconds the idle and many-queue measurements last (PGQ_BENCH_IDLE_SECS).
+    pub idle_secs: f64,
+    /// Queues of the many-queue benchmark, 5 consumers each (PGQ_BENCH_QUEUES).
+    pub queues: u64,
     /// Which groups to run (PGQ_BENCH_ONLY, comma separated; empty = all).
     pub only: Vec<String>,
 }
@@ -49,6 +57,10 @@ impl Settings {
             batch: env_or::<u64>("PGQ_BENCH_BATCH", 10_000)?.max(1000),
             consume_rounds: env_or::<usize>("PGQ_BENCH_CONSUME_ROUNDS", 1)?.max(1),
             big_batch: env_or::<u64>("PGQ_BENCH_BIG_BATCH", 200_000)?,
+            latency_rate: env_or::<f64>("PGQ_BENCH_LATENCY_RATE", 1000.0)?.clamp(1.0, 100_000.0),
+            latency_secs: env_or::<f64>("PGQ_BENCH_LATENCY_SECS", 5.0)?.max(0.5),
+            idle_secs: env_or::<f64>("PGQ_BENCH_IDLE_SECS", 10.0)?.max(1.0),
+            queues: env_or::<u64>("PGQ_BENCH_QUEUES", 1000)?.max(1),
             only: only
                 .split(',')
                 .map(|s| s.trim().to_string())
@@ -82,6 +94,17 @@ pub fn dsn_with_db(dsn: &str, dbname: &str) -> String {
     } else {
         // libpq and rust-postgres both let a later key win.
         format!("{d} dbname={dbname}")
+    }
+}
+
+/// `dsn` with one more connection parameter (URL or key=value form).
+pub fn dsn_with_param(dsn: &str, key: &str, value: &str) -> String {
+    let d = dsn.trim();
+    if d.starts_with("postgresql://") || d.starts_with("postgres://") {
+        let sep = if d.contains('?') { '&' } else { '?' };
+        format!("{d}{sep}{key}={value}")
+    } else {
+        format!("{d} {key}={value}")
     }
 }
 
@@ -169,6 +192,12 @@ where
         total += units as f64 / took.as_secs_f64();
     }
     Ok(total)
+}
+
+/// The best (highest) rate of several rounds: on a shared machine load from elsewhere only
+/// ever slows a round down, so the best round is the closest to the code's own speed.
+pub fn best(v: &[f64]) -> f64 {
+    v.iter().copied().fold(0.0, f64::max)
 }
 
 pub fn median(mut v: Vec<f64>) -> f64 {
