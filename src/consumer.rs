@@ -34,7 +34,8 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use postgres::{GenericClient, Row, ToStatement};
+use postgres::types::{ToSql, Type};
+use postgres::{GenericClient, Row};
 
 use crate::admin::interval_text;
 use crate::client::{cached_statement, check_name, Client, PooledConnection};
@@ -135,22 +136,26 @@ pub fn next_batch(
     queue: &str,
     consumer: &str,
 ) -> Result<Option<NextBatch>> {
-    next_batch_with(conn, NEXT_BATCH_SQL, queue, consumer)
+    // Parameter types given (query_typed): one round trip, no separate prepare.
+    next_batch_with(queue, consumer, |params| {
+        conn.query_typed_one(
+            NEXT_BATCH_SQL,
+            &[(params[0], Type::TEXT), (params[1], Type::TEXT)],
+        )
+    })
 }
 
 const NEXT_BATCH_SQL: &str = "select * from pgq.next_batch_info($1, $2)";
 
-/// [`next_batch`] with the statement given (SQL text or a cached prepared statement).
-fn next_batch_with<T: ToStatement + ?Sized>(
-    conn: &mut impl GenericClient,
-    stmt: &T,
+/// [`next_batch`] with the way to run [`NEXT_BATCH_SQL`] given.
+fn next_batch_with(
     queue: &str,
     consumer: &str,
+    run: impl FnOnce(&[&(dyn ToSql + Sync); 2]) -> std::result::Result<Row, postgres::Error>,
 ) -> Result<Option<NextBatch>> {
     check_name("queue", queue)?;
     check_name("consumer", consumer)?;
-    let row = conn
-        .query_one(stmt, &[&queue, &consumer])
+    let row = run(&[&queue, &consumer])
         .map_err(|e| Error::from(e).context(format_args!("next batch for {queue}/{consumer}")))?;
     NextBatch::from_row(&row)
 }
@@ -225,16 +230,25 @@ pub fn event_retry(
     delay: Duration,
 ) -> Result<bool> {
     let row = if delay.subsec_nanos() == 0 && delay.as_secs() <= i32::MAX as u64 {
+        // Parameter types given (query_typed): one round trip, no separate prepare.
         let secs = delay.as_secs() as i32;
-        conn.query_one(
+        conn.query_typed_one(
             "select pgq.event_retry($1, $2, $3::int4)",
-            &[&batch_id, &ev_id, &secs],
+            &[
+                (&batch_id, Type::INT8),
+                (&ev_id, Type::INT8),
+                (&secs, Type::INT4),
+            ],
         )
     } else {
         let delay = interval_text(delay);
-        conn.query_one(
+        conn.query_typed_one(
             "select pgq.event_retry($1, $2, now() + $3::text::interval)",
-            &[&batch_id, &ev_id, &delay],
+            &[
+                (&batch_id, Type::INT8),
+                (&ev_id, Type::INT8),
+                (&delay, Type::TEXT),
+            ],
         )
     }
     .map_err(|e| Error::from(e).context(format_args!("retry event {ev_id} of batch {batch_id}")))?;
@@ -302,19 +316,9 @@ fn whole_seconds(d: Duration) -> i32 {
 /// # Ok(()) }
 /// ```
 pub fn finish_batch(conn: &mut impl GenericClient, batch_id: i64) -> Result<bool> {
-    finish_batch_with(conn, FINISH_BATCH_SQL, batch_id)
-}
-
-const FINISH_BATCH_SQL: &str = "select pgq.finish_batch($1)";
-
-/// [`finish_batch`] with the statement given (SQL text or a cached prepared statement).
-fn finish_batch_with<T: ToStatement + ?Sized>(
-    conn: &mut impl GenericClient,
-    stmt: &T,
-    batch_id: i64,
-) -> Result<bool> {
+    // Parameter type given (query_typed): one round trip, no separate prepare.
     let row = conn
-        .query_one(stmt, &[&batch_id])
+        .query_typed_one("select pgq.finish_batch($1)", &[(&batch_id, Type::INT8)])
         .map_err(|e| Error::from(e).context(format_args!("finish batch {batch_id}")))?;
     Ok(row.get::<_, Option<i32>>(0).unwrap_or(0) > 0)
 }
@@ -443,7 +447,9 @@ impl Consumer {
             Some(sub) => sub.next_batch(&mut *conn, &self.queue, &self.name)?,
             None => {
                 let stmt = cached_statement(&mut conn, NEXT_BATCH_SQL)?;
-                next_batch_with(&mut *conn, &stmt, &self.queue, &self.name)?
+                next_batch_with(&self.queue, &self.name, |params| {
+                    conn.query_one(&stmt, params)
+                })?
             }
         };
         let info = match info {
