@@ -102,7 +102,14 @@ pub fn insert_events(
     queue: &str,
     events: &[NewEvent],
 ) -> Result<u64> {
-    insert_events_with(conn, EVENT_TABLE_SQL, queue, events)
+    check_name("queue", queue)?;
+    for ev in events {
+        ev.validate()?;
+    }
+    if events.is_empty() {
+        return Ok(0);
+    }
+    insert_events_checked(conn, queue, events)
 }
 
 /// The queue's current event table (quoted) and the transaction's `now()`, for
@@ -124,39 +131,53 @@ const EVENT_TABLE_SQL: &str = "select format('%I.%I', n.nspname, c.relname), now
                        from (select txid_current() as txid offset 0) t \
                       where t.txid is not null)::regclass";
 
-/// [`insert_events`] with the table lookup statement given: its SQL text, or the statement
-/// prepared once per pooled connection.
-fn insert_events_with<T: ToStatement + ?Sized>(
+/// The part of [`insert_events`] after the checks, in a transaction of its own.
+fn insert_events_checked(
     conn: &mut impl GenericClient,
-    lookup: &T,
     queue: &str,
     events: &[NewEvent],
 ) -> Result<u64> {
-    check_name("queue", queue)?;
-    for ev in events {
-        ev.validate()?;
-    }
-    if events.is_empty() {
-        return Ok(0);
-    }
-    // One statement takes the txid and then looks the table up (see EVENT_TABLE_SQL).
     let mut tx = conn.transaction()?;
-    let row = tx
+    let (table, now) = lookup_event_table(&mut tx, EVENT_TABLE_SQL, queue)?;
+    let n = copy_events(&mut tx, copy_sql(&table).as_str(), &now, queue, events)?;
+    tx.commit()?;
+    Ok(n)
+}
+
+/// Runs [`EVENT_TABLE_SQL`] (text or prepared): the queue's current table and `now()`.
+fn lookup_event_table<T: ToStatement + ?Sized>(
+    conn: &mut impl GenericClient,
+    lookup: &T,
+    queue: &str,
+) -> Result<(String, String)> {
+    let row = conn
         .query_opt(lookup, &[&queue])
         .map_err(|e| Error::from(e).context(format_args!("insert events into {queue:?}")))?;
-    let row = match row {
-        Some(r) => r,
-        None => return Err(crate::admin::no_such_queue(queue)),
-    };
-    let table: String = row.get(0);
-    let now: String = row.get(1);
-    // ev_id and ev_txid come from the table's defaults; ev_time has none, so every row gets
-    // this transaction's now(), as insert_event would give it.
-    let copy = format!(
+    match row {
+        Some(r) => Ok((r.get(0), r.get(1))),
+        None => Err(crate::admin::no_such_queue(queue)),
+    }
+}
+
+/// The COPY statement for an event table. ev_id and ev_txid come from the table's
+/// defaults; ev_time has none, so every row gets the transaction's now(), as insert_event
+/// would give it.
+fn copy_sql(table: &str) -> String {
+    format!(
         "copy {table} (ev_time, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4) \
          from stdin"
-    );
-    let mut writer = tx.copy_in(copy.as_str())?;
+    )
+}
+
+/// Streams `events` with `copy` (a [`copy_sql`] statement, text or prepared).
+fn copy_events<T: ToStatement + ?Sized>(
+    conn: &mut impl GenericClient,
+    copy: &T,
+    now: &str,
+    queue: &str,
+    events: &[NewEvent],
+) -> Result<u64> {
+    let mut writer = conn.copy_in(copy)?;
     let mut line = Vec::with_capacity(256);
     for ev in events {
         line.clear();
@@ -185,15 +206,11 @@ fn insert_events_with<T: ToStatement + ?Sized>(
             line = Vec::with_capacity(256);
         }
     }
-    let n = writer
+    writer
         .finish()
-        .map_err(|e| Error::from(e).context(format_args!("COPY into {queue:?}")))?;
-    tx.commit()?;
-    Ok(n)
+        .map_err(|e| Error::from(e).context(format_args!("COPY into {queue:?}")))
 }
 
-/// Appends `value` in COPY text format: `\N` for NULL, backslash escapes for the characters
-/// that delimit fields and rows.
 fn escape_copy_text(out: &mut Vec<u8>, value: Option<&str>) {
     let value = match value {
         None => {
@@ -320,9 +337,20 @@ impl Client {
             return Ok(0);
         }
         let mut conn = self.get()?;
+        // As insert_events, with the lookup and the COPY prepared once per pooled
+        // connection (BEGIN, lookup, COPY, COMMIT: four round trips).
         let lookup = cached_statement(&mut conn, EVENT_TABLE_SQL)?;
-        let result = insert_events_with(&mut *conn, &lookup, queue, events);
+        conn.batch_execute("begin")?;
+        let result = (|| -> Result<u64> {
+            let (table, now) = lookup_event_table(&mut *conn, &lookup, queue)?;
+            let copy = cached_statement(&mut conn, &copy_sql(&table))?;
+            let n = copy_events(&mut *conn, &copy, &now, queue, events)?;
+            conn.batch_execute("commit")?;
+            Ok(n)
+        })();
         if result.is_err() {
+            // Ignored: a failed COMMIT leaves nothing to roll back (a warning only).
+            let _ = conn.batch_execute("rollback");
             // A COPY refused at its start can leave the connection out of step.
             mark_suspect(&mut conn);
         }
