@@ -5,9 +5,10 @@
 //! each of those also exists as a free function over any [`postgres::GenericClient`], so it
 //! can run inside a transaction you already hold.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
@@ -117,10 +118,51 @@ impl Client {
     /// let n: i64 = conn.query_one("select count(*) from pgq.queue", &[])?.get(0);
     /// # Ok(()) }
     /// ```
+    ///
+    /// A connection that was used in the last [`IDLE_PROBE_AFTER`] is handed out without a
+    /// check (the common case of a busy producer: one round trip per event, not two); one
+    /// that sat idle longer is probed with an empty query first, and if the server has gone
+    /// away in the meantime (restart, failover, idle timeout) it is discarded and another
+    /// one taken. A connection that breaks while in use is recognised by its error
+    /// ([`ErrorKind::ConnectionLost`]) and discarded when it returns to the pool.
     pub fn get(&self) -> Result<PooledConnection> {
-        self.pool.get().map_err(|e| {
-            Error::from(e).context(format_args!("database {}", describe_target(&self.config)))
-        })
+        // Each failed probe closes (and so discards) one connection: at most every pooled
+        // connection can fail, and the next one is then newly opened.
+        let attempts = self.pool.max_size() + 1;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut conn = self.pool.get().map_err(|e| {
+                Error::from(e).context(format_args!("database {}", describe_target(&self.config)))
+            })?;
+            let now = Instant::now();
+            let idle = match PooledConnection::extensions(&conn).get::<LastUsed>() {
+                Some(LastUsed(Some(t))) => now.saturating_duration_since(*t),
+                Some(LastUsed(None)) => Duration::MAX, // marked suspect
+                None => Duration::ZERO,                // just opened
+            };
+            if idle < IDLE_PROBE_AFTER {
+                PooledConnection::extensions_mut(&mut conn).insert(LastUsed(Some(now)));
+                return Ok(conn);
+            }
+            match conn.simple_query("") {
+                Ok(_) => {
+                    PooledConnection::extensions_mut(&mut conn).insert(LastUsed(Some(now)));
+                    return Ok(conn);
+                }
+                Err(e) => {
+                    log::debug!(
+                        "pooled connection to {} failed its check, discarding it: {e}",
+                        describe_target(&self.config)
+                    );
+                    discard(&mut conn);
+                    if attempt >= attempts {
+                        return Err(Error::from(e)
+                            .context(format_args!("database {}", describe_target(&self.config))));
+                    }
+                }
+            }
+        }
     }
 
     /// The underlying r2d2 pool.
@@ -258,6 +300,8 @@ impl ClientBuilder {
         let manager = PostgresConnectionManager::new(config.clone(), NoTls);
         let pool = r2d2::Pool::builder()
             .max_size(self.pool_size)
+            // `Client::get` probes only connections that sat idle; see there.
+            .test_on_check_out(false)
             .min_idle(Some(self.min_idle.min(self.pool_size)))
             .connection_timeout(self.connect_timeout)
             .build(manager)
@@ -276,6 +320,81 @@ impl ClientBuilder {
         );
         Ok(Client { pool, config })
     }
+}
+
+/// How long a pooled connection may sit unused before [`Client::get`] checks it with a
+/// round trip before handing it out.
+///
+/// ```
+/// assert!(pgq::client::IDLE_PROBE_AFTER <= std::time::Duration::from_secs(1));
+/// ```
+pub const IDLE_PROBE_AFTER: Duration = Duration::from_millis(250);
+
+/// When a pooled connection was last checked out (kept in its r2d2 extensions); `None`:
+/// suspect, check it before the next use.
+struct LastUsed(Option<Instant>);
+
+/// Marks a pooled connection suspect after an error that may have left it out of step with
+/// the server: the next [`Client::get`] checks it with a round trip and discards it if that
+/// fails.
+///
+/// (A COPY refused at its start, say for lack of privilege, leaves tokio-postgres expecting
+/// one reply less than the server sends; every later reply on that connection would be
+/// taken for the previous request's.)
+pub(crate) fn mark_suspect(conn: &mut PooledConnection) {
+    PooledConnection::extensions_mut(conn).insert(LastUsed(None));
+}
+
+/// Makes r2d2 drop `conn` when it returns to the pool: r2d2_postgres discards only closed
+/// connections, so a live but unusable one ends its own server session first.
+fn discard(conn: &mut PooledConnection) {
+    mark_suspect(conn);
+    if !conn.is_closed() {
+        // The reply may be out of step (that is why we are here): ignore it, and wait for
+        // the server to close the session so that `is_closed` sees it.
+        let _ = conn
+            .batch_execute("select pg_catalog.pg_terminate_backend(pg_catalog.pg_backend_pid())");
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !conn.is_closed() && Instant::now() < deadline {
+            if conn.simple_query("").is_err() && conn.is_closed() {
+                break;
+            }
+        }
+    }
+}
+
+/// Statements prepared on one pooled connection, by SQL text (kept in its r2d2 extensions).
+#[derive(Default)]
+struct StatementCache(HashMap<String, postgres::Statement>);
+
+/// `sql` prepared on `conn`, once per pooled connection: the hot paths then need one round
+/// trip per call instead of a prepare plus an execute.
+///
+/// A statement stays valid for the connection's life; the server re-plans it by itself when
+/// the objects it uses change.
+pub(crate) fn cached_statement(
+    conn: &mut PooledConnection,
+    sql: &str,
+) -> Result<postgres::Statement> {
+    if let Some(stmt) = PooledConnection::extensions(conn)
+        .get::<StatementCache>()
+        .and_then(|c| c.0.get(sql))
+    {
+        return Ok(stmt.clone());
+    }
+    let stmt = conn.prepare(sql)?;
+    let exts = PooledConnection::extensions_mut(conn);
+    if exts.get::<StatementCache>().is_none() {
+        exts.insert(StatementCache::default());
+    }
+    if let Some(cache) = exts.get_mut::<StatementCache>() {
+        // Bounded: the library's statements are few; only per-queue texts could pile up.
+        if cache.0.len() >= 64 {
+            cache.0.clear();
+        }
+        cache.0.insert(sql.to_string(), stmt.clone());
+    }
+    Ok(stmt)
 }
 
 /// `host:port/dbname` for messages (never the password).

@@ -34,16 +34,26 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
+use postgres::types::{ToSql, Type};
 use postgres::{GenericClient, Row};
 
 use crate::admin::interval_text;
-use crate::client::{check_name, Client, PooledConnection};
+use crate::client::{cached_statement, check_name, Client, PooledConnection};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Event;
 
 /// Events fetched per round trip by [`Batch::events`] unless set with
-/// [`Consumer::fetch_size`].
-pub const DEFAULT_FETCH_SIZE: usize = 100;
+/// [`Consumer::fetch_size`] (or [`WorkerBuilder::fetch_size`](crate::worker::WorkerBuilder::fetch_size)).
+///
+/// At most this many events are held in memory at once, so the bound is this times the
+/// largest event. 1000 keeps a consumer of small events (~100 bytes) at a few MiB while
+/// making the per-FETCH round trip negligible; for large payloads (say 1 MiB each) choose a
+/// smaller size, down to 1.
+///
+/// ```
+/// assert_eq!(pgq::consumer::DEFAULT_FETCH_SIZE, 1000);
+/// ```
+pub const DEFAULT_FETCH_SIZE: usize = 1000;
 
 const CURSOR_NAME: &str = "pgq_batch_events";
 
@@ -126,13 +136,26 @@ pub fn next_batch(
     queue: &str,
     consumer: &str,
 ) -> Result<Option<NextBatch>> {
+    // Parameter types given (query_typed): one round trip, no separate prepare.
+    next_batch_with(queue, consumer, |params| {
+        conn.query_typed_one(
+            NEXT_BATCH_SQL,
+            &[(params[0], Type::TEXT), (params[1], Type::TEXT)],
+        )
+    })
+}
+
+const NEXT_BATCH_SQL: &str = "select * from pgq.next_batch_info($1, $2)";
+
+/// [`next_batch`] with the way to run [`NEXT_BATCH_SQL`] given.
+fn next_batch_with(
+    queue: &str,
+    consumer: &str,
+    run: impl FnOnce(&[&(dyn ToSql + Sync); 2]) -> std::result::Result<Row, postgres::Error>,
+) -> Result<Option<NextBatch>> {
     check_name("queue", queue)?;
     check_name("consumer", consumer)?;
-    let row = conn
-        .query_one(
-            "select * from pgq.next_batch_info($1, $2)",
-            &[&queue, &consumer],
-        )
+    let row = run(&[&queue, &consumer])
         .map_err(|e| Error::from(e).context(format_args!("next batch for {queue}/{consumer}")))?;
     NextBatch::from_row(&row)
 }
@@ -207,16 +230,25 @@ pub fn event_retry(
     delay: Duration,
 ) -> Result<bool> {
     let row = if delay.subsec_nanos() == 0 && delay.as_secs() <= i32::MAX as u64 {
+        // Parameter types given (query_typed): one round trip, no separate prepare.
         let secs = delay.as_secs() as i32;
-        conn.query_one(
+        conn.query_typed_one(
             "select pgq.event_retry($1, $2, $3::int4)",
-            &[&batch_id, &ev_id, &secs],
+            &[
+                (&batch_id, Type::INT8),
+                (&ev_id, Type::INT8),
+                (&secs, Type::INT4),
+            ],
         )
     } else {
         let delay = interval_text(delay);
-        conn.query_one(
+        conn.query_typed_one(
             "select pgq.event_retry($1, $2, now() + $3::text::interval)",
-            &[&batch_id, &ev_id, &delay],
+            &[
+                (&batch_id, Type::INT8),
+                (&ev_id, Type::INT8),
+                (&delay, Type::TEXT),
+            ],
         )
     }
     .map_err(|e| Error::from(e).context(format_args!("retry event {ev_id} of batch {batch_id}")))?;
@@ -284,8 +316,9 @@ fn whole_seconds(d: Duration) -> i32 {
 /// # Ok(()) }
 /// ```
 pub fn finish_batch(conn: &mut impl GenericClient, batch_id: i64) -> Result<bool> {
+    // Parameter type given (query_typed): one round trip, no separate prepare.
     let row = conn
-        .query_one("select pgq.finish_batch($1)", &[&batch_id])
+        .query_typed_one("select pgq.finish_batch($1)", &[(&batch_id, Type::INT8)])
         .map_err(|e| Error::from(e).context(format_args!("finish batch {batch_id}")))?;
     Ok(row.get::<_, Option<i32>>(0).unwrap_or(0) > 0)
 }
@@ -412,7 +445,12 @@ impl Consumer {
         let mut conn = self.client.get()?;
         let info = match &self.coop {
             Some(sub) => sub.next_batch(&mut *conn, &self.queue, &self.name)?,
-            None => next_batch(&mut *conn, &self.queue, &self.name)?,
+            None => {
+                let stmt = cached_statement(&mut conn, NEXT_BATCH_SQL)?;
+                next_batch_with(&self.queue, &self.name, |params| {
+                    conn.query_one(&stmt, params)
+                })?
+            }
         };
         let info = match info {
             Some(info) => info,
@@ -624,17 +662,26 @@ impl Batch {
             event_retry(client, batch_id, ev_id, delay)?;
         }
         match &self.coop {
-            Some(sub) => sub.finish_batch(client, batch_id, &self.queue, &self.consumer)?,
+            Some(sub) => {
+                sub.finish_batch(client, batch_id, &self.queue, &self.consumer)?;
+                // Mark finished before COMMIT: if COMMIT itself fails the transaction is
+                // gone anyway and there is nothing left to roll back.
+                self.finished = true;
+                client
+                    .batch_execute("commit")
+                    .map_err(|e| Error::from(e).context(format_args!("commit batch {batch_id}")))?;
+            }
             None => {
-                finish_batch(client, batch_id)?;
+                // finish_batch and COMMIT in one round trip (a simple query of two
+                // statements: an error in the first skips the second). Its result (0 when
+                // the batch was already finished) is not needed. On any error the batch
+                // stays unfinished and Drop rolls back what may be left.
+                client
+                    .batch_execute(&format!("select pgq.finish_batch({batch_id}); commit"))
+                    .map_err(|e| Error::from(e).context(format_args!("finish batch {batch_id}")))?;
+                self.finished = true;
             }
         }
-        // Mark finished before COMMIT: if COMMIT itself fails the transaction is gone anyway
-        // and there is nothing left to roll back.
-        self.finished = true;
-        client
-            .batch_execute("commit")
-            .map_err(|e| Error::from(e).context(format_args!("commit batch {batch_id}")))?;
         Ok(())
     }
 }
@@ -687,13 +734,14 @@ impl Events<'_> {
                 conn.batch_execute(&format!("close {CURSOR_NAME}"))?;
                 batch.cursor_open.set(false);
             }
+            let stmt = cached_statement(
+                &mut conn,
+                "select ev_id, ev_time, ev_txid, ev_retry, ev_type, ev_data, \
+                        ev_extra1, ev_extra2, ev_extra3, ev_extra4 \
+                   from pgq.get_batch_cursor($1, $2, $3)",
+            )?;
             let rows = conn
-                .query(
-                    "select ev_id, ev_time, ev_txid, ev_retry, ev_type, ev_data, \
-                            ev_extra1, ev_extra2, ev_extra3, ev_extra4 \
-                       from pgq.get_batch_cursor($1, $2, $3)",
-                    &[&batch.info.batch_id, &CURSOR_NAME, &limit],
-                )
+                .query(&stmt, &[&batch.info.batch_id, &CURSOR_NAME, &limit])
                 .map_err(|e| {
                     Error::from(e).context(format_args!("read batch {}", batch.info.batch_id))
                 })?;
@@ -701,11 +749,11 @@ impl Events<'_> {
             self.started = true;
             rows
         } else {
-            conn.query(
-                format!("fetch forward {limit} from {CURSOR_NAME}").as_str(),
-                &[],
-            )
-            .map_err(|e| {
+            let stmt = cached_statement(
+                &mut conn,
+                &format!("fetch forward {limit} from {CURSOR_NAME}"),
+            )?;
+            conn.query(&stmt, &[]).map_err(|e| {
                 Error::from(e).context(format_args!("read batch {}", batch.info.batch_id))
             })?
         };

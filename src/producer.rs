@@ -20,9 +20,10 @@
 
 use std::io::Write;
 
-use postgres::GenericClient;
+use postgres::types::{ToSql, Type};
+use postgres::{GenericClient, Row, ToStatement};
 
-use crate::client::{check_name, Client};
+use crate::client::{cached_statement, check_name, mark_suspect, Client};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::NewEvent;
 
@@ -40,22 +41,35 @@ use crate::event::NewEvent;
 /// # Ok(()) }
 /// ```
 pub fn insert_event(conn: &mut impl GenericClient, queue: &str, event: &NewEvent) -> Result<i64> {
+    // Parameter types given: one round trip (an unnamed statement), not a prepare and an
+    // execute; Client::send uses a statement prepared once per pooled connection instead.
+    insert_event_with(queue, event, |params| {
+        let typed: Vec<(&(dyn ToSql + Sync), Type)> =
+            params.iter().map(|p| (*p, Type::TEXT)).collect();
+        conn.query_typed_one(INSERT_EVENT_SQL, &typed)
+    })
+}
+
+const INSERT_EVENT_SQL: &str = "select pgq.insert_event($1, $2, $3, $4, $5, $6, $7)";
+
+/// [`insert_event`] with the way to run [`INSERT_EVENT_SQL`] given.
+fn insert_event_with(
+    queue: &str,
+    event: &NewEvent,
+    run: impl FnOnce(&[&(dyn ToSql + Sync)]) -> std::result::Result<Row, postgres::Error>,
+) -> Result<i64> {
     check_name("queue", queue)?;
     event.validate()?;
-    let row = conn
-        .query_one(
-            "select pgq.insert_event($1, $2, $3, $4, $5, $6, $7)",
-            &[
-                &queue,
-                &event.ev_type,
-                &event.data,
-                &event.extra1,
-                &event.extra2,
-                &event.extra3,
-                &event.extra4,
-            ],
-        )
-        .map_err(|e| Error::from(e).context(format_args!("insert event into {queue:?}")))?;
+    let row = run(&[
+        &queue,
+        &event.ev_type,
+        &event.data,
+        &event.extra1,
+        &event.extra2,
+        &event.extra3,
+        &event.extra4,
+    ])
+    .map_err(|e| Error::from(e).context(format_args!("insert event into {queue:?}")))?;
     row.get::<_, Option<i64>>(0).ok_or_else(|| {
         Error::new(
             ErrorKind::Other,
@@ -95,38 +109,75 @@ pub fn insert_events(
     if events.is_empty() {
         return Ok(0);
     }
-    // The table name from current_event_table is valid only for this transaction, and only
-    // if the transaction already has its txid: rotation may switch tables and complete
-    // (step 2) between this query and the COPY, and a txid taken only by the COPY would then
-    // lie after the step-2 mark while the rows sit in the old table, which readers no longer
-    // search. With the txid taken first, any step 2 that follows comes after it.
+    insert_events_checked(conn, queue, events)
+}
+
+/// The queue's current event table (quoted) and the transaction's `now()`, for
+/// [`insert_events`].
+///
+/// The table name is valid only for this transaction, and only if the transaction already
+/// has its txid: rotation may switch tables and complete (step 2) between this query and the
+/// COPY, and a txid taken only by the COPY would then lie after the step-2 mark while the
+/// rows sit in the old table, which readers no longer search. So the txid is taken first, in
+/// the same statement: the `offset 0` subquery is not flattened and its volatile column is
+/// evaluated (and tested) before `current_event_table` runs on its row. current_event_table
+/// runs once (an uncorrelated subquery), not once per pg_class row: a volatile function
+/// re-evaluated during a scan can see a rotation halfway. It raises the queue's errors itself
+/// (unknown queue, inserts disabled unless replaying).
+const EVENT_TABLE_SQL: &str = "select format('%I.%I', n.nspname, c.relname), now()::text \
+       from pg_catalog.pg_class c \
+       join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
+      where c.oid = (select pgq.current_event_table($1) \
+                       from (select txid_current() as txid offset 0) t \
+                      where t.txid is not null)::regclass";
+
+/// The part of [`insert_events`] after the checks, in a transaction of its own.
+fn insert_events_checked(
+    conn: &mut impl GenericClient,
+    queue: &str,
+    events: &[NewEvent],
+) -> Result<u64> {
     let mut tx = conn.transaction()?;
-    tx.query_one("select txid_current()", &[])?;
-    // current_event_table runs once (an uncorrelated subquery), not once per pg_class row:
-    // a volatile function re-evaluated during a scan can see a rotation halfway. It raises
-    // the queue's errors itself (unknown queue, inserts disabled unless replaying).
-    let row = tx
-        .query_opt(
-            "select format('%I.%I', n.nspname, c.relname), now()::text \
-               from pg_catalog.pg_class c \
-               join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
-              where c.oid = (select pgq.current_event_table($1))::regclass",
-            &[&queue],
-        )
+    let (table, now) = lookup_event_table(&mut tx, EVENT_TABLE_SQL, queue)?;
+    let n = copy_events(&mut tx, copy_sql(&table).as_str(), &now, queue, events)?;
+    tx.commit()?;
+    Ok(n)
+}
+
+/// Runs [`EVENT_TABLE_SQL`] (text or prepared): the queue's current table and `now()`.
+fn lookup_event_table<T: ToStatement + ?Sized>(
+    conn: &mut impl GenericClient,
+    lookup: &T,
+    queue: &str,
+) -> Result<(String, String)> {
+    let row = conn
+        .query_opt(lookup, &[&queue])
         .map_err(|e| Error::from(e).context(format_args!("insert events into {queue:?}")))?;
-    let row = match row {
-        Some(r) => r,
-        None => return Err(crate::admin::no_such_queue(queue)),
-    };
-    let table: String = row.get(0);
-    let now: String = row.get(1);
-    // ev_id and ev_txid come from the table's defaults; ev_time has none, so every row gets
-    // this transaction's now(), as insert_event would give it.
-    let copy = format!(
+    match row {
+        Some(r) => Ok((r.get(0), r.get(1))),
+        None => Err(crate::admin::no_such_queue(queue)),
+    }
+}
+
+/// The COPY statement for an event table. ev_id and ev_txid come from the table's
+/// defaults; ev_time has none, so every row gets the transaction's now(), as insert_event
+/// would give it.
+fn copy_sql(table: &str) -> String {
+    format!(
         "copy {table} (ev_time, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4) \
          from stdin"
-    );
-    let mut writer = tx.copy_in(copy.as_str())?;
+    )
+}
+
+/// Streams `events` with `copy` (a [`copy_sql`] statement, text or prepared).
+fn copy_events<T: ToStatement + ?Sized>(
+    conn: &mut impl GenericClient,
+    copy: &T,
+    now: &str,
+    queue: &str,
+    events: &[NewEvent],
+) -> Result<u64> {
+    let mut writer = conn.copy_in(copy)?;
     let mut line = Vec::with_capacity(256);
     for ev in events {
         line.clear();
@@ -155,15 +206,11 @@ pub fn insert_events(
             line = Vec::with_capacity(256);
         }
     }
-    let n = writer
+    writer
         .finish()
-        .map_err(|e| Error::from(e).context(format_args!("COPY into {queue:?}")))?;
-    tx.commit()?;
-    Ok(n)
+        .map_err(|e| Error::from(e).context(format_args!("COPY into {queue:?}")))
 }
 
-/// Appends `value` in COPY text format: `\N` for NULL, backslash escapes for the characters
-/// that delimit fields and rows.
 fn escape_copy_text(out: &mut Vec<u8>, value: Option<&str>) {
     let value = match value {
         None => {
@@ -265,7 +312,12 @@ impl Client {
     /// # Ok::<(), pgq::Error>(())
     /// ```
     pub fn send(&self, queue: &str, event: &NewEvent) -> Result<i64> {
-        insert_event(&mut *self.get()?, queue, event)
+        // Validate before taking a connection: bad input costs no round trip.
+        check_name("queue", queue)?;
+        event.validate()?;
+        let mut conn = self.get()?;
+        let stmt = cached_statement(&mut conn, INSERT_EVENT_SQL)?;
+        insert_event_with(queue, event, |params| conn.query_one(&stmt, params))
     }
 
     /// Inserts and commits many events in one transaction via `COPY`; see [`insert_events`].
@@ -277,7 +329,32 @@ impl Client {
     /// # Ok::<(), pgq::Error>(())
     /// ```
     pub fn send_many(&self, queue: &str, events: &[NewEvent]) -> Result<u64> {
-        insert_events(&mut *self.get()?, queue, events)
+        check_name("queue", queue)?;
+        for ev in events {
+            ev.validate()?;
+        }
+        if events.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.get()?;
+        // As insert_events, with the lookup and the COPY prepared once per pooled
+        // connection (BEGIN, lookup, COPY, COMMIT: four round trips).
+        let lookup = cached_statement(&mut conn, EVENT_TABLE_SQL)?;
+        conn.batch_execute("begin")?;
+        let result = (|| -> Result<u64> {
+            let (table, now) = lookup_event_table(&mut *conn, &lookup, queue)?;
+            let copy = cached_statement(&mut conn, &copy_sql(&table))?;
+            let n = copy_events(&mut *conn, &copy, &now, queue, events)?;
+            conn.batch_execute("commit")?;
+            Ok(n)
+        })();
+        if result.is_err() {
+            // Ignored: a failed COMMIT leaves nothing to roll back (a warning only).
+            let _ = conn.batch_execute("rollback");
+            // A COPY refused at its start can leave the connection out of step.
+            mark_suspect(&mut conn);
+        }
+        result
     }
 }
 

@@ -519,7 +519,7 @@ fn backend_cpu(pid: i32) -> f64 {
 pub fn kinds() -> Vec<Kind> {
     let mut k = vec![
         Kind::Python,
-        Kind::Pull(pgq::consumer::DEFAULT_FETCH_SIZE),
+        Kind::Pull(100), // the default before 1000: kept for comparison
         Kind::Pull(1000),
         Kind::GetBatchEvents,
         Kind::Portal(1000),
