@@ -4,7 +4,7 @@
 //! One named thread per database (`pgq-ticker <name>`) owns one dedicated connection (never a
 //! pooled one: it holds a session lock) and runs three schedules on it:
 //!
-//! * every `ticker_period` (10 ms) while events flow, every `idle_ticker_period` (50 ms) once
+//! * every `ticker_period` (10 ms) while events flow, every `idle_ticker_period` (100 ms) once
 //!   nothing has happened for a few seconds, one round. A round is first one prepared
 //!   statement that tells, from the queues' tick rows and event sequences, whether any queue
 //!   may be due (PGQ-SPEC section 4). Usually none is, and that is the whole round: tens of
@@ -89,7 +89,7 @@ pub const DEFAULT_TICKER_PERIOD: Duration = Duration::from_millis(10);
 /// Default pause between ticker rounds once no queue has had new events for a while
 /// ([`IDLE_AFTER`]): an idle ticker costs next to nothing, and the first event after a quiet
 /// spell waits at most this long for the ticker to notice it.
-pub const DEFAULT_IDLE_TICKER_PERIOD: Duration = Duration::from_millis(50);
+pub const DEFAULT_IDLE_TICKER_PERIOD: Duration = Duration::from_millis(100);
 
 /// How long without new events before the ticker slows to its idle period.
 pub const IDLE_AFTER: Duration = Duration::from_secs(5);
