@@ -337,41 +337,22 @@ pub unsafe extern "C" fn pgq_queue_list_free(list: *mut pgq_queue_list) {
 #[no_mangle]
 pub unsafe extern "C" fn pgq_queue_info_name(info: *const pgq_queue_info) -> pgq_str {
     ffi_boundary!(default = pgq_str::NULL, {
-        match info.as_ref() {
-            Some(x) => {
-                let i = &x.info;
-                pgq_str::of(&i.name)
-            }
-            None => pgq_str::NULL,
-        }
+        info.as_ref()
+            .map_or(pgq_str::NULL, |x| pgq_str::of(&x.info.name))
     })
 }
 
 /// Number of rotating event tables.
 #[no_mangle]
 pub unsafe extern "C" fn pgq_queue_info_ntables(info: *const pgq_queue_info) -> i32 {
-    ffi_boundary!(default = 0, {
-        match info.as_ref() {
-            Some(x) => {
-                let i = &x.info;
-                i.ntables
-            }
-            None => 0,
-        }
-    })
+    ffi_boundary!(default = 0, { info.as_ref().map_or(0, |x| x.info.ntables) })
 }
 
 /// The event table inserts go to now.
 #[no_mangle]
 pub unsafe extern "C" fn pgq_queue_info_cur_table(info: *const pgq_queue_info) -> i32 {
     ffi_boundary!(default = 0, {
-        match info.as_ref() {
-            Some(x) => {
-                let i = &x.info;
-                i.cur_table
-            }
-            None => 0,
-        }
+        info.as_ref().map_or(0, |x| x.info.cur_table)
     })
 }
 
@@ -379,13 +360,7 @@ pub unsafe extern "C" fn pgq_queue_info_cur_table(info: *const pgq_queue_info) -
 #[no_mangle]
 pub unsafe extern "C" fn pgq_queue_info_rotation_period_ms(info: *const pgq_queue_info) -> i64 {
     ffi_boundary!(default = 0, {
-        match info.as_ref() {
-            Some(x) => {
-                let i = &x.info;
-                ms(i.rotation_period)
-            }
-            None => 0,
-        }
+        info.as_ref().map_or(0, |x| ms(x.info.rotation_period))
     })
 }
 
@@ -393,13 +368,7 @@ pub unsafe extern "C" fn pgq_queue_info_rotation_period_ms(info: *const pgq_queu
 #[no_mangle]
 pub unsafe extern "C" fn pgq_queue_info_switch_time_us(info: *const pgq_queue_info) -> i64 {
     ffi_boundary!(default = 0, {
-        match info.as_ref() {
-            Some(x) => {
-                let i = &x.info;
-                time_us(i.switch_time)
-            }
-            None => 0,
-        }
+        info.as_ref().map_or(0, |x| time_us(x.info.switch_time))
     })
 }
 
@@ -407,13 +376,7 @@ pub unsafe extern "C" fn pgq_queue_info_switch_time_us(info: *const pgq_queue_in
 #[no_mangle]
 pub unsafe extern "C" fn pgq_queue_info_external_ticker(info: *const pgq_queue_info) -> bool {
     ffi_boundary!(default = false, {
-        match info.as_ref() {
-            Some(x) => {
-                let i = &x.info;
-                i.external_ticker
-            }
-            None => false,
-        }
+        info.as_ref().is_some_and(|x| x.info.external_ticker)
     })
 }
 
@@ -421,13 +384,7 @@ pub unsafe extern "C" fn pgq_queue_info_external_ticker(info: *const pgq_queue_i
 #[no_mangle]
 pub unsafe extern "C" fn pgq_queue_info_ticker_paused(info: *const pgq_queue_info) -> bool {
     ffi_boundary!(default = false, {
-        match info.as_ref() {
-            Some(x) => {
-                let i = &x.info;
-                i.ticker_paused
-            }
-            None => false,
-        }
+        info.as_ref().is_some_and(|x| x.info.ticker_paused)
     })
 }
 
@@ -435,13 +392,7 @@ pub unsafe extern "C" fn pgq_queue_info_ticker_paused(info: *const pgq_queue_inf
 #[no_mangle]
 pub unsafe extern "C" fn pgq_queue_info_ticker_max_count(info: *const pgq_queue_info) -> i32 {
     ffi_boundary!(default = 0, {
-        match info.as_ref() {
-            Some(x) => {
-                let i = &x.info;
-                i.ticker_max_count
-            }
-            None => 0,
-        }
+        info.as_ref().map_or(0, |x| x.info.ticker_max_count)
     })
 }
 
@@ -449,13 +400,7 @@ pub unsafe extern "C" fn pgq_queue_info_ticker_max_count(info: *const pgq_queue_
 #[no_mangle]
 pub unsafe extern "C" fn pgq_queue_info_ticker_max_lag_ms(info: *const pgq_queue_info) -> i64 {
     ffi_boundary!(default = 0, {
-        match info.as_ref() {
-            Some(x) => {
-                let i = &x.info;
-                ms(i.ticker_max_lag)
-            }
-            None => 0,
-        }
+        info.as_ref().map_or(0, |x| ms(x.info.ticker_max_lag))
     })
 }
 
@@ -463,13 +408,7 @@ pub unsafe extern "C" fn pgq_queue_info_ticker_max_lag_ms(info: *const pgq_queue
 #[no_mangle]
 pub unsafe extern "C" fn pgq_queue_info_ticker_idle_period_ms(info: *const pgq_queue_info) -> i64 {
     ffi_boundary!(default = 0, {
-        match info.as_ref() {
-            Some(x) => {
-                let i = &x.info;
-                ms(i.ticker_idle_period)
-            }
-            None => 0,
-        }
+        info.as_ref().map_or(0, |x| ms(x.info.ticker_idle_period))
     })
 }
 
@@ -477,13 +416,7 @@ pub unsafe extern "C" fn pgq_queue_info_ticker_idle_period_ms(info: *const pgq_q
 #[no_mangle]
 pub unsafe extern "C" fn pgq_queue_info_ticker_lag_ms(info: *const pgq_queue_info) -> i64 {
     ffi_boundary!(default = -1, {
-        match info.as_ref() {
-            Some(x) => {
-                let i = &x.info;
-                opt_ms(i.ticker_lag)
-            }
-            None => -1,
-        }
+        info.as_ref().map_or(-1, |x| opt_ms(x.info.ticker_lag))
     })
 }
 
@@ -491,41 +424,23 @@ pub unsafe extern "C" fn pgq_queue_info_ticker_lag_ms(info: *const pgq_queue_inf
 #[no_mangle]
 pub unsafe extern "C" fn pgq_queue_info_ev_per_sec(info: *const pgq_queue_info) -> f64 {
     ffi_boundary!(default = -1.0, {
-        match info.as_ref() {
-            Some(x) => {
-                let i = &x.info;
-                i.ev_per_sec.unwrap_or(-1.0)
-            }
-            None => -1.0,
-        }
+        info.as_ref()
+            .map_or(-1.0, |x| x.info.ev_per_sec.unwrap_or(-1.0))
     })
 }
 
 /// Events inserted since the last tick.
 #[no_mangle]
 pub unsafe extern "C" fn pgq_queue_info_ev_new(info: *const pgq_queue_info) -> i64 {
-    ffi_boundary!(default = 0, {
-        match info.as_ref() {
-            Some(x) => {
-                let i = &x.info;
-                i.ev_new
-            }
-            None => 0,
-        }
-    })
+    ffi_boundary!(default = 0, { info.as_ref().map_or(0, |x| x.info.ev_new) })
 }
 
 /// The last tick's id, -1 if none.
 #[no_mangle]
 pub unsafe extern "C" fn pgq_queue_info_last_tick_id(info: *const pgq_queue_info) -> i64 {
     ffi_boundary!(default = -1, {
-        match info.as_ref() {
-            Some(x) => {
-                let i = &x.info;
-                i.last_tick_id.unwrap_or(-1)
-            }
-            None => -1,
-        }
+        info.as_ref()
+            .map_or(-1, |x| x.info.last_tick_id.unwrap_or(-1))
     })
 }
 
@@ -607,13 +522,8 @@ pub unsafe extern "C" fn pgq_consumer_list_free(list: *mut pgq_consumer_list) {
 #[no_mangle]
 pub unsafe extern "C" fn pgq_consumer_info_queue(info: *const pgq_consumer_info) -> pgq_str {
     ffi_boundary!(default = pgq_str::NULL, {
-        match info.as_ref() {
-            Some(x) => {
-                let i = &x.info;
-                pgq_str::of(&i.queue_name)
-            }
-            None => pgq_str::NULL,
-        }
+        info.as_ref()
+            .map_or(pgq_str::NULL, |x| pgq_str::of(&x.info.queue_name))
     })
 }
 
@@ -621,13 +531,8 @@ pub unsafe extern "C" fn pgq_consumer_info_queue(info: *const pgq_consumer_info)
 #[no_mangle]
 pub unsafe extern "C" fn pgq_consumer_info_name(info: *const pgq_consumer_info) -> pgq_str {
     ffi_boundary!(default = pgq_str::NULL, {
-        match info.as_ref() {
-            Some(x) => {
-                let i = &x.info;
-                pgq_str::of(&i.consumer_name)
-            }
-            None => pgq_str::NULL,
-        }
+        info.as_ref()
+            .map_or(pgq_str::NULL, |x| pgq_str::of(&x.info.consumer_name))
     })
 }
 
@@ -635,13 +540,7 @@ pub unsafe extern "C" fn pgq_consumer_info_name(info: *const pgq_consumer_info) 
 #[no_mangle]
 pub unsafe extern "C" fn pgq_consumer_info_lag_ms(info: *const pgq_consumer_info) -> i64 {
     ffi_boundary!(default = -1, {
-        match info.as_ref() {
-            Some(x) => {
-                let i = &x.info;
-                opt_ms(i.lag)
-            }
-            None => -1,
-        }
+        info.as_ref().map_or(-1, |x| opt_ms(x.info.lag))
     })
 }
 
@@ -649,13 +548,7 @@ pub unsafe extern "C" fn pgq_consumer_info_lag_ms(info: *const pgq_consumer_info
 #[no_mangle]
 pub unsafe extern "C" fn pgq_consumer_info_last_seen_ms(info: *const pgq_consumer_info) -> i64 {
     ffi_boundary!(default = -1, {
-        match info.as_ref() {
-            Some(x) => {
-                let i = &x.info;
-                opt_ms(i.last_seen)
-            }
-            None => -1,
-        }
+        info.as_ref().map_or(-1, |x| opt_ms(x.info.last_seen))
     })
 }
 
@@ -663,13 +556,7 @@ pub unsafe extern "C" fn pgq_consumer_info_last_seen_ms(info: *const pgq_consume
 #[no_mangle]
 pub unsafe extern "C" fn pgq_consumer_info_last_tick(info: *const pgq_consumer_info) -> i64 {
     ffi_boundary!(default = -1, {
-        match info.as_ref() {
-            Some(x) => {
-                let i = &x.info;
-                i.last_tick.unwrap_or(-1)
-            }
-            None => -1,
-        }
+        info.as_ref().map_or(-1, |x| x.info.last_tick.unwrap_or(-1))
     })
 }
 
@@ -677,13 +564,8 @@ pub unsafe extern "C" fn pgq_consumer_info_last_tick(info: *const pgq_consumer_i
 #[no_mangle]
 pub unsafe extern "C" fn pgq_consumer_info_current_batch(info: *const pgq_consumer_info) -> i64 {
     ffi_boundary!(default = -1, {
-        match info.as_ref() {
-            Some(x) => {
-                let i = &x.info;
-                i.current_batch.unwrap_or(-1)
-            }
-            None => -1,
-        }
+        info.as_ref()
+            .map_or(-1, |x| x.info.current_batch.unwrap_or(-1))
     })
 }
 
@@ -691,13 +573,7 @@ pub unsafe extern "C" fn pgq_consumer_info_current_batch(info: *const pgq_consum
 #[no_mangle]
 pub unsafe extern "C" fn pgq_consumer_info_next_tick(info: *const pgq_consumer_info) -> i64 {
     ffi_boundary!(default = -1, {
-        match info.as_ref() {
-            Some(x) => {
-                let i = &x.info;
-                i.next_tick.unwrap_or(-1)
-            }
-            None => -1,
-        }
+        info.as_ref().map_or(-1, |x| x.info.next_tick.unwrap_or(-1))
     })
 }
 
@@ -705,12 +581,7 @@ pub unsafe extern "C" fn pgq_consumer_info_next_tick(info: *const pgq_consumer_i
 #[no_mangle]
 pub unsafe extern "C" fn pgq_consumer_info_pending_events(info: *const pgq_consumer_info) -> i64 {
     ffi_boundary!(default = -1, {
-        match info.as_ref() {
-            Some(x) => {
-                let i = &x.info;
-                i.pending_events.unwrap_or(-1)
-            }
-            None => -1,
-        }
+        info.as_ref()
+            .map_or(-1, |x| x.info.pending_events.unwrap_or(-1))
     })
 }
