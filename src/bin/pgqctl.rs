@@ -95,7 +95,8 @@ const COMMANDS: &[(&str, &str, &str)] = &[
          arguments, or PGQ_DSN). With several tickers on one database one is\n\
          active, the others take over when it goes. KEY=VALUE: ticker_period,\n\
          idle_ticker_period, retry_period, maint_period, takeover_period,\n\
-         stats_period (20ms, 1.5s, 2min).\n\
+         stats_period (20ms, 1.5s, 2min), eager_min_lag (a duration, or off:\n\
+         tick by PGQ's rules only, like pgqd).\n\
          --config FILE reads a pgqd config ([pgqd] base_connstr,\n\
          database_list, initial_database, *_period, check_period; without\n\
          database_list every database with PGQ). SIGHUP re-reads it. Logs to\n\

@@ -3,8 +3,9 @@
 //! Databases come from DSNs on the command line, or from a pgqd-style config file
 //! (`--config FILE`, section `[pgqd]`: `base_connstr`, `initial_database`, `database_list`,
 //! `ticker_period`, `retry_period`, `maint_period`, `check_period`), and our own
-//! `idle_ticker_period`, `takeover_period` and `stats_period` (a line of counters is logged
-//! that often, 60 s by default). With a config file and no
+//! `idle_ticker_period`, `takeover_period`, `eager_min_lag` (a duration, or `off` for PGQ's
+//! tick rules only, like pgqd) and `stats_period` (a line of counters is logged that often,
+//! 60 s by default). With a config file and no
 //! `database_list`, every database of the cluster that has a `pgq` schema is ticked, as
 //! pgqd does, and the list is checked again every `check_period`.
 //!
@@ -33,6 +34,7 @@ pub(crate) const SETTINGS: &[&str] = &[
     "check_period",
     "stats_period",
     "takeover_period",
+    "eager_min_lag",
 ];
 
 /// What the daemon runs: databases and periods.
@@ -66,7 +68,7 @@ pub(crate) fn run(dsn: Option<&str>, rest: &[String], config_file: Option<&str>)
         match arg.split_once('=') {
             Some((k, v)) if SETTINGS.contains(&k) => {
                 let key = SETTINGS.iter().find(|s| **s == k).copied().unwrap_or("");
-                cli_periods.insert(key, parse_period(k, v).map_err(usage)?);
+                cli_periods.insert(key, parse_setting(k, v).map_err(usage)?);
             }
             _ => dsns.push(arg.clone()),
         }
@@ -245,7 +247,17 @@ fn start(plan: &Plan, databases: &[postgres::Config]) -> Res<Option<Ticker>> {
             plan,
             "takeover_period",
             pgq::ticker::service::DEFAULT_TAKEOVER_PERIOD,
+        ))
+        .idle_ticker_period(period(
+            plan,
+            "idle_ticker_period",
+            pgq::ticker::service::DEFAULT_IDLE_TICKER_PERIOD,
         ));
+    match plan.periods.get("eager_min_lag") {
+        None => {}
+        Some(d) if d.is_zero() => b = b.eager(None),
+        Some(d) => b = b.eager(Some(*d)),
+    }
     let names: Vec<String> = databases.iter().map(describe).collect();
     log::info!("ticking {}", names.join("; "));
     Ok(Some(b.start()?))
@@ -313,7 +325,7 @@ fn plan_from_file(path: &str) -> Res<Plan> {
             "logfile" | "pidfile" | "syslog" | "syslog_ident" => {}
             k if SETTINGS.contains(&k) => {
                 let key = SETTINGS.iter().find(|s| **s == k).copied().unwrap_or("");
-                let d = parse_period(k, v).map_err(|m| Failure::Run(format!("{path}: {m}")))?;
+                let d = parse_setting(k, v).map_err(|m| Failure::Run(format!("{path}: {m}")))?;
                 periods.insert(key, d);
             }
             other => {
@@ -382,6 +394,15 @@ fn discover(d: &Discovery) -> Result<Vec<postgres::Config>, String> {
 }
 
 /// `20ms`, `1.5s`, `2min`, or a plain number of seconds as pgqd takes them (`0.05`).
+/// A setting's value: a period, or for `eager_min_lag` also `off` (stored as zero: eager
+/// ticking off, PGQ's tick rules only, like pgqd).
+fn parse_setting(key: &str, value: &str) -> Result<Duration, String> {
+    if key == "eager_min_lag" && value.trim().eq_ignore_ascii_case("off") {
+        return Ok(Duration::ZERO);
+    }
+    parse_period(key, value)
+}
+
 fn parse_period(key: &str, value: &str) -> Result<Duration, String> {
     let v = value.trim();
     let (num, unit) = match v.find(|c: char| c.is_ascii_alphabetic()) {
@@ -472,5 +493,11 @@ mod tests {
         assert!(parse_period("k", "-1").is_err());
         assert!(parse_period("k", "5 parsecs").is_err());
         assert!(parse_period("k", "").is_err());
+        assert_eq!(parse_setting("eager_min_lag", "off"), Ok(Duration::ZERO));
+        assert_eq!(
+            parse_setting("eager_min_lag", "5ms"),
+            Ok(Duration::from_millis(5))
+        );
+        assert!(parse_setting("ticker_period", "off").is_err());
     }
 }
