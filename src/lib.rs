@@ -3,6 +3,7 @@ pub mod admin;
 pub mod client;
 pub mod consumer;
 pub mod coop;
+mod direct;
 pub mod error;
 pub mod event;
 pub mod ffi;

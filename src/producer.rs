@@ -17,13 +17,21 @@
 //!
 //! For many events at once, [`insert_events`] streams them with `COPY` into the queue's
 //! current event table, which is much faster than one `insert_event` call per event.
+//!
+//! [`Client::send`] and [`Client::send_many`] (and [`Producer`]) commit on a pooled
+//! connection of their own. On libpgq's schema (revision 3 and later) they insert straight
+//! into the queue's current event table with one plain statement that checks, in its own
+//! `WHERE`, that the table is still current: as cheap as inserting the row yourself. On the
+//! official extension, and for queues with inserts disabled or a per-transaction limit, they
+//! call `pgq.insert_event` (one event) or `COPY` (many).
 
 use std::io::Write;
 
 use postgres::types::{ToSql, Type};
 use postgres::{GenericClient, Row, ToStatement};
 
-use crate::client::{cached_statement, check_name, mark_suspect, Client};
+use crate::client::{cached_statement, check_name, mark_suspect, Client, PooledConnection};
+use crate::direct;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::NewEvent;
 
@@ -316,11 +324,28 @@ impl Client {
         check_name("queue", queue)?;
         event.validate()?;
         let mut conn = self.get()?;
+        // On our schema: one plain INSERT into the current table (see crate::direct); a
+        // failed check there (the tables rotated) inserted nothing: look again, try again.
+        for _ in 0..3 {
+            let Some(target) = direct::target(&mut conn, queue)? else {
+                break;
+            };
+            match direct::insert_one(&mut conn, &target, event) {
+                Ok(Some(id)) => return Ok(id),
+                Ok(None) => direct::forget(&mut conn, queue),
+                Err(e) if direct::fall_back_after(&e) => {
+                    direct::forget(&mut conn, queue);
+                    break;
+                }
+                Err(e) => return Err(e.context(format_args!("insert event into {queue:?}"))),
+            }
+        }
         let stmt = cached_statement(&mut conn, INSERT_EVENT_SQL)?;
         insert_event_with(queue, event, |params| conn.query_one(&stmt, params))
     }
 
-    /// Inserts and commits many events in one transaction via `COPY`; see [`insert_events`].
+    /// Inserts and commits many events in one transaction: `INSERT … SELECT … FROM unnest(…)`
+    /// on our schema, `COPY` elsewhere (see the module docs); see [`insert_events`].
     ///
     /// ```no_run
     /// # let client = pgq::Client::connect("dbname=app")?;
@@ -337,6 +362,9 @@ impl Client {
             return Ok(0);
         }
         let mut conn = self.get()?;
+        if let Some(n) = send_many_direct(&mut conn, queue, events)? {
+            return Ok(n);
+        }
         // As insert_events, with the lookup and the COPY prepared once per pooled
         // connection (BEGIN, lookup, COPY, COMMIT: four round trips).
         let lookup = cached_statement(&mut conn, EVENT_TABLE_SQL)?;
@@ -356,6 +384,63 @@ impl Client {
         }
         result
     }
+}
+
+/// [`Client::send_many`] on our schema: `INSERT … SELECT … FROM unnest(…)` straight into the
+/// current table (see [`crate::direct`]), one statement per chunk; several chunks run in one
+/// transaction. `Ok(None)`: the direct path does not apply (nothing was inserted), use COPY.
+fn send_many_direct(
+    conn: &mut PooledConnection,
+    queue: &str,
+    events: &[NewEvent],
+) -> Result<Option<u64>> {
+    if direct::target(conn, queue)?.is_none() {
+        return Ok(None);
+    }
+    let chunks = direct::chunks(events);
+    let in_tx = chunks.len() > 1;
+    if in_tx {
+        conn.batch_execute("begin")?;
+    }
+    let result = (|| -> Result<Option<u64>> {
+        for chunk in &chunks {
+            let mut done = false;
+            for _ in 0..3 {
+                let Some(target) = direct::target(conn, queue)? else {
+                    break;
+                };
+                match direct::insert_chunk(conn, &target, chunk) {
+                    Ok(true) => {
+                        done = true;
+                        break;
+                    }
+                    Ok(false) => direct::forget(conn, queue),
+                    Err(e) if !in_tx && direct::fall_back_after(&e) => {
+                        direct::forget(conn, queue);
+                        return Ok(None);
+                    }
+                    Err(e) => return Err(e.context(format_args!("insert events into {queue:?}"))),
+                }
+            }
+            if !done {
+                // The queue changed under us (now unfit, or rotating again and again):
+                // nothing of this call may stay, then the COPY path decides.
+                if in_tx {
+                    conn.batch_execute("rollback")?;
+                }
+                return Ok(None);
+            }
+        }
+        if in_tx {
+            conn.batch_execute("commit")?;
+        }
+        Ok(Some(events.len() as u64))
+    })();
+    if result.is_err() && in_tx {
+        // Ignored: the error that matters is the one returned.
+        let _ = conn.batch_execute("rollback");
+    }
+    result
 }
 
 #[cfg(test)]

@@ -190,3 +190,233 @@ both_backends! {
         assert_eq!(datas(&db.consume_all("q", "c")), ["1", "2", "3"]);
     }
 }
+
+/// Rotation steps 1 and 2, each in its own transaction (step 2 is recorded only once no
+/// older snapshot of this database is left, which here is at once). Step 1 waits until the
+/// consumer's position is past the previous rotation, and ticks see transactions of the
+/// whole cluster (other tests run beside this one): tick, read and try again until it
+/// rotates.
+fn rotate(db: &TestDb) {
+    let mut su = db.superuser();
+    su.execute(
+        "update pgq.queue set queue_rotation_period = '0' where queue_name = 'q'",
+        &[],
+    )
+    .unwrap();
+    let before = current_table(db);
+    common::wait_until("a rotation", Duration::from_secs(20), || {
+        db.tick("q");
+        db.consume_all("q", "c");
+        su.query_one("select pgq.maint_rotate_tables_step1('q')", &[])
+            .unwrap();
+        current_table(db) != before
+    });
+    su.query_one("select pgq.maint_rotate_tables_step2()", &[])
+        .unwrap();
+}
+
+/// The table each event (by ev_data) sits in.
+fn tables_of(db: &TestDb) -> Vec<(String, String)> {
+    let mut c = db.conn();
+    let pfx: String = c
+        .query_one(
+            "select queue_data_pfx from pgq.queue where queue_name = 'q'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    c.query(
+        format!("select ev_data, tableoid::regclass::text from {pfx} order by ev_id").as_str(),
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| (r.get(0), r.get(1)))
+    .collect()
+}
+
+fn current_table(db: &TestDb) -> String {
+    db.conn()
+        .query_one(
+            "select queue_data_pfx || '_' || queue_cur_table from pgq.queue where queue_name = 'q'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
+both_backends! {
+    fn pooled_sends_follow_rotation(db: &TestDb) {
+        setup(db);
+        // One pooled connection, so the second round reuses what the first one learnt.
+        let client = db.new_client(1);
+        let t0 = current_table(db);
+        client.send("q", &NewEvent::new("t", "a1")).unwrap();
+        client.send_many("q", &[NewEvent::new("t", "a2"), NewEvent::new("t", "a3")]).unwrap();
+        // Two rotations, so the remembered table is neither current nor the previous one.
+        rotate(db);
+        let t1 = current_table(db);
+        assert_ne!(t0, t1, "rotated");
+        client.send("q", &NewEvent::new("t", "b1")).unwrap();
+        rotate(db);
+        let t2 = current_table(db);
+        assert_ne!(t1, t2, "rotated again");
+        client.send("q", &NewEvent::new("t", "c1")).unwrap();
+        client.send_many("q", &[NewEvent::new("t", "c2"), NewEvent::new("t", "c3")]).unwrap();
+        let where_: Vec<(String, String)> = tables_of(db)
+            .into_iter()
+            .filter(|(d, _)| d.starts_with('c'))
+            .collect();
+        assert_eq!(
+            where_,
+            ["c1", "c2", "c3"].map(|d| (d.to_string(), t2.clone())),
+            "events after the rotation are in the new current table"
+        );
+        db.tick("q");
+        assert_eq!(datas(&db.consume_all("q", "c")), ["c1", "c2", "c3"]);
+    }
+
+    fn send_many_splits_big_sends_in_one_transaction(db: &TestDb) {
+        setup(db);
+        let events: Vec<NewEvent> =
+            (0..12_001).map(|i| NewEvent::new("bulk", i.to_string())).collect();
+        assert_eq!(db.client.send_many("q", &events).unwrap(), 12_001);
+        let txids: i64 = db
+            .conn()
+            .query_one(
+                format!(
+                    "select count(distinct ev_txid) from {}",
+                    current_table(db)
+                )
+                .as_str(),
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(txids, 1, "one transaction");
+        db.tick("q");
+        let got = db.consume_all("q", "c");
+        assert_eq!(got.len(), 12_001);
+        assert!(got.windows(2).all(|w| w[0].id < w[1].id), "ids increase in send order");
+        assert_eq!(
+            datas(&got),
+            (0..12_001).map(|i| i.to_string()).collect::<Vec<_>>()
+        );
+    }
+
+    fn per_transaction_limit_still_applies_to_send(db: &TestDb) {
+        setup(db);
+        db.superuser()
+            .execute("update pgq.queue set queue_per_tx_limit = 1 where queue_name = 'q'", &[])
+            .unwrap();
+        db.client.send("q", &NewEvent::new("t", "one")).unwrap();
+        db.client.send("q", &NewEvent::new("t", "two")).unwrap();
+        let mut conn = db.conn();
+        let mut tx = conn.transaction().unwrap();
+        pgq::producer::insert_event(&mut tx, "q", &NewEvent::new("t", "x")).unwrap();
+        let e = pgq::producer::insert_event(&mut tx, "q", &NewEvent::new("t", "y")).unwrap_err();
+        assert!(e.to_string().contains("allows max 1 events"), "{e}");
+        drop(tx);
+        db.tick("q");
+        assert_eq!(datas(&db.consume_all("q", "c")), ["one", "two"]);
+    }
+}
+
+/// On our schema `Client::send` does not call `pgq.insert_event` at all (it inserts into the
+/// table directly); a queue with a per-transaction limit still goes through the function.
+/// Counted with the server's function statistics.
+#[test]
+fn send_inserts_directly_on_our_schema() {
+    let db = TestDb::new(common::Backend::Ours);
+    setup(&db);
+    db.client.create_queue("limited").unwrap();
+    let mut su = db.superuser();
+    su.batch_execute(&format!(
+        "alter database \"{}\" set track_functions = 'pl'; \
+         update pgq.queue set queue_per_tx_limit = 10 where queue_name = 'limited'",
+        db.name
+    ))
+    .unwrap();
+    // A new pool: its sessions start with the setting.
+    let client = db.new_client(1);
+    for i in 0..10 {
+        client
+            .send("q", &NewEvent::new("t", i.to_string()))
+            .unwrap();
+    }
+    client.send_many("q", &[NewEvent::new("t", "m")]).unwrap();
+    client
+        .send("limited", &NewEvent::new("t", "via insert_event"))
+        .unwrap();
+    // The session's statistics reach the server when it goes idle (within about a second).
+    let calls = || -> i64 {
+        let mut c = db.conn();
+        c.batch_execute("select pg_stat_clear_snapshot()").unwrap();
+        c.query_one(
+            "select coalesce(sum(calls), 0)::int8 from pg_stat_user_functions \
+              where schemaname = 'pgq' and funcname = 'insert_event'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    common::wait_until(
+        "insert_event's call to be counted",
+        Duration::from_secs(20),
+        || calls() >= 1,
+    );
+    assert_eq!(
+        calls(),
+        1,
+        "only the limited queue's event went through pgq.insert_event"
+    );
+    db.tick("q");
+    assert_eq!(db.consume_all("q", "c").len(), 11);
+}
+
+/// Rotation step 2 waits while a session holds a snapshot taken before step 1 (a writer
+/// with such a snapshot may still insert into the old table): libpgq's schema only.
+#[test]
+fn step2_waits_for_snapshots_older_than_step1() {
+    let db = TestDb::new(common::Backend::Ours);
+    setup(&db);
+    let step2 = |c: &mut postgres::Client| -> Option<i64> {
+        c.query_one("select pgq.maint_rotate_tables_step2()", &[])
+            .unwrap();
+        c.query_one(
+            "select queue_switch_step2 from pgq.queue where queue_name = 'q'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let t0 = current_table(&db);
+    let mut old = db.conn();
+    let mut old_tx = old
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .unwrap();
+    // The snapshot, taken by a first query.
+    old_tx.query_one("select 1", &[]).unwrap();
+    let mut su = db.superuser();
+    su.execute(
+        "update pgq.queue set queue_rotation_period = '0' where queue_name = 'q'",
+        &[],
+    )
+    .unwrap();
+    common::wait_until("step 1 to switch tables", Duration::from_secs(20), || {
+        db.tick("q");
+        db.consume_all("q", "c");
+        su.query_one("select pgq.maint_rotate_tables_step1('q')", &[])
+            .unwrap();
+        current_table(&db) != t0
+    });
+    assert_eq!(step2(&mut su), None, "an older snapshot is still there");
+    assert_eq!(step2(&mut su), None, "still there");
+    old_tx.commit().unwrap();
+    assert!(
+        step2(&mut su).is_some(),
+        "recorded once the snapshot is gone"
+    );
+}

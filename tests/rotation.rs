@@ -16,6 +16,9 @@ use pgq::admin::QueueParam;
 use pgq::{Consumer, NewEvent};
 
 const PRODUCERS: usize = 4;
+/// Producers that commit through the pool (`Client::send` / `send_many`: on our schema the
+/// direct INSERT into a remembered current table, checked in the statement itself).
+const POOLED_PRODUCERS: usize = 2;
 const CONSUMERS: [&str; 2] = ["a", "b"];
 /// Rotations to reach; with 3 tables, 6 means every table was truncated and reused twice.
 const ROTATIONS: u64 = 6;
@@ -114,6 +117,36 @@ fn produce(db: &TestDb, p: usize, shared: &Shared) {
             tx.commit().expect("commit");
             shared.committed.lock().unwrap().extend(mine);
         }
+    }
+}
+
+/// One pooled producer: one event per transaction (`Client::send`), or 1-5 at once
+/// (`Client::send_many`); every call commits by itself.
+fn produce_pooled(db: &TestDb, p: usize, shared: &Shared) {
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ (p as u64 + 7).wrapping_mul(0x9876_5432_1fed));
+    let mut n = 0u64;
+    while !shared.stop.load(Ordering::SeqCst) {
+        let k = 1 + rng.below(5);
+        let events: Vec<NewEvent> = (0..k)
+            .map(|_| {
+                n += 1;
+                NewEvent::new("load", format!("pool{p}-{n}"))
+            })
+            .collect();
+        if rng.below(2) == 0 {
+            for ev in &events {
+                db.client.send("q", ev).expect("Client::send");
+            }
+        } else {
+            db.client
+                .send_many("q", &events)
+                .expect("Client::send_many");
+        }
+        shared
+            .committed
+            .lock()
+            .unwrap()
+            .extend(events.into_iter().filter_map(|e| e.data));
     }
 }
 
@@ -223,6 +256,10 @@ both_backends! {
                     let shared = &shared;
                     s.spawn(move || produce(db, p, shared))
                 })
+                .chain((0..POOLED_PRODUCERS).map(|p| {
+                    let shared = &shared;
+                    s.spawn(move || produce_pooled(db, p, shared))
+                }))
                 .collect();
             let consumers: Vec<_> = CONSUMERS
                 .iter()

@@ -19,7 +19,7 @@ use crate::{Error, ErrorKind, Result};
 
 /// Revision of the SQL in `src/schema/sql`. Bump it whenever that SQL changes, so that
 /// [`install`] upgrades databases that have an older revision.
-pub const SCHEMA_VERSION: &str = "2";
+pub const SCHEMA_VERSION: &str = "3";
 
 /// The SQL files, in install order.
 const PARTS: &[(&str, &str)] = &[
@@ -93,7 +93,9 @@ fn body() -> String {
 fn record_version_sql() -> String {
     format!(
         "\ninsert into pgq.libpgq_schema (singleton, version) values (true, '{v}')\n    \
-         on conflict (singleton) do update set version = '{v}', upgraded_at = now();\n",
+         on conflict (singleton) do update set version = '{v}', upgraded_at = now();\n\
+         -- Anyone may read the revision (producers look at it to choose their insert path).\n\
+         grant select on pgq.libpgq_schema to public;\n",
         v = SCHEMA_VERSION
     )
 }

@@ -338,12 +338,33 @@ $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 
 -- Rotation step 2, in a later transaction than step 1: record the txid after which no
 -- transaction can still be writing to the old table. Returns 0, as the reference does.
+--
+-- A writer that read the queue row (and so the current table) in a snapshot older than
+-- step 1's commit can still insert into the old table, and its txid is assigned only when
+-- it first writes, so it may come after a step-2 mark recorded too early. The mark therefore
+-- waits (it is left unset, for the next maintenance round to try again) while any session of
+-- this database holds a snapshot whose xmin is not past step 1's txid: any snapshot that
+-- does not see step 1 has such an xmin. Then every row in the old table has a txid below
+-- the mark, taken after the check. This is what lets libpgq insert straight into the current
+-- table, checking it in the INSERT itself (one plain statement per event). Autovacuum
+-- workers (no user) and our own session do not count.
 create or replace function pgq.maint_rotate_tables_step2()
 returns integer as $$
 begin
     update pgq.queue qq
        set queue_switch_step2 = txid_current()
-     where qq.queue_switch_step2 is null;
+     where qq.queue_switch_step2 is null
+       and not exists (
+           select 1
+             from pg_catalog.pg_stat_activity a
+            where a.datid = (select d.oid from pg_catalog.pg_database d
+                              where d.datname = pg_catalog.current_database())
+              and a.pid <> pg_catalog.pg_backend_pid()
+              and a.usesysid is not null
+              and a.backend_xmin is not null
+              -- xmin at or before step 1's txid (32-bit xids compared by their age)
+              and pg_catalog.age(a.backend_xmin)
+                  >= pg_catalog.age((qq.queue_switch_step1 % 4294967296)::text::xid));
     return 0;
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;

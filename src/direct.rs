@@ -1,0 +1,315 @@
+//! The direct insert path of [`Client::send`](crate::Client::send) and
+//! [`Client::send_many`](crate::Client::send_many) on libpgq's own schema.
+//!
+//! `pgq.insert_event` has to find the queue's current event table on every call, and a
+//! PL/pgSQL function can insert into a table whose name changes only through `EXECUTE`,
+//! which plans the INSERT again on every call: most of the cost of a one-event transaction.
+//! On a pooled connection the library can do better. It remembers, per connection and queue,
+//! the current table, and inserts into it with one plain statement whose own `WHERE` checks
+//! that the table is still the current one and that the queue takes plain inserts:
+//!
+//! ```sql
+//! insert into pgq.event_1_2 (ev_type, ev_data, ...) select $1, $2, ...
+//!  where exists (select 1 from pgq.queue q where q.queue_id = 1 and q.queue_cur_table = 2
+//!                   and not q.queue_disable_insert and q.queue_per_tx_limit is null)
+//! returning ev_id
+//! ```
+//!
+//! The check is an uncorrelated sub-select, evaluated once before any row is inserted. When
+//! it fails (the tables rotated, the queue changed) nothing is inserted, the statement
+//! returns no row, and the library looks the queue up again and retries.
+//!
+//! Why this is safe under rotation: the check reads the queue row in the statement's
+//! snapshot, and the statement's txid is assigned only when it inserts, after that
+//! snapshot. A writer that still saw the old table can therefore get a txid after step 1 of
+//! a rotation. Revision 3 of our schema makes `pgq.maint_rotate_tables_step2` wait until no
+//! session of the database holds a snapshot older than step 1 (see its comment), so such a
+//! writer's txid is always below the step-2 mark and readers still search the old table for
+//! it. The official extension does not wait there, so on it (and on revisions before 3) the
+//! library calls `pgq.insert_event` as before.
+//!
+//! Queues with `queue_disable_insert` or `queue_per_tx_limit`, and roles without INSERT on
+//! the event table, use `pgq.insert_event` too, which applies those rules.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use postgres::types::ToSql;
+
+use crate::client::{cached_statement, PooledConnection};
+use crate::error::{Error, Result};
+use crate::event::NewEvent;
+
+/// The first schema revision whose rotation step 2 waits for old snapshots.
+const DIRECT_SINCE_REVISION: u32 = 3;
+
+/// How long a queue found unfit for the direct path (inserts disabled, a per-transaction
+/// limit, no INSERT privilege) keeps using `pgq.insert_event` before it is looked at again.
+const RECHECK_UNFIT: Duration = Duration::from_secs(5);
+
+/// Per-event statement rows that go into one `send_many` statement at most; bigger sends
+/// are split (in one transaction), so that no statement's arrays grow without bound.
+const CHUNK_EVENTS: usize = 5000;
+/// Payload bytes (all fields) of one `send_many` statement at most (a single bigger event
+/// still goes alone).
+const CHUNK_BYTES: usize = 16 << 20;
+
+/// Where direct inserts for one queue go on one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Target {
+    /// `insert … select $1..$6 where <check> returning ev_id`.
+    one: String,
+    /// `insert … select from unnest($1..$6) where <check>`.
+    many: String,
+}
+
+impl Target {
+    fn new(queue_id: i32, cur_table: i32, table: &str) -> Target {
+        let columns = "(ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4)";
+        let check = format!(
+            "where exists (select 1 from pgq.queue q where q.queue_id = {queue_id} \
+             and q.queue_cur_table = {cur_table} and not q.queue_disable_insert \
+             and q.queue_per_tx_limit is null)"
+        );
+        Target {
+            one: format!(
+                "insert into {table} {columns} \
+                 select $1::text, $2::text, $3::text, $4::text, $5::text, $6::text \
+                 {check} returning ev_id"
+            ),
+            many: format!(
+                "insert into {table} {columns} \
+                 select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], \
+                 $5::text[], $6::text[]) {check}"
+            ),
+        }
+    }
+}
+
+/// What one pooled connection knows (kept in its r2d2 extensions).
+#[derive(Default)]
+struct DirectCache {
+    /// Whether the database has our schema at a revision that allows direct inserts.
+    schema: Option<bool>,
+    /// Per queue: its target, or when it was last found unfit.
+    queues: HashMap<String, Entry>,
+}
+
+enum Entry {
+    Direct(Target),
+    Unfit(Instant),
+}
+
+/// The queue's direct target on `conn`, or `None` when `pgq.insert_event` must be used
+/// (another schema, an unknown queue — whose error insert_event reports —, an unfit queue).
+pub(crate) fn target(conn: &mut PooledConnection, queue: &str) -> Result<Option<Target>> {
+    let cached = PooledConnection::extensions(conn)
+        .get::<DirectCache>()
+        .map(|c| {
+            (
+                c.schema,
+                match c.queues.get(queue) {
+                    Some(Entry::Direct(t)) => Some(Some(t.clone())),
+                    Some(Entry::Unfit(at)) if at.elapsed() < RECHECK_UNFIT => Some(None),
+                    _ => None,
+                },
+            )
+        });
+    let schema = match cached {
+        Some((_, Some(hit))) => return Ok(hit),
+        Some((Some(schema), None)) => schema,
+        _ => {
+            let ok = schema_allows_direct(conn)?;
+            cache(conn).schema = Some(ok);
+            ok
+        }
+    };
+    if !schema {
+        return Ok(None);
+    }
+    let found = lookup(conn, queue)?;
+    let entry = match &found {
+        Some(t) => Entry::Direct(t.clone()),
+        None => Entry::Unfit(Instant::now()),
+    };
+    let c = cache(conn);
+    // Bounded: a connection that has sent to very many queues starts over.
+    if c.queues.len() >= 1024 {
+        c.queues.clear();
+    }
+    c.queues.insert(queue.to_string(), entry);
+    Ok(found)
+}
+
+/// Forgets the queue's target on `conn` (after the check in the statement failed).
+pub(crate) fn forget(conn: &mut PooledConnection, queue: &str) {
+    if let Some(c) = PooledConnection::extensions_mut(conn).get_mut::<DirectCache>() {
+        c.queues.remove(queue);
+    }
+}
+
+fn cache(conn: &mut PooledConnection) -> &mut DirectCache {
+    let exts = PooledConnection::extensions_mut(conn);
+    if exts.get::<DirectCache>().is_none() {
+        exts.insert(DirectCache::default());
+    }
+    exts.get_mut::<DirectCache>()
+        .expect("the cache was inserted just above")
+}
+
+/// Whether the database has our schema, at a revision whose step 2 waits (see the module
+/// docs). Two queries, once per connection. (Revision 3 lets everyone read the revision;
+/// an older one that this role may not read is too old anyway.)
+fn schema_allows_direct(conn: &mut PooledConnection) -> Result<bool> {
+    let has_ours: bool = conn
+        .query_one(
+            "select pg_catalog.to_regclass('pgq.libpgq_schema') is not null \
+                and pg_catalog.has_table_privilege('pgq.libpgq_schema', 'SELECT')",
+            &[],
+        )?
+        .get(0);
+    if !has_ours {
+        return Ok(false);
+    }
+    let version: Option<String> = conn
+        .query_opt("select version from pgq.libpgq_schema", &[])?
+        .map(|r| r.get(0));
+    Ok(version
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .is_some_and(|rev| rev >= DIRECT_SINCE_REVISION))
+}
+
+/// The queue's current table, if the queue exists, takes plain inserts and this role may
+/// insert into the table.
+fn lookup(conn: &mut PooledConnection, queue: &str) -> Result<Option<Target>> {
+    let stmt = cached_statement(
+        conn,
+        "select q.queue_id, q.queue_cur_table, q.queue_data_pfx || '_' || q.queue_cur_table \
+           from pgq.queue q \
+          where q.queue_name = $1 \
+            and not q.queue_disable_insert and q.queue_per_tx_limit is null \
+            and pg_catalog.has_table_privilege( \
+                    q.queue_data_pfx || '_' || q.queue_cur_table, 'INSERT')",
+    )?;
+    let row = conn.query_opt(&stmt, &[&queue])?;
+    Ok(row.map(|r| Target::new(r.get(0), r.get(1), r.get::<_, String>(2).as_str())))
+}
+
+/// Whether an error of a direct statement means "use insert_event instead": the table is
+/// gone (queue dropped and made again) or the role may no longer insert into it.
+pub(crate) fn fall_back_after(err: &Error) -> bool {
+    matches!(err.sqlstate(), Some("42P01" | "42501"))
+}
+
+/// Inserts one event directly; `Ok(None)` when the check failed (nothing was inserted).
+pub(crate) fn insert_one(
+    conn: &mut PooledConnection,
+    target: &Target,
+    ev: &NewEvent,
+) -> Result<Option<i64>> {
+    let stmt = cached_statement(conn, &target.one)?;
+    let row = conn.query_opt(
+        &stmt,
+        &[
+            &ev.ev_type,
+            &ev.data,
+            &ev.extra1,
+            &ev.extra2,
+            &ev.extra3,
+            &ev.extra4,
+        ],
+    )?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Inserts a chunk of events directly; `Ok(false)` when the check failed (nothing was
+/// inserted).
+pub(crate) fn insert_chunk(
+    conn: &mut PooledConnection,
+    target: &Target,
+    events: &[NewEvent],
+) -> Result<bool> {
+    let stmt = cached_statement(conn, &target.many)?;
+    let column = |f: fn(&NewEvent) -> &Option<String>| -> Vec<Option<&str>> {
+        events.iter().map(|e| f(e).as_deref()).collect()
+    };
+    let cols = [
+        column(|e| &e.ev_type),
+        column(|e| &e.data),
+        column(|e| &e.extra1),
+        column(|e| &e.extra2),
+        column(|e| &e.extra3),
+        column(|e| &e.extra4),
+    ];
+    let params: Vec<&(dyn ToSql + Sync)> = cols.iter().map(|c| c as _).collect();
+    let n = conn.execute(&stmt, &params)?;
+    Ok(n == events.len() as u64)
+}
+
+/// `events` cut into statements of at most [`CHUNK_EVENTS`] events and [`CHUNK_BYTES`]
+/// bytes (each chunk has at least one event).
+pub(crate) fn chunks(events: &[NewEvent]) -> Vec<&[NewEvent]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, ev) in events.iter().enumerate() {
+        let size = [
+            &ev.ev_type,
+            &ev.data,
+            &ev.extra1,
+            &ev.extra2,
+            &ev.extra3,
+            &ev.extra4,
+        ]
+        .iter()
+        .map(|f| f.as_ref().map_or(0, String::len))
+        .sum::<usize>();
+        if i > start && (i - start >= CHUNK_EVENTS || bytes + size > CHUNK_BYTES) {
+            out.push(&events[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < events.len() {
+        out.push(&events[start..]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_respect_both_limits() {
+        let small: Vec<NewEvent> = (0..12_001)
+            .map(|i| NewEvent::new("t", i.to_string()))
+            .collect();
+        let c = chunks(&small);
+        assert_eq!(
+            c.iter().map(|c| c.len()).collect::<Vec<_>>(),
+            [5000, 5000, 2001]
+        );
+
+        let big = "x".repeat(CHUNK_BYTES / 2 + 1);
+        let evs = vec![
+            NewEvent::new("t", big.clone()),
+            NewEvent::new("t", big.clone()),
+            NewEvent::new("t", "y"),
+            NewEvent::new("t", "x".repeat(CHUNK_BYTES * 2)),
+        ];
+        let c = chunks(&evs);
+        assert_eq!(c.iter().map(|c| c.len()).collect::<Vec<_>>(), [1, 2, 1]);
+        assert!(chunks(&[]).is_empty());
+    }
+
+    #[test]
+    fn target_statements_name_the_table_and_the_check() {
+        let t = Target::new(7, 2, "pgq.event_7_2");
+        assert!(t.one.starts_with("insert into pgq.event_7_2 "));
+        assert!(t.one.contains("q.queue_id = 7 and q.queue_cur_table = 2"));
+        assert!(t.one.ends_with("returning ev_id"));
+        assert!(t.many.contains("unnest($1::text[]"));
+    }
+}
