@@ -57,7 +57,8 @@ impl Bouncer {
         let port = cfg.get_ports().first().copied().unwrap_or(5432);
         let user = cfg.get_user().expect("the test DSN names a user");
         let mut cmd = Command::new(script());
-        cmd.arg("start")
+        cmd.env("PGQ_BOUNCER_POOL_SIZE", SERVER_POOL.to_string())
+            .arg("start")
             .arg(&dir)
             .arg(&host)
             .arg(port.to_string())
@@ -145,11 +146,12 @@ impl Drop for Bouncer {
     }
 }
 
-/// Server connections the pooler holds per database (scripts/pgbouncer.sh's default).
+/// Server connections the pooler holds per database.
 const SERVER_POOL: u32 = 2;
 
 /// Clients through the pooler: more than `SERVER_POOL`, so server connections are shared.
 const CLIENT_POOL: u32 = 6;
+const _: () = assert!(CLIENT_POOL > SERVER_POOL);
 
 fn setup(db: &TestDb, client: &Client, consumers: &[&str]) {
     // Admin calls go through the pooler too. The harness installed the schema directly;
