@@ -903,7 +903,8 @@ pgq_status pgq_consumer_next_batch(struct pgq_consumer *consumer,
                                    struct pgq_error **err);
 
 // Poll-only mode for `pgq_consumer_next_batch`: never `LISTEN`, only poll (needed behind
-// PgBouncer in transaction pooling mode). Default false.
+// PgBouncer in transaction pooling mode). Default false; always on for a client with
+// `pgq_client_options_set_transaction_pooling`.
 pgq_status pgq_consumer_set_poll_only(struct pgq_consumer *consumer,
                                       bool poll_only,
                                       struct pgq_error **err);
@@ -1034,7 +1035,8 @@ pgq_status pgq_worker_options_set_poll_interval_ms(struct pgq_worker_options *op
                                                    uint64_t ms,
                                                    struct pgq_error **err);
 
-// Poll-only mode: no `LISTEN` connection, only polling (PgBouncer transaction pooling).
+// Poll-only mode: no `LISTEN` connection, only polling (PgBouncer transaction pooling; a
+// client with `pgq_client_options_set_transaction_pooling` always polls only).
 pgq_status pgq_worker_options_set_poll_only(struct pgq_worker_options *opts,
                                             bool poll_only,
                                             struct pgq_error **err);
