@@ -128,6 +128,11 @@ impl Client {
     /// away in the meantime (restart, failover, idle timeout) it is discarded and another
     /// one taken. A connection that breaks while in use is recognised by its error
     /// ([`ErrorKind::ConnectionLost`]) and discarded when it returns to the pool.
+    ///
+    /// On a client in [transaction pooling](ClientBuilder::transaction_pooling) mode, use
+    /// the connection the way the library does: a prepared statement (which is what
+    /// `query("...", ..)` makes) only inside a transaction, dropped before it ends, or
+    /// `query_typed` / `simple_query` anywhere.
     pub fn get(&self) -> Result<PooledConnection> {
         // Each failed probe closes (and so discards) one connection: at most every pooled
         // connection can fail, and the next one is then newly opened.
