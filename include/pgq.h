@@ -531,6 +531,17 @@ pgq_status pgq_client_options_set_connect_timeout_ms(struct pgq_client_options *
                                                      uint64_t ms,
                                                      struct pgq_error **err);
 
+// Set `enabled` when the DSN points at a connection pooler in transaction pooling mode
+// (PgBouncer `pool_mode = transaction`; default false). The client then sends every
+// statement unnamed or as a simple query and keeps no session state: workers and
+// `pgq_consumer_wait_batch` only poll (no `LISTEN`), and `pgq_ticker_start` refuses the
+// client with `PGQ_STATUS_INVALID_INPUT` (the ticker needs a direct connection for its
+// session advisory lock: give it a client with a DSN to the server itself). SQL you run on
+// a borrowed connection must not rely on a session either.
+pgq_status pgq_client_options_set_transaction_pooling(struct pgq_client_options *opts,
+                                                      bool enabled,
+                                                      struct pgq_error **err);
+
 // Connects to the database in `dsn` (libpq key=value or `postgresql://` URL; `dsn_len`
 // bytes, not NUL-terminated) and opens the pool. It connects once right away, so a wrong
 // host or password fails here with `PGQ_STATUS_CONNECT` and the server's reason.
@@ -892,7 +903,8 @@ pgq_status pgq_consumer_next_batch(struct pgq_consumer *consumer,
                                    struct pgq_error **err);
 
 // Poll-only mode for `pgq_consumer_next_batch`: never `LISTEN`, only poll (needed behind
-// PgBouncer in transaction pooling mode). Default false.
+// PgBouncer in transaction pooling mode). Default false; always on for a client with
+// `pgq_client_options_set_transaction_pooling`.
 pgq_status pgq_consumer_set_poll_only(struct pgq_consumer *consumer,
                                       bool poll_only,
                                       struct pgq_error **err);
@@ -1023,7 +1035,8 @@ pgq_status pgq_worker_options_set_poll_interval_ms(struct pgq_worker_options *op
                                                    uint64_t ms,
                                                    struct pgq_error **err);
 
-// Poll-only mode: no `LISTEN` connection, only polling (PgBouncer transaction pooling).
+// Poll-only mode: no `LISTEN` connection, only polling (PgBouncer transaction pooling; a
+// client with `pgq_client_options_set_transaction_pooling` always polls only).
 pgq_status pgq_worker_options_set_poll_only(struct pgq_worker_options *opts,
                                             bool poll_only,
                                             struct pgq_error **err);

@@ -6,7 +6,8 @@
 # GROUPs (default: all of them):
 #   postgres   PostgreSQL 15 server with contrib, and the reference PGQ implementation we
 #              test against: postgresql-15-pgq3 (official extension), pgqd (ticker daemon),
-#              python3-pgq (SkyTools Python consumer)
+#              python3-pgq (SkyTools Python consumer); pgbouncer for the tests behind a
+#              transaction pooler (tests/pgbouncer.rs, scripts/pgbouncer.sh)
 #   c          C/C++ compilers, valgrind and pkg-config for the C ABI tests (tests/c,
 #              examples/c)
 #   cbindgen   the C header generator (scripts/gen-header.sh), a cargo tool: installed with
@@ -42,6 +43,9 @@ groups_postgres() {
     echo "postgresql-$pg_major-pgq3|/usr/share/postgresql/$pg_major/extension/pgq.control"
     echo "pgqd|/usr/bin/pgqd"
     echo "python3-pgq|/usr/lib/python3/dist-packages/pgq/__init__.py"
+    # Debian's package also enables a system pgbouncer service on port 6432; the tests
+    # start their own (scripts/pgbouncer.sh) and do not use it.
+    echo "pgbouncer|/usr/sbin/pgbouncer"
 }
 
 groups_c() {

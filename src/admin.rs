@@ -22,6 +22,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use postgres::types::Type;
 use postgres::{GenericClient, Row};
 
 use crate::client::{check_name, check_text, Client};
@@ -54,7 +55,7 @@ pub fn install(conn: &mut impl GenericClient) -> Result<InstallOutcome> {
 /// # Ok(()) }
 /// ```
 pub fn version(conn: &mut impl GenericClient) -> Result<Option<String>> {
-    let row = conn.query_one("select pgq.version()", &[])?;
+    let row = conn.query_typed_one("select pgq.version()", &[])?;
     Ok(row.get(0))
 }
 
@@ -70,7 +71,7 @@ pub fn version(conn: &mut impl GenericClient) -> Result<Option<String>> {
 pub fn create_queue(conn: &mut impl GenericClient, queue: &str) -> Result<bool> {
     check_name("queue", queue)?;
     let row = conn
-        .query_one("select pgq.create_queue($1)", &[&queue])
+        .query_typed_one("select pgq.create_queue($1)", &[(&queue, Type::TEXT)])
         .map_err(|e| Error::from(e).context(format_args!("create queue {queue:?}")))?;
     Ok(row.get::<_, Option<i32>>(0).unwrap_or(0) > 0)
 }
@@ -88,8 +89,11 @@ pub fn create_queue(conn: &mut impl GenericClient, queue: &str) -> Result<bool> 
 /// ```
 pub fn drop_queue(conn: &mut impl GenericClient, queue: &str, force: bool) -> Result<()> {
     check_name("queue", queue)?;
-    conn.query_one("select pgq.drop_queue($1, $2)", &[&queue, &force])
-        .map_err(|e| Error::from(e).context(format_args!("drop queue {queue:?}")))?;
+    conn.query_typed_one(
+        "select pgq.drop_queue($1, $2)",
+        &[(&queue, Type::TEXT), (&force, Type::BOOL)],
+    )
+    .map_err(|e| Error::from(e).context(format_args!("drop queue {queue:?}")))?;
     Ok(())
 }
 
@@ -212,9 +216,13 @@ pub fn set_queue_config_raw(
     }
     check_text("queue parameter name", Some(param))?;
     check_text("queue parameter value", Some(value))?;
-    conn.query_one(
+    conn.query_typed_one(
         "select pgq.set_queue_config($1, $2, $3)",
-        &[&queue, &param, &value],
+        &[
+            (&queue, Type::TEXT),
+            (&param, Type::TEXT),
+            (&value, Type::TEXT),
+        ],
     )
     .map_err(|e| {
         Error::from(e).context(format_args!("set {param}={value:?} on queue {queue:?}"))
@@ -239,7 +247,10 @@ pub fn register_consumer(
     check_name("queue", queue)?;
     check_name("consumer", consumer)?;
     let row = conn
-        .query_one("select pgq.register_consumer($1, $2)", &[&queue, &consumer])
+        .query_typed_one(
+            "select pgq.register_consumer($1, $2)",
+            &[(&queue, Type::TEXT), (&consumer, Type::TEXT)],
+        )
         .map_err(|e| {
             Error::from(e).context(format_args!("register consumer {consumer:?} on {queue:?}"))
         })?;
@@ -265,9 +276,13 @@ pub fn register_consumer_at(
     check_name("queue", queue)?;
     check_name("consumer", consumer)?;
     let row = conn
-        .query_one(
+        .query_typed_one(
             "select pgq.register_consumer_at($1, $2, $3)",
-            &[&queue, &consumer, &tick_id],
+            &[
+                (&queue, Type::TEXT),
+                (&consumer, Type::TEXT),
+                (&tick_id, Type::INT8),
+            ],
         )
         .map_err(|e| {
             Error::from(e).context(format_args!(
@@ -294,9 +309,9 @@ pub fn unregister_consumer(
     check_name("queue", queue)?;
     check_name("consumer", consumer)?;
     let row = conn
-        .query_one(
+        .query_typed_one(
             "select pgq.unregister_consumer($1, $2)",
-            &[&queue, &consumer],
+            &[(&queue, Type::TEXT), (&consumer, Type::TEXT)],
         )
         .map_err(|e| {
             Error::from(e).context(format_args!(
@@ -388,7 +403,7 @@ impl QueueInfo {
 /// ```
 pub fn queues(conn: &mut impl GenericClient) -> Result<Vec<QueueInfo>> {
     let sql = format!("select {QUEUE_INFO_COLS} from pgq.get_queue_info() order by queue_name");
-    let rows = conn.query(sql.as_str(), &[])?;
+    let rows = conn.query_typed(sql.as_str(), &[])?;
     rows.iter().map(QueueInfo::from_row).collect()
 }
 
@@ -403,7 +418,7 @@ pub fn queues(conn: &mut impl GenericClient) -> Result<Vec<QueueInfo>> {
 pub fn queue_info(conn: &mut impl GenericClient, queue: &str) -> Result<QueueInfo> {
     check_name("queue", queue)?;
     let sql = format!("select {QUEUE_INFO_COLS} from pgq.get_queue_info($1)");
-    match conn.query_opt(sql.as_str(), &[&queue])? {
+    match conn.query_typed_opt(sql.as_str(), &[(&queue, Type::TEXT)])? {
         Some(row) => QueueInfo::from_row(&row),
         None => Err(no_such_queue(queue)),
     }
@@ -484,22 +499,22 @@ pub fn consumer_info(
         check_name("consumer", c)?;
     }
     let rows = match (queue, consumer) {
-        (Some(q), Some(c)) => conn.query(
+        (Some(q), Some(c)) => conn.query_typed(
             format!("select {COLS} from pgq.get_consumer_info($1, $2) order by 1, 2").as_str(),
-            &[&q, &c],
+            &[(&q, Type::TEXT), (&c, Type::TEXT)],
         )?,
-        (Some(q), None) => conn.query(
+        (Some(q), None) => conn.query_typed(
             format!("select {COLS} from pgq.get_consumer_info($1) order by 1, 2").as_str(),
-            &[&q],
+            &[(&q, Type::TEXT)],
         )?,
-        (None, Some(c)) => conn.query(
+        (None, Some(c)) => conn.query_typed(
             format!(
                 "select {COLS} from pgq.get_consumer_info() where consumer_name = $1 order by 1, 2"
             )
             .as_str(),
-            &[&c],
+            &[(&c, Type::TEXT)],
         )?,
-        (None, None) => conn.query(
+        (None, None) => conn.query_typed(
             format!("select {COLS} from pgq.get_consumer_info() order by 1, 2").as_str(),
             &[],
         )?,
@@ -548,11 +563,11 @@ pub struct BatchInfo {
 /// # Ok(()) }
 /// ```
 pub fn batch_info(conn: &mut impl GenericClient, batch_id: i64) -> Result<Option<BatchInfo>> {
-    let row = conn.query_opt(
+    let row = conn.query_typed_opt(
         "select queue_name, consumer_name, batch_start, batch_end, prev_tick_id::int8, \
          tick_id::int8, extract(epoch from lag)::float8, seq_start::int8, seq_end::int8 \
          from pgq.get_batch_info($1)",
-        &[&batch_id],
+        &[(&batch_id, Type::INT8)],
     )?;
     let row = match row {
         Some(r) => r,

@@ -10,7 +10,8 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use postgres::NoTls;
+use postgres::types::{ToSql, Type};
+use postgres::{NoTls, Row};
 use r2d2_postgres::PostgresConnectionManager;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -60,6 +61,7 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct Client {
     pool: Pool,
     config: postgres::Config,
+    transaction_pooling: bool,
 }
 
 impl fmt::Debug for Client {
@@ -67,6 +69,7 @@ impl fmt::Debug for Client {
         f.debug_struct("Client")
             .field("target", &describe_target(&self.config))
             .field("pool_size", &self.pool.max_size())
+            .field("transaction_pooling", &self.transaction_pooling)
             .finish()
     }
 }
@@ -125,6 +128,11 @@ impl Client {
     /// away in the meantime (restart, failover, idle timeout) it is discarded and another
     /// one taken. A connection that breaks while in use is recognised by its error
     /// ([`ErrorKind::ConnectionLost`]) and discarded when it returns to the pool.
+    ///
+    /// On a client in [transaction pooling](ClientBuilder::transaction_pooling) mode, use
+    /// the connection the way the library does: a prepared statement (which is what
+    /// `query("...", ..)` makes) only inside a transaction, dropped before it ends, or
+    /// `query_typed` / `simple_query` anywhere.
     pub fn get(&self) -> Result<PooledConnection> {
         // Each failed probe closes (and so discards) one connection: at most every pooled
         // connection can fail, and the next one is then newly opened.
@@ -135,6 +143,9 @@ impl Client {
             let mut conn = self.pool.get().map_err(|e| {
                 Error::from(e).context(format_args!("database {}", describe_target(&self.config)))
             })?;
+            if self.transaction_pooling {
+                PooledConnection::extensions_mut(&mut conn).insert(TransactionPooling);
+            }
             let now = Instant::now();
             let idle = match PooledConnection::extensions(&conn).get::<LastUsed>() {
                 Some(LastUsed(Some(t))) => now.saturating_duration_since(*t),
@@ -186,6 +197,18 @@ impl Client {
     pub fn config(&self) -> &postgres::Config {
         &self.config
     }
+
+    /// Whether this client was built for a connection pooler in transaction pooling mode;
+    /// see [`ClientBuilder::transaction_pooling`].
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("host=localhost dbname=app")?;
+    /// assert!(!client.transaction_pooling()); // the default: direct connections
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn transaction_pooling(&self) -> bool {
+        self.transaction_pooling
+    }
 }
 
 /// Configures and builds a [`Client`]; made by [`Client::builder`] or
@@ -205,6 +228,7 @@ pub struct ClientBuilder {
     pool_size: u32,
     min_idle: u32,
     connect_timeout: Duration,
+    transaction_pooling: bool,
 }
 
 impl ClientBuilder {
@@ -214,6 +238,7 @@ impl ClientBuilder {
             pool_size: DEFAULT_POOL_SIZE,
             min_idle: 1,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            transaction_pooling: false,
         }
     }
 
@@ -267,6 +292,45 @@ impl ClientBuilder {
         self
     }
 
+    /// Set to `true` when the DSN points at a connection pooler in *transaction pooling*
+    /// mode, such as PgBouncer with `pool_mode = transaction` (default `false`: the DSN
+    /// reaches PostgreSQL directly, or a pooler in session mode).
+    ///
+    /// Such a pooler hands the client a different server connection for every transaction,
+    /// so nothing may outlive one: the library then sends every statement unnamed (parse,
+    /// bind and execute in one message, never a prepared statement kept per connection) or
+    /// as a simple query, and relies on no session state:
+    ///
+    /// - [`Worker`](crate::Worker)s and [`Consumer::wait_batch`](crate::Consumer::wait_batch)
+    ///   never `LISTEN` and only poll, as with `poll_only(true)` (a `LISTEN` would stay
+    ///   behind on a server connection that other clients get next);
+    /// - [`Ticker::builder(..).start()`](crate::ticker::TickerBuilder::start) refuses with
+    ///   [`ErrorKind::InvalidInput`]: the ticker holds a session advisory lock to stay the
+    ///   single active ticker, which needs a direct connection: give it its own client with
+    ///   a DSN to the server (or run `pgqctl ticker` / pgqd there).
+    ///
+    /// Producing, consuming (batches are read and finished in one transaction), worker
+    /// handlers, cooperative consumers and the admin calls all work. The cost is a little
+    /// more parsing on the server per call, as the statements are no longer prepared once
+    /// per connection. Your own SQL on a borrowed connection must follow the same rules:
+    /// inside a transaction anything goes, as long as prepared statements are dropped
+    /// before it ends.
+    ///
+    /// ```no_run
+    /// // PgBouncer with pool_mode = transaction listening on port 6432
+    /// let client = pgq::Client::builder("host=localhost port=6432 dbname=app")
+    ///     .transaction_pooling(true)
+    ///     .build()?;
+    /// let worker = pgq::Worker::builder(&client, "orders", "mailer") // polls only
+    ///     .handler(|_batch| Ok(()))
+    ///     .start()?;
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn transaction_pooling(mut self, enabled: bool) -> ClientBuilder {
+        self.transaction_pooling = enabled;
+        self
+    }
+
     /// Opens one connection to check the settings, then builds the pool.
     ///
     /// Fails with [`ErrorKind::Connect`] when the DSN is malformed or the server cannot be
@@ -314,11 +378,20 @@ impl ClientBuilder {
                 .with_source(e)
             })?;
         log::debug!(
-            "connection pool to {} ready ({} connections at most)",
+            "connection pool to {} ready ({} connections at most{})",
             describe_target(&config),
-            self.pool_size
+            self.pool_size,
+            if self.transaction_pooling {
+                ", transaction pooling mode"
+            } else {
+                ""
+            }
         );
-        Ok(Client { pool, config })
+        Ok(Client {
+            pool,
+            config,
+            transaction_pooling: self.transaction_pooling,
+        })
     }
 }
 
@@ -371,18 +444,28 @@ struct StatementCache(HashMap<String, postgres::Statement>);
 /// trip per call instead of a prepare plus an execute.
 ///
 /// A statement stays valid for the connection's life; the server re-plans it by itself when
-/// the objects it uses change.
+/// the objects it uses change. Never use it on a connection for which [`unnamed_only`] is
+/// true (a pooler in transaction pooling mode): go through [`pooled_query`] instead.
 pub(crate) fn cached_statement(
     conn: &mut PooledConnection,
     sql: &str,
 ) -> Result<postgres::Statement> {
-    if let Some(stmt) = PooledConnection::extensions(conn)
-        .get::<StatementCache>()
-        .and_then(|c| c.0.get(sql))
-    {
-        return Ok(stmt.clone());
+    if let Some(stmt) = cache_lookup(conn, sql) {
+        return Ok(stmt);
     }
     let stmt = conn.prepare(sql)?;
+    cache_store(conn, sql, &stmt);
+    Ok(stmt)
+}
+
+fn cache_lookup(conn: &PooledConnection, sql: &str) -> Option<postgres::Statement> {
+    PooledConnection::extensions(conn)
+        .get::<StatementCache>()
+        .and_then(|c| c.0.get(sql))
+        .cloned()
+}
+
+fn cache_store(conn: &mut PooledConnection, sql: &str, stmt: &postgres::Statement) {
     let exts = PooledConnection::extensions_mut(conn);
     if exts.get::<StatementCache>().is_none() {
         exts.insert(StatementCache::default());
@@ -394,6 +477,101 @@ pub(crate) fn cached_statement(
         }
         cache.0.insert(sql.to_string(), stmt.clone());
     }
+}
+
+/// Marks a pooled connection of a client in transaction pooling mode (kept in its r2d2
+/// extensions, set by [`Client::get`]): the helpers below then send unnamed statements.
+struct TransactionPooling;
+
+/// Whether `conn` belongs to a client in transaction pooling mode, where no prepared
+/// statement may outlive a transaction; see [`ClientBuilder::transaction_pooling`].
+pub(crate) fn unnamed_only(conn: &PooledConnection) -> bool {
+    PooledConnection::extensions(conn)
+        .get::<TransactionPooling>()
+        .is_some()
+}
+
+/// Runs `sql` with typed parameters on a pooled connection, the way the client's mode
+/// allows: as a statement prepared once per pooled connection ([`cached_statement`]: one
+/// round trip per call after the first), or, in transaction pooling mode, as an unnamed
+/// statement (parse, bind and execute in one message, nothing left on the server
+/// connection). Either way the parameter types are the given ones, so both modes run the
+/// very same statement.
+///
+/// This is the one place the library's hot paths (produce, next batch, batch reads) choose
+/// how to send SQL; the free functions over [`postgres::GenericClient`] always send
+/// unnamed statements instead.
+pub(crate) fn pooled_query(
+    conn: &mut PooledConnection,
+    sql: &str,
+    params: &[(&(dyn ToSql + Sync), Type)],
+) -> std::result::Result<Vec<Row>, postgres::Error> {
+    if unnamed_only(conn) {
+        return conn.query_typed(sql, params);
+    }
+    let stmt = typed_cached_statement(conn, sql, params)?;
+    let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
+    conn.query(&stmt, &values)
+}
+
+/// [`pooled_query`] for exactly one row.
+pub(crate) fn pooled_query_one(
+    conn: &mut PooledConnection,
+    sql: &str,
+    params: &[(&(dyn ToSql + Sync), Type)],
+) -> std::result::Result<Row, postgres::Error> {
+    if unnamed_only(conn) {
+        return conn.query_typed_one(sql, params);
+    }
+    let stmt = typed_cached_statement(conn, sql, params)?;
+    let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
+    conn.query_one(&stmt, &values)
+}
+
+/// [`pooled_query`] for at most one row.
+pub(crate) fn pooled_query_opt(
+    conn: &mut PooledConnection,
+    sql: &str,
+    params: &[(&(dyn ToSql + Sync), Type)],
+) -> std::result::Result<Option<Row>, postgres::Error> {
+    if unnamed_only(conn) {
+        return conn.query_typed_opt(sql, params);
+    }
+    let stmt = typed_cached_statement(conn, sql, params)?;
+    let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
+    conn.query_opt(&stmt, &values)
+}
+
+/// [`pooled_query`] for a statement without rows: the number of rows it affected.
+pub(crate) fn pooled_execute(
+    conn: &mut PooledConnection,
+    sql: &str,
+    params: &[(&(dyn ToSql + Sync), Type)],
+) -> std::result::Result<u64, postgres::Error> {
+    if unnamed_only(conn) {
+        // query_typed sends one unnamed statement; the rows it returns (none) say nothing
+        // of the count, so the statement is executed through the raw interface instead.
+        let mut it = conn.query_typed_raw(sql, params.iter().map(|(v, t)| (*v, t.clone())))?;
+        while postgres::fallible_iterator::FallibleIterator::next(&mut it)?.is_some() {}
+        return Ok(it.rows_affected().unwrap_or(0));
+    }
+    let stmt = typed_cached_statement(conn, sql, params)?;
+    let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
+    conn.execute(&stmt, &values)
+}
+
+/// [`cached_statement`] prepared with the parameter types of `params`.
+fn typed_cached_statement(
+    conn: &mut PooledConnection,
+    sql: &str,
+    params: &[(&(dyn ToSql + Sync), Type)],
+) -> std::result::Result<postgres::Statement, postgres::Error> {
+    if let Some(stmt) = cache_lookup(conn, sql) {
+        return Ok(stmt);
+    }
+    let types: Vec<Type> = params.iter().map(|(_, t)| t.clone()).collect();
+    let stmt = conn.prepare_typed(sql, &types)?;
+    cache_store(conn, sql, &stmt);
     Ok(stmt)
 }
 

@@ -38,7 +38,7 @@ use postgres::types::{ToSql, Type};
 use postgres::{GenericClient, Row};
 
 use crate::admin::interval_text;
-use crate::client::{cached_statement, check_name, Client, PooledConnection};
+use crate::client::{check_name, pooled_query, pooled_query_one, Client, PooledConnection};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Event;
 
@@ -185,10 +185,16 @@ pub fn next_batch_custom(
     let min_lag = min_lag.map(interval_text);
     let min_interval = min_interval.map(interval_text);
     let row = conn
-        .query_one(
+        .query_typed_one(
             "select * from pgq.next_batch_custom($1, $2, $3::text::interval, $4, \
              $5::text::interval)",
-            &[&queue, &consumer, &min_lag, &min_count, &min_interval],
+            &[
+                (&queue, Type::TEXT),
+                (&consumer, Type::TEXT),
+                (&min_lag, Type::TEXT),
+                (&min_count, Type::INT4),
+                (&min_interval, Type::TEXT),
+            ],
         )
         .map_err(|e| Error::from(e).context(format_args!("next batch for {queue}/{consumer}")))?;
     NextBatch::from_row(&row)
@@ -208,7 +214,10 @@ pub fn next_batch_custom(
 /// ```
 pub fn get_batch_events(conn: &mut impl GenericClient, batch_id: i64) -> Result<Vec<Event>> {
     let rows = conn
-        .query("select * from pgq.get_batch_events($1)", &[&batch_id])
+        .query_typed(
+            "select * from pgq.get_batch_events($1)",
+            &[(&batch_id, Type::INT8)],
+        )
         .map_err(|e| Error::from(e).context(format_args!("events of batch {batch_id}")))?;
     rows.iter().map(Event::from_row).collect()
 }
@@ -272,9 +281,13 @@ pub fn event_retry_at(
     at: SystemTime,
 ) -> Result<bool> {
     let row = conn
-        .query_one(
+        .query_typed_one(
             "select pgq.event_retry($1, $2, $3::timestamptz)",
-            &[&batch_id, &ev_id, &at],
+            &[
+                (&batch_id, Type::INT8),
+                (&ev_id, Type::INT8),
+                (&at, Type::TIMESTAMPTZ),
+            ],
         )
         .map_err(|e| {
             Error::from(e).context(format_args!("retry event {ev_id} of batch {batch_id}"))
@@ -296,7 +309,10 @@ pub fn event_retry_at(
 pub fn batch_retry(conn: &mut impl GenericClient, batch_id: i64, delay: Duration) -> Result<u64> {
     let secs = whole_seconds(delay);
     let row = conn
-        .query_one("select pgq.batch_retry($1, $2)", &[&batch_id, &secs])
+        .query_typed_one(
+            "select pgq.batch_retry($1, $2)",
+            &[(&batch_id, Type::INT8), (&secs, Type::INT4)],
+        )
         .map_err(|e| Error::from(e).context(format_args!("retry batch {batch_id}")))?;
     Ok(row.get::<_, Option<i32>>(0).unwrap_or(0).max(0) as u64)
 }
@@ -365,7 +381,10 @@ impl Consumer {
             queue: queue.to_string(),
             name: consumer.to_string(),
             fetch_size: DEFAULT_FETCH_SIZE,
-            wait: Default::default(),
+            wait: crate::wakeup::WaitState {
+                poll_only: client.transaction_pooling(),
+                ..Default::default()
+            },
         })
     }
 
@@ -445,12 +464,13 @@ impl Consumer {
         let mut conn = self.client.get()?;
         let info = match &self.coop {
             Some(sub) => sub.next_batch(&mut *conn, &self.queue, &self.name)?,
-            None => {
-                let stmt = cached_statement(&mut conn, NEXT_BATCH_SQL)?;
-                next_batch_with(&self.queue, &self.name, |params| {
-                    conn.query_one(&stmt, params)
-                })?
-            }
+            None => next_batch_with(&self.queue, &self.name, |params| {
+                pooled_query_one(
+                    &mut conn,
+                    NEXT_BATCH_SQL,
+                    &[(params[0], Type::TEXT), (params[1], Type::TEXT)],
+                )
+            })?,
         };
         let info = match info {
             Some(info) => info,
@@ -734,26 +754,30 @@ impl Events<'_> {
                 conn.batch_execute(&format!("close {CURSOR_NAME}"))?;
                 batch.cursor_open.set(false);
             }
-            let stmt = cached_statement(
+            let rows = pooled_query(
                 &mut conn,
                 "select ev_id, ev_time, ev_txid, ev_retry, ev_type, ev_data, \
                         ev_extra1, ev_extra2, ev_extra3, ev_extra4 \
                    from pgq.get_batch_cursor($1, $2, $3)",
-            )?;
-            let rows = conn
-                .query(&stmt, &[&batch.info.batch_id, &CURSOR_NAME, &limit])
-                .map_err(|e| {
-                    Error::from(e).context(format_args!("read batch {}", batch.info.batch_id))
-                })?;
+                &[
+                    (&batch.info.batch_id, Type::INT8),
+                    (&CURSOR_NAME, Type::TEXT),
+                    (&limit, Type::INT4),
+                ],
+            )
+            .map_err(|e| {
+                Error::from(e).context(format_args!("read batch {}", batch.info.batch_id))
+            })?;
             batch.cursor_open.set(true);
             self.started = true;
             rows
         } else {
-            let stmt = cached_statement(
+            pooled_query(
                 &mut conn,
                 &format!("fetch forward {limit} from {CURSOR_NAME}"),
-            )?;
-            conn.query(&stmt, &[]).map_err(|e| {
+                &[],
+            )
+            .map_err(|e| {
                 Error::from(e).context(format_args!("read batch {}", batch.info.batch_id))
             })?
         };
@@ -818,7 +842,9 @@ impl Consumer {
     }
 
     /// Poll-only mode: [`wait_batch`](Consumer::wait_batch) never runs `LISTEN` and only
-    /// polls, as needed behind PgBouncer in transaction pooling mode.
+    /// polls, as needed behind PgBouncer in transaction pooling mode. A client built with
+    /// [`transaction_pooling(true)`](crate::ClientBuilder::transaction_pooling) always polls
+    /// only, whatever is set here.
     ///
     /// ```no_run
     /// # let client = pgq::Client::connect("dbname=app")?;
@@ -826,7 +852,7 @@ impl Consumer {
     /// # Ok::<(), pgq::Error>(())
     /// ```
     pub fn poll_only(mut self, poll_only: bool) -> Consumer {
-        self.wait.poll_only = poll_only;
+        self.wait.poll_only = poll_only || self.client.transaction_pooling();
         self
     }
 
@@ -857,7 +883,7 @@ impl Consumer {
     pub fn wait_batch(&self, timeout: Duration) -> Result<Option<Batch>> {
         let deadline = crate::wakeup::deadline_after(timeout);
         // Another thread waiting on this same Consumer holds the listener: poll instead.
-        let mut slot = if self.wait.poll_only {
+        let mut slot = if self.wait.poll_only || self.client.transaction_pooling() {
             None
         } else {
             self.wait.listener.try_lock()

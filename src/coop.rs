@@ -40,6 +40,7 @@
 
 use std::time::Duration;
 
+use postgres::types::Type;
 use postgres::GenericClient;
 
 use crate::admin::interval_text;
@@ -92,9 +93,13 @@ pub fn register_subconsumer(
 ) -> Result<bool> {
     check_names(queue, consumer, subconsumer)?;
     let row = conn
-        .query_one(
+        .query_typed_one(
             "select pgq_coop.register_subconsumer($1, $2, $3)",
-            &[&queue, &consumer, &subconsumer],
+            &[
+                (&queue, Type::TEXT),
+                (&consumer, Type::TEXT),
+                (&subconsumer, Type::TEXT),
+            ],
         )
         .map_err(|e| {
             Error::from(e).context(format_args!(
@@ -124,9 +129,14 @@ pub fn unregister_subconsumer(
 ) -> Result<bool> {
     check_names(queue, consumer, subconsumer)?;
     let row = conn
-        .query_one(
+        .query_typed_one(
             "select pgq_coop.unregister_subconsumer($1, $2, $3, $4)",
-            &[&queue, &consumer, &subconsumer, &handling.code()],
+            &[
+                (&queue, Type::TEXT),
+                (&consumer, Type::TEXT),
+                (&subconsumer, Type::TEXT),
+                (&handling.code(), Type::INT4),
+            ],
         )
         .map_err(|e| {
             Error::from(e).context(format_args!(
@@ -201,17 +211,17 @@ pub fn next_batch_custom(
     let min_interval = min_interval.map(interval_text);
     let dead_interval = dead_interval.map(interval_text);
     let row = conn
-        .query_one(
+        .query_typed_one(
             "select * from pgq_coop.next_batch_custom($1, $2, $3, $4::text::interval, $5, \
              $6::text::interval, $7::text::interval)",
             &[
-                &queue,
-                &consumer,
-                &subconsumer,
-                &min_lag,
-                &min_count,
-                &min_interval,
-                &dead_interval,
+                (&queue, Type::TEXT),
+                (&consumer, Type::TEXT),
+                (&subconsumer, Type::TEXT),
+                (&min_lag, Type::TEXT),
+                (&min_count, Type::INT4),
+                (&min_interval, Type::TEXT),
+                (&dead_interval, Type::TEXT),
             ],
         )
         .map_err(|e| {
@@ -232,7 +242,10 @@ pub fn next_batch_custom(
 /// ```
 pub fn finish_batch(conn: &mut impl GenericClient, batch_id: i64) -> Result<bool> {
     let row = conn
-        .query_one("select pgq_coop.finish_batch($1)", &[&batch_id])
+        .query_typed_one(
+            "select pgq_coop.finish_batch($1)",
+            &[(&batch_id, Type::INT8)],
+        )
         .map_err(|e| Error::from(e).context(format_args!("finish coop batch {batch_id}")))?;
     Ok(row.get::<_, Option<i32>>(0).unwrap_or(0) > 0)
 }
@@ -272,11 +285,11 @@ impl Subconsumer {
     ) -> Result<()> {
         let full = format!("{consumer}.{}", self.name);
         let owned = conn
-            .query_opt(
+            .query_typed_opt(
                 "select 1 from pgq.subscription s \
                    join pgq.consumer c on c.co_id = s.sub_consumer \
                   where s.sub_batch = $1 and c.co_name = $2",
-                &[&batch_id, &full],
+                &[(&batch_id, Type::INT8), (&full, Type::TEXT)],
             )
             .map_err(|e| Error::from(e).context(format_args!("finish coop batch {batch_id}")))?
             .is_some();

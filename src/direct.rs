@@ -34,9 +34,9 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use postgres::types::ToSql;
+use postgres::types::{ToSql, Type};
 
-use crate::client::{cached_statement, PooledConnection};
+use crate::client::{pooled_execute, pooled_query_opt, PooledConnection};
 use crate::error::{Error, Result};
 use crate::event::NewEvent;
 
@@ -161,8 +161,10 @@ fn cache(conn: &mut PooledConnection) -> &mut DirectCache {
 /// docs). Two queries, once per connection. (Revision 3 lets everyone read the revision;
 /// an older one that this role may not read is too old anyway.)
 fn schema_allows_direct(conn: &mut PooledConnection) -> Result<bool> {
+    // Unnamed statements (query_typed): these run once per connection, and a transaction
+    // pooler must see nothing named.
     let has_ours: bool = conn
-        .query_one(
+        .query_typed_one(
             "select pg_catalog.to_regclass('pgq.libpgq_schema') is not null \
                 and pg_catalog.has_table_privilege('pgq.libpgq_schema', 'SELECT')",
             &[],
@@ -172,7 +174,7 @@ fn schema_allows_direct(conn: &mut PooledConnection) -> Result<bool> {
         return Ok(false);
     }
     let version: Option<String> = conn
-        .query_opt("select version from pgq.libpgq_schema", &[])?
+        .query_typed_opt("select version from pgq.libpgq_schema", &[])?
         .map(|r| r.get(0));
     Ok(version
         .and_then(|v| v.trim().parse::<u32>().ok())
@@ -182,7 +184,7 @@ fn schema_allows_direct(conn: &mut PooledConnection) -> Result<bool> {
 /// The queue's current table, if the queue exists, takes plain inserts and this role may
 /// insert into the table.
 fn lookup(conn: &mut PooledConnection, queue: &str) -> Result<Option<Target>> {
-    let stmt = cached_statement(
+    let row = pooled_query_opt(
         conn,
         "select q.queue_id, q.queue_cur_table, q.queue_data_pfx || '_' || q.queue_cur_table \
            from pgq.queue q \
@@ -190,8 +192,8 @@ fn lookup(conn: &mut PooledConnection, queue: &str) -> Result<Option<Target>> {
             and not q.queue_disable_insert and q.queue_per_tx_limit is null \
             and pg_catalog.has_table_privilege( \
                     q.queue_data_pfx || '_' || q.queue_cur_table, 'INSERT')",
+        &[(&queue, Type::TEXT)],
     )?;
-    let row = conn.query_opt(&stmt, &[&queue])?;
     Ok(row.map(|r| Target::new(r.get(0), r.get(1), r.get::<_, String>(2).as_str())))
 }
 
@@ -207,16 +209,16 @@ pub(crate) fn insert_one(
     target: &Target,
     ev: &NewEvent,
 ) -> Result<Option<i64>> {
-    let stmt = cached_statement(conn, &target.one)?;
-    let row = conn.query_opt(
-        &stmt,
+    let row = pooled_query_opt(
+        conn,
+        &target.one,
         &[
-            &ev.ev_type,
-            &ev.data,
-            &ev.extra1,
-            &ev.extra2,
-            &ev.extra3,
-            &ev.extra4,
+            (&ev.ev_type, Type::TEXT),
+            (&ev.data, Type::TEXT),
+            (&ev.extra1, Type::TEXT),
+            (&ev.extra2, Type::TEXT),
+            (&ev.extra3, Type::TEXT),
+            (&ev.extra4, Type::TEXT),
         ],
     )?;
     Ok(row.map(|r| r.get(0)))
@@ -229,7 +231,6 @@ pub(crate) fn insert_chunk(
     target: &Target,
     events: &[NewEvent],
 ) -> Result<bool> {
-    let stmt = cached_statement(conn, &target.many)?;
     let column = |f: fn(&NewEvent) -> &Option<String>| -> Vec<Option<&str>> {
         events.iter().map(|e| f(e).as_deref()).collect()
     };
@@ -241,8 +242,9 @@ pub(crate) fn insert_chunk(
         column(|e| &e.extra3),
         column(|e| &e.extra4),
     ];
-    let params: Vec<&(dyn ToSql + Sync)> = cols.iter().map(|c| c as _).collect();
-    let n = conn.execute(&stmt, &params)?;
+    let params: Vec<(&(dyn ToSql + Sync), Type)> =
+        cols.iter().map(|c| (c as _, Type::TEXT_ARRAY)).collect();
+    let n = pooled_execute(conn, &target.many, &params)?;
     Ok(n == events.len() as u64)
 }
 

@@ -30,7 +30,10 @@ use std::io::Write;
 use postgres::types::{ToSql, Type};
 use postgres::{GenericClient, Row, ToStatement};
 
-use crate::client::{cached_statement, check_name, mark_suspect, Client, PooledConnection};
+use crate::client::{
+    cached_statement, check_name, mark_suspect, pooled_query_one, pooled_query_opt, unnamed_only,
+    Client, PooledConnection,
+};
 use crate::direct;
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::NewEvent;
@@ -146,20 +149,21 @@ fn insert_events_checked(
     events: &[NewEvent],
 ) -> Result<u64> {
     let mut tx = conn.transaction()?;
-    let (table, now) = lookup_event_table(&mut tx, EVENT_TABLE_SQL, queue)?;
+    let (table, now) =
+        lookup_event_table(queue, |params| tx.query_typed_opt(EVENT_TABLE_SQL, params))?;
     let n = copy_events(&mut tx, copy_sql(&table).as_str(), &now, queue, events)?;
     tx.commit()?;
     Ok(n)
 }
 
-/// Runs [`EVENT_TABLE_SQL`] (text or prepared): the queue's current table and `now()`.
-fn lookup_event_table<T: ToStatement + ?Sized>(
-    conn: &mut impl GenericClient,
-    lookup: &T,
+/// Runs [`EVENT_TABLE_SQL`] with `run`: the queue's current table and `now()`.
+fn lookup_event_table(
     queue: &str,
+    run: impl FnOnce(
+        &[(&(dyn ToSql + Sync), Type)],
+    ) -> std::result::Result<Option<Row>, postgres::Error>,
 ) -> Result<(String, String)> {
-    let row = conn
-        .query_opt(lookup, &[&queue])
+    let row = run(&[(&queue, Type::TEXT)])
         .map_err(|e| Error::from(e).context(format_args!("insert events into {queue:?}")))?;
     match row {
         Some(r) => Ok((r.get(0), r.get(1))),
@@ -340,8 +344,11 @@ impl Client {
                 Err(e) => return Err(e.context(format_args!("insert event into {queue:?}"))),
             }
         }
-        let stmt = cached_statement(&mut conn, INSERT_EVENT_SQL)?;
-        insert_event_with(queue, event, |params| conn.query_one(&stmt, params))
+        insert_event_with(queue, event, |params| {
+            let typed: Vec<(&(dyn ToSql + Sync), Type)> =
+                params.iter().map(|p| (*p, Type::TEXT)).collect();
+            pooled_query_one(&mut conn, INSERT_EVENT_SQL, &typed)
+        })
     }
 
     /// Inserts and commits many events in one transaction: `INSERT … SELECT … FROM unnest(…)`
@@ -366,13 +373,20 @@ impl Client {
             return Ok(n);
         }
         // As insert_events, with the lookup and the COPY prepared once per pooled
-        // connection (BEGIN, lookup, COPY, COMMIT: four round trips).
-        let lookup = cached_statement(&mut conn, EVENT_TABLE_SQL)?;
+        // connection (BEGIN, lookup, COPY, COMMIT: four round trips). Behind a transaction
+        // pooler the lookup goes unnamed, and the COPY's statement is prepared inside the
+        // transaction and closed before COMMIT (nothing outlives the transaction).
         conn.batch_execute("begin")?;
         let result = (|| -> Result<u64> {
-            let (table, now) = lookup_event_table(&mut *conn, &lookup, queue)?;
-            let copy = cached_statement(&mut conn, &copy_sql(&table))?;
-            let n = copy_events(&mut *conn, &copy, &now, queue, events)?;
+            let (table, now) = lookup_event_table(queue, |params| {
+                pooled_query_opt(&mut conn, EVENT_TABLE_SQL, params)
+            })?;
+            let n = if unnamed_only(&conn) {
+                copy_events(&mut *conn, copy_sql(&table).as_str(), &now, queue, events)?
+            } else {
+                let copy = cached_statement(&mut conn, &copy_sql(&table))?;
+                copy_events(&mut *conn, &copy, &now, queue, events)?
+            };
             conn.batch_execute("commit")?;
             Ok(n)
         })();

@@ -51,7 +51,8 @@
 //! each thread is then its own subconsumer and pgq_coop hands each batch to one of them.
 //! Besides the worker threads (`pgq-worker-N`) a worker runs one `pgq-listener` thread that
 //! holds the `LISTEN pgq_tick` connection, unless it is in [poll-only](WorkerBuilder::poll_only)
-//! mode.
+//! mode (always the case on a client in
+//! [transaction pooling](crate::ClientBuilder::transaction_pooling) mode).
 
 use std::cell::Cell;
 use std::fmt;
@@ -264,7 +265,9 @@ impl WorkerBuilder {
     }
 
     /// Poll-only mode: never `LISTEN`, only poll (for PgBouncer in transaction pooling mode,
-    /// where a `LISTEN` would be lost with the server connection).
+    /// where a `LISTEN` would be lost with the server connection). A client built with
+    /// [`transaction_pooling(true)`](crate::ClientBuilder::transaction_pooling) always polls
+    /// only, whatever is set here.
     ///
     /// ```no_run
     /// # let client = pgq::Client::connect("dbname=app")?;
@@ -383,6 +386,9 @@ impl WorkerBuilder {
                 self.workers
             )));
         }
+        // Behind a transaction pooler a LISTEN would stay on a server connection that other
+        // clients get next, and its notifications would never reach us.
+        let poll_only = self.poll_only || self.client.transaction_pooling();
         let mut consumers = Vec::with_capacity(self.workers);
         for i in 0..self.workers {
             let mut c = Consumer::new(&self.client, &self.queue, &self.consumer)?
@@ -398,7 +404,7 @@ impl WorkerBuilder {
             consumers.push(c);
         }
 
-        let poll_interval = self.poll_interval.unwrap_or(if self.poll_only {
+        let poll_interval = self.poll_interval.unwrap_or(if poll_only {
             DEFAULT_POLL_ONLY_INTERVAL
         } else {
             DEFAULT_POLL_INTERVAL
@@ -425,7 +431,7 @@ impl WorkerBuilder {
         };
         let mut wakers = Vec::new();
         for (i, consumer) in consumers.into_iter().enumerate() {
-            let (wake_tx, wake_rx) = if self.poll_only {
+            let (wake_tx, wake_rx) = if poll_only {
                 (None, never())
             } else {
                 let (tx, rx) = bounded(1);
@@ -445,7 +451,7 @@ impl WorkerBuilder {
             // On failure `worker` is dropped: it stops and joins the threads started so far.
             worker.threads.lock().push(spawned.map_err(spawn_error)?);
         }
-        if !self.poll_only {
+        if !poll_only {
             let mut config = self.client.config().clone();
             // A stop waits for a connect attempt in progress: keep it short.
             let timeout = config

@@ -30,8 +30,9 @@ type Client struct {
 type Option func(*clientOptions)
 
 type clientOptions struct {
-	poolSize       *uint32
-	connectTimeout *time.Duration
+	poolSize           *uint32
+	connectTimeout     *time.Duration
+	transactionPooling bool
 }
 
 // WithPoolSize sets the maximum number of pooled connections (the library's default when
@@ -49,6 +50,15 @@ func WithPoolSize(n int) Option {
 // WithConnectTimeout bounds how long establishing one connection may take.
 func WithConnectTimeout(d time.Duration) Option {
 	return func(o *clientOptions) { o.connectTimeout = &d }
+}
+
+// WithTransactionPooling is for a dsn that points at a connection pooler in transaction
+// pooling mode (PgBouncer pool_mode = transaction). The client then sends every statement
+// unnamed and relies on no session state: workers and Consumer waits only poll (no LISTEN),
+// and StartTicker fails with ErrInvalidInput, since the ticker needs a direct connection
+// (open another Client without the pooler for it).
+func WithTransactionPooling(enabled bool) Option {
+	return func(o *clientOptions) { o.transactionPooling = enabled }
 }
 
 // Open connects to the database named by dsn: a libpq-style "key=value ..." string or a
@@ -79,6 +89,12 @@ func Open(dsn string, opts ...Option) (*Client, error) {
 			return nil, err
 		}
 		if st := C.pgq_client_options_set_connect_timeout_ms(copts, ms, &cerr); st != C.PGQ_STATUS_OK {
+			C.pgq_client_options_free(copts)
+			return nil, takeError(st, cerr)
+		}
+	}
+	if o.transactionPooling {
+		if st := C.pgq_client_options_set_transaction_pooling(copts, C.bool(true), &cerr); st != C.PGQ_STATUS_OK {
 			C.pgq_client_options_free(copts)
 			return nil, takeError(st, cerr)
 		}

@@ -130,7 +130,8 @@ func WithFetchSize(n int) ConsumerOption {
 }
 
 // WithConsumerPollOnly makes NextBatch only poll, without LISTENing for tick notifications
-// (for PgBouncer in transaction pooling mode).
+// (for PgBouncer in transaction pooling mode; a client opened WithTransactionPooling always
+// polls only).
 func WithConsumerPollOnly(pollOnly bool) ConsumerOption {
 	return func(o *consumerOptions) { o.pollOnly = &pollOnly }
 }

@@ -121,7 +121,7 @@ func WithWorkerPollInterval(d time.Duration) WorkerOption {
 }
 
 // WithWorkerPollOnly makes the worker only poll, without a LISTEN connection (for PgBouncer in
-// transaction pooling mode).
+// transaction pooling mode; a client opened WithTransactionPooling always polls only).
 func WithWorkerPollOnly(pollOnly bool) WorkerOption {
 	return func(wc *workerConfig) {
 		wc.set(func(o *C.pgq_worker_options, e **C.pgq_error) C.pgq_status {

@@ -18,6 +18,7 @@ use crate::client::Client;
 pub struct pgq_client_options {
     pool_size: Option<u32>,
     connect_timeout: Option<Duration>,
+    transaction_pooling: bool,
 }
 
 /// A client: a pool of connections to one database. Fully thread-safe: every call takes a
@@ -37,6 +38,7 @@ pub extern "C" fn pgq_client_options_new() -> *mut pgq_client_options {
         Box::into_raw(Box::new(pgq_client_options {
             pool_size: None,
             connect_timeout: None,
+            transaction_pooling: false,
         }))
     })
 }
@@ -88,6 +90,25 @@ pub unsafe extern "C" fn pgq_client_options_set_connect_timeout_ms(
     })
 }
 
+/// Set `enabled` when the DSN points at a connection pooler in transaction pooling mode
+/// (PgBouncer `pool_mode = transaction`; default false). The client then sends every
+/// statement unnamed or as a simple query and keeps no session state: workers and
+/// `pgq_consumer_wait_batch` only poll (no `LISTEN`), and `pgq_ticker_start` refuses the
+/// client with `PGQ_STATUS_INVALID_INPUT` (the ticker needs a direct connection for its
+/// session advisory lock: give it a client with a DSN to the server itself). SQL you run on
+/// a borrowed connection must not rely on a session either.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_client_options_set_transaction_pooling(
+    opts: *mut pgq_client_options,
+    enabled: bool,
+    err: *mut *mut pgq_error,
+) -> pgq_status {
+    ffi_boundary!(err = err, {
+        handle_mut("opts", opts)?.transaction_pooling = enabled;
+        Ok(())
+    })
+}
+
 /// Connects to the database in `dsn` (libpq key=value or `postgresql://` URL; `dsn_len`
 /// bytes, not NUL-terminated) and opens the pool. It connects once right away, so a wrong
 /// host or password fails here with `PGQ_STATUS_CONNECT` and the server's reason.
@@ -118,6 +139,7 @@ pub unsafe extern "C" fn pgq_client_connect(
             if let Some(t) = o.connect_timeout {
                 builder = builder.connect_timeout(t);
             }
+            builder = builder.transaction_pooling(o.transaction_pooling);
         }
         let client = builder.build()?;
         out.write(Box::into_raw(Box::new(pgq_client { client })));

@@ -213,7 +213,8 @@ pub unsafe extern "C" fn pgq_consumer_next_batch(
 }
 
 /// Poll-only mode for `pgq_consumer_next_batch`: never `LISTEN`, only poll (needed behind
-/// PgBouncer in transaction pooling mode). Default false.
+/// PgBouncer in transaction pooling mode). Default false; always on for a client with
+/// `pgq_client_options_set_transaction_pooling`.
 #[no_mangle]
 pub unsafe extern "C" fn pgq_consumer_set_poll_only(
     consumer: *mut pgq_consumer,

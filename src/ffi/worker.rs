@@ -218,7 +218,8 @@ pub unsafe extern "C" fn pgq_worker_options_set_poll_interval_ms(
     })
 }
 
-/// Poll-only mode: no `LISTEN` connection, only polling (PgBouncer transaction pooling).
+/// Poll-only mode: no `LISTEN` connection, only polling (PgBouncer transaction pooling; a
+/// client with `pgq_client_options_set_transaction_pooling` always polls only).
 #[no_mangle]
 pub unsafe extern "C" fn pgq_worker_options_set_poll_only(
     opts: *mut pgq_worker_options,

@@ -28,6 +28,7 @@ pub use service::{
     Ticker, TickerBuilder, TickerDatabaseStats, TickerState, TickerStats, TICK_CHANNEL,
 };
 
+use postgres::types::Type;
 use postgres::GenericClient;
 
 use crate::client::{check_name, Client};
@@ -44,7 +45,7 @@ use crate::error::{Error, ErrorKind, Result};
 /// ```
 pub fn tick_all(conn: &mut impl GenericClient) -> Result<i64> {
     let row = conn
-        .query_one("select pgq.ticker()", &[])
+        .query_typed_one("select pgq.ticker()", &[])
         .map_err(|e| Error::from(e).context("tick all queues"))?;
     Ok(row.get::<_, Option<i64>>(0).unwrap_or(0))
 }
@@ -64,7 +65,7 @@ pub fn tick_all(conn: &mut impl GenericClient) -> Result<i64> {
 pub fn tick_queue(conn: &mut impl GenericClient, queue: &str) -> Result<Option<i64>> {
     check_name("queue", queue)?;
     let row = conn
-        .query_one("select pgq.ticker($1)", &[&queue])
+        .query_typed_one("select pgq.ticker($1)", &[(&queue, Type::TEXT)])
         .map_err(|e| Error::from(e).context(format_args!("tick queue {queue:?}")))?;
     Ok(row.get(0))
 }
@@ -85,7 +86,7 @@ pub fn tick_queue(conn: &mut impl GenericClient, queue: &str) -> Result<Option<i
 pub fn force_tick(conn: &mut impl GenericClient, queue: &str) -> Result<i64> {
     check_name("queue", queue)?;
     let row = conn
-        .query_one("select pgq.force_tick($1)", &[&queue])
+        .query_typed_one("select pgq.force_tick($1)", &[(&queue, Type::TEXT)])
         .map_err(|e| Error::from(e).context(format_args!("force tick on {queue:?}")))?;
     // The SQL function returns NULL rather than raising for an unknown queue.
     row.get::<_, Option<i64>>(0)
@@ -108,7 +109,7 @@ pub fn retry_events(conn: &mut impl GenericClient) -> Result<u64> {
     let mut total = 0u64;
     loop {
         let row = conn
-            .query_one("select pgq.maint_retry_events()", &[])
+            .query_typed_one("select pgq.maint_retry_events()", &[])
             .map_err(|e| Error::from(e).context("move due retry events"))?;
         let n = row.get::<_, Option<i32>>(0).unwrap_or(0);
         if n <= 0 {
@@ -187,7 +188,7 @@ type Operation = (String, Option<String>);
 /// `pgq.maint_operations()`, and a report that counts them.
 fn list_operations(conn: &mut postgres::Client) -> Result<(Vec<Operation>, MaintenanceReport)> {
     let rows = conn
-        .query(
+        .query_typed(
             "select func_name, func_arg from pgq.maint_operations()",
             &[],
         )
@@ -237,8 +238,8 @@ fn run_operation(
     for _ in 0..MAX_CALLS_PER_OPERATION {
         let mut tx = conn.transaction()?;
         let row = match &arg {
-            Some(a) => tx.query_one(sql.as_str(), &[a]),
-            None => tx.query_one(sql.as_str(), &[]),
+            Some(a) => tx.query_typed_one(sql.as_str(), &[(a, Type::TEXT)]),
+            None => tx.query_typed_one(sql.as_str(), &[]),
         }
         .map_err(|e| {
             Error::from(e).context(format_args!("maintenance {func}({})", arg.unwrap_or("")))
@@ -259,12 +260,12 @@ fn run_operation(
 /// Vacuums `table` if it still exists; the name is resolved and quoted by the server.
 fn vacuum(conn: &mut postgres::Client, how: &str, table: &str) -> Result<bool> {
     let row = conn
-        .query_opt(
+        .query_typed_opt(
             "select format('%I.%I', n.nspname, c.relname) \
                from pg_catalog.pg_class c \
                join pg_catalog.pg_namespace n on n.oid = c.relnamespace \
               where c.oid = to_regclass($1)",
-            &[&table],
+            &[(&table, Type::TEXT)],
         )
         .map_err(|e| Error::from(e).context(format_args!("vacuum {table}")))?;
     // no row: the table is gone (e.g. its queue was dropped) - nothing to do

@@ -309,7 +309,8 @@ pub struct TickerStats {
 #[derive(Debug, Clone)]
 #[must_use = "call start() to run the ticker"]
 pub struct TickerBuilder {
-    databases: Vec<std::result::Result<postgres::Config, String>>,
+    /// Each database's settings, or why it cannot be ticked (reported by `start`).
+    databases: Vec<std::result::Result<postgres::Config, (ErrorKind, String)>>,
     ticker_period: Duration,
     idle_ticker_period: Duration,
     retry_period: Duration,
@@ -350,7 +351,10 @@ impl TickerBuilder {
     }
 
     /// Adds the database `client` connects to. The ticker opens its own connection with the
-    /// client's settings; it does not use the client's pool.
+    /// client's settings; it does not use the client's pool. A client built with
+    /// [`transaction_pooling(true)`](crate::ClientBuilder::transaction_pooling) makes
+    /// [`start`](Self::start) fail with [`ErrorKind::InvalidInput`]: the ticker needs a
+    /// direct connection (a session advisory lock keeps it the only active one).
     ///
     /// ```no_run
     /// # let a = pgq::Client::connect("dbname=a")?;
@@ -359,7 +363,20 @@ impl TickerBuilder {
     /// # Ok::<(), pgq::Error>(())
     /// ```
     pub fn database(mut self, client: &Client) -> TickerBuilder {
-        self.databases.push(Ok(client.config().clone()));
+        if client.transaction_pooling() {
+            self.databases.push(Err((
+                ErrorKind::InvalidInput,
+                format!(
+                    "the ticker cannot run through {}: that client is set for a pooler in \
+                     transaction pooling mode, and the ticker needs a direct connection (it \
+                     holds a session advisory lock to stay the only active ticker); give it \
+                     a client or DSN that reaches PostgreSQL directly",
+                    describe_target(client.config())
+                ),
+            )));
+        } else {
+            self.databases.push(Ok(client.config().clone()));
+        }
         self
     }
 
@@ -374,9 +391,13 @@ impl TickerBuilder {
     /// # Ok::<(), pgq::Error>(())
     /// ```
     pub fn dsn(mut self, dsn: &str) -> TickerBuilder {
-        self.databases.push(
-            postgres::Config::from_str(dsn).map_err(|e| format!("invalid connection string: {e}")),
-        );
+        self.databases
+            .push(postgres::Config::from_str(dsn).map_err(|e| {
+                (
+                    ErrorKind::Connect,
+                    format!("invalid connection string: {e}"),
+                )
+            }));
         self
     }
 
@@ -569,8 +590,8 @@ impl TickerBuilder {
     }
 
     /// Starts one thread per database and returns at once; connecting happens on the
-    /// threads. Fails only for a builder without databases, a malformed DSN, or when the
-    /// OS refuses a thread.
+    /// threads. Fails only for a builder without databases, a malformed DSN, a client in
+    /// transaction pooling mode, or when the OS refuses a thread.
     ///
     /// ```no_run
     /// # let client = pgq::Client::connect("dbname=app")?;
@@ -586,7 +607,7 @@ impl TickerBuilder {
         for db in &self.databases {
             match db {
                 Ok(c) => configs.push(ticker_config(c)),
-                Err(msg) => return Err(Error::new(ErrorKind::Connect, msg.clone())),
+                Err((kind, msg)) => return Err(Error::new(*kind, msg.clone())),
             }
         }
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);

@@ -1176,6 +1176,31 @@ static void test_ticker(void) {
     pgq_ticker_options_free(NULL);
 }
 
+/* A client for a transaction pooler (PgBouncer pool_mode = transaction); the option also
+ * works on a direct connection, as here. tests/pgbouncer.rs goes through a real PgBouncer. */
+static void test_transaction_pooling(void) {
+    EXPECT(PGQ_STATUS_NULL_POINTER, pgq_client_options_set_transaction_pooling, NULL, true);
+    pgq_client_options *o = pgq_client_options_new();
+    EXPECT(PGQ_STATUS_OK, pgq_client_options_set_transaction_pooling, o, true);
+    pgq_client *pc = NULL;
+    EXPECT(PGQ_STATUS_OK, pgq_client_connect, DSN, strlen(DSN), o, &pc);
+    if (!pc)
+        return;
+    /* The ticker needs a direct connection (a session advisory lock): refused. */
+    pgq_ticker *t = NULL;
+    EXPECT(PGQ_STATUS_INVALID_INPUT, pgq_ticker_start, pc, NULL, &t);
+    CHECK(t == NULL);
+    setup_queue("tpq", "c1");
+    pgq_new_event ev;
+    memset(&ev, 0, sizeof ev);
+    ev.data = text("0");
+    EXPECT(PGQ_STATUS_OK, pgq_send, pc, S("tpq"), &ev, NULL);
+    int seen[1] = {0};
+    CHECK(drain("tpq", "c1", seen, 1) == 1);
+    CHECK(seen[0] == 1);
+    pgq_client_free(pc);
+}
+
 int main(int argc, char **argv) {
     if (argc != 2) {
         fprintf(stderr, "usage: %s DSN\n", argv[0]);
@@ -1215,6 +1240,7 @@ int main(int argc, char **argv) {
         {"worker_start_errors", test_worker_start_errors},
         {"worker_coop", test_worker_coop},
         {"ticker", test_ticker},
+        {"transaction_pooling", test_transaction_pooling},
     };
     int failed = 0;
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {

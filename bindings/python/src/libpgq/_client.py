@@ -22,12 +22,19 @@ if TYPE_CHECKING:
 
 
 def connect(dsn: Text, *, pool_size: Optional[int] = None,
-            connect_timeout: Optional[Union[float, datetime.timedelta]] = None) -> "Client":
+            connect_timeout: Optional[Union[float, datetime.timedelta]] = None,
+            transaction_pooling: bool = False) -> "Client":
     """Connect to a PostgreSQL database and return a :class:`Client`.
 
     ``dsn`` is a libpq-style ``key=value`` string or a ``postgresql://`` URL.
     ``pool_size`` caps the connections the client keeps open; ``connect_timeout`` (seconds)
     bounds each connection attempt.
+
+    ``transaction_pooling=True`` is for a DSN that points at a connection pooler in
+    transaction pooling mode (PgBouncer ``pool_mode = transaction``): every statement is then
+    sent unnamed and no session state is used, so workers and :meth:`Consumer.wait_batch`
+    only poll (no ``LISTEN``), and :meth:`Client.ticker` raises :class:`InvalidInputError`
+    (the ticker needs a direct connection; give it a client without the pooler).
 
     ::
 
@@ -35,7 +42,8 @@ def connect(dsn: Text, *, pool_size: Optional[int] = None,
             client.install()
             client.create_queue("orders")
     """
-    return Client(dsn, pool_size=pool_size, connect_timeout=connect_timeout)
+    return Client(dsn, pool_size=pool_size, connect_timeout=connect_timeout,
+                  transaction_pooling=transaction_pooling)
 
 
 def _config_value(value: Any) -> str:
@@ -61,12 +69,15 @@ class Client(Handle):
     _what = "client"
 
     def __init__(self, dsn: Text, *, pool_size: Optional[int] = None,
-                 connect_timeout: Optional[Union[float, datetime.timedelta]] = None) -> None:
+                 connect_timeout: Optional[Union[float, datetime.timedelta]] = None,
+                 transaction_pooling: bool = False) -> None:
         lib = _ffi.lib()
         d = encode(dsn, "dsn")
+        if not isinstance(transaction_pooling, bool):
+            raise TypeError("transaction_pooling must be a bool")
         opts = None
         err = c_void_p()
-        if pool_size is not None or connect_timeout is not None:
+        if pool_size is not None or connect_timeout is not None or transaction_pooling:
             opts = lib.pgq_client_options_new()
             try:
                 if pool_size is not None:
@@ -80,6 +91,9 @@ class Client(Handle):
                     ms = delay_ms(connect_timeout, "connect_timeout")
                     check(lib.pgq_client_options_set_connect_timeout_ms(opts, ms, byref(err)),
                           err)
+                if transaction_pooling:
+                    check(lib.pgq_client_options_set_transaction_pooling(opts, True,
+                                                                         byref(err)), err)
             except BaseException:
                 lib.pgq_client_options_free(opts)
                 raise

@@ -152,6 +152,7 @@ _PROTOTYPES: "dict[str, Tuple[Any, List[Any]]]" = {
     "pgq_client_options_free": (None, [_p]),
     "pgq_client_options_set_pool_size": (status, [_p, c_uint32, _err]),
     "pgq_client_options_set_connect_timeout_ms": (status, [_p, c_uint64, _err]),
+    "pgq_client_options_set_transaction_pooling": (status, [_p, c_bool, _err]),
     "pgq_client_connect": (status, [*_s, _p, POINTER(_p), _err]),
     "pgq_client_free": (None, [_p]),
     "pgq_install": (status, [_p, _err]),
