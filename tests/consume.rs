@@ -40,6 +40,27 @@ both_backends! {
         assert!(db.consume_all("q", "c").is_empty());
     }
 
+    fn open_transaction_splits_a_batch_range(db: &TestDb) {
+        // The newer tick's snapshot has a transaction in progress whose txid lies between
+        // two committed ones: the earlier committed event is visible below that xmin, the
+        // later one only through the snapshot check, and the open one comes a batch later.
+        setup(db, &["c"]);
+        db.tick("q");
+        db.consume_all("q", "c");
+        send(db, "before");
+        let mut open = db.conn();
+        let mut tx = open.transaction().unwrap();
+        pgq::producer::insert_event(&mut tx, "q", &NewEvent::new("t", "open")).unwrap();
+        send(db, "after");
+        db.tick("q");
+        assert_eq!(datas(&db.consume_all("q", "c")), ["before", "after"]);
+        tx.commit().unwrap();
+        db.tick("q");
+        assert_eq!(datas(&db.consume_all("q", "c")), ["open"]);
+        db.tick("q");
+        assert!(db.consume_all("q", "c").is_empty());
+    }
+
     fn transactions_open_across_ticks_delivered_once(db: &TestDb) {
         setup(db, &["c"]);
         // Several producers whose transactions start, insert, and commit at different points
