@@ -435,8 +435,9 @@ impl Consumer {
     /// The next batch, or `None` when there is no newer tick yet.
     ///
     /// The batch id is committed at once (so an unfinished batch is re-delivered); then a
-    /// transaction is opened on a pooled connection in which the events are read and the
-    /// batch finished. The connection is held until the [`Batch`] is finished or dropped.
+    /// transaction is opened on a pooled connection, with a cursor over the batch's events
+    /// declared in it (one round trip for both), in which the events are read and the batch
+    /// finished. The connection is held until the [`Batch`] is finished or dropped.
     ///
     /// ```no_run
     /// # let client = pgq::Client::connect("dbname=app")?;
