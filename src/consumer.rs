@@ -751,8 +751,8 @@ fn declare_sql(batch_id: i64) -> String {
 }
 
 impl Events<'_> {
-    /// Reads the next `fetch_size` rows of the cursor, decoding each row as it arrives (the
-    /// server sends while the client decodes), so at most `fetch_size` events are held.
+    /// Reads the next `fetch_size` rows of the cursor in one round trip, so at most
+    /// `fetch_size` events are held.
     fn fetch(&mut self) -> Result<()> {
         let batch = self.batch;
         let batch_id = batch.info.batch_id;
