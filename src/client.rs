@@ -445,7 +445,7 @@ struct StatementCache(HashMap<String, postgres::Statement>);
 ///
 /// A statement stays valid for the connection's life; the server re-plans it by itself when
 /// the objects it uses change. Never use it on a connection for which [`unnamed_only`] is
-/// true (a pooler in transaction pooling mode): go through [`pooled_query`] instead.
+/// true (a pooler in transaction pooling mode): go through [`pooled_query_one`] instead.
 pub(crate) fn cached_statement(
     conn: &mut PooledConnection,
     sql: &str,
@@ -491,7 +491,7 @@ pub(crate) fn unnamed_only(conn: &PooledConnection) -> bool {
         .is_some()
 }
 
-/// Runs `sql` with typed parameters on a pooled connection, the way the client's mode
+/// Runs `sql` (returning exactly one row) with typed parameters on a pooled connection, the way the client's mode
 /// allows: as a statement prepared once per pooled connection ([`cached_statement`]: one
 /// round trip per call after the first), or, in transaction pooling mode, as an unnamed
 /// statement (parse, bind and execute in one message, nothing left on the server
@@ -501,20 +501,6 @@ pub(crate) fn unnamed_only(conn: &PooledConnection) -> bool {
 /// This is the one place the library's hot paths (produce, next batch, batch reads) choose
 /// how to send SQL; the free functions over [`postgres::GenericClient`] always send
 /// unnamed statements instead.
-pub(crate) fn pooled_query(
-    conn: &mut PooledConnection,
-    sql: &str,
-    params: &[(&(dyn ToSql + Sync), Type)],
-) -> std::result::Result<Vec<Row>, postgres::Error> {
-    if unnamed_only(conn) {
-        return conn.query_typed(sql, params);
-    }
-    let stmt = typed_cached_statement(conn, sql, params)?;
-    let values: Vec<&(dyn ToSql + Sync)> = params.iter().map(|(v, _)| *v).collect();
-    conn.query(&stmt, &values)
-}
-
-/// [`pooled_query`] for exactly one row.
 pub(crate) fn pooled_query_one(
     conn: &mut PooledConnection,
     sql: &str,
@@ -528,7 +514,7 @@ pub(crate) fn pooled_query_one(
     conn.query_one(&stmt, &values)
 }
 
-/// [`pooled_query`] for at most one row.
+/// [`pooled_query_one`] for at most one row.
 pub(crate) fn pooled_query_opt(
     conn: &mut PooledConnection,
     sql: &str,
@@ -542,7 +528,7 @@ pub(crate) fn pooled_query_opt(
     conn.query_opt(&stmt, &values)
 }
 
-/// [`pooled_query`] for a statement without rows: the number of rows it affected.
+/// [`pooled_query_one`] for a statement without rows: the number of rows it affected.
 pub(crate) fn pooled_execute(
     conn: &mut PooledConnection,
     sql: &str,

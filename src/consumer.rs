@@ -38,9 +38,9 @@ use postgres::types::{ToSql, Type};
 use postgres::{GenericClient, Row};
 
 use crate::admin::interval_text;
-use crate::client::{check_name, pooled_query, pooled_query_one, Client, PooledConnection};
+use crate::client::{check_name, pooled_query_one, Client, PooledConnection};
 use crate::error::{Error, ErrorKind, Result};
-use crate::event::Event;
+use crate::event::{Event, EventColumns};
 
 /// Events fetched per round trip by [`Batch::events`] unless set with
 /// [`Consumer::fetch_size`] (or [`WorkerBuilder::fetch_size`](crate::worker::WorkerBuilder::fetch_size)).
@@ -219,7 +219,13 @@ pub fn get_batch_events(conn: &mut impl GenericClient, batch_id: i64) -> Result<
             &[(&batch_id, Type::INT8)],
         )
         .map_err(|e| Error::from(e).context(format_args!("events of batch {batch_id}")))?;
-    rows.iter().map(Event::from_row).collect()
+    let Some(first) = rows.first() else {
+        return Ok(Vec::new());
+    };
+    let at = EventColumns::find(first.columns())?;
+    rows.iter()
+        .map(|row| Event::from_row_at(row, &at))
+        .collect()
 }
 
 /// `pgq.event_retry`: puts the event into the retry queue, to come back to this consumer only
@@ -448,8 +454,9 @@ impl Consumer {
     /// The next batch, or `None` when there is no newer tick yet.
     ///
     /// The batch id is committed at once (so an unfinished batch is re-delivered); then a
-    /// transaction is opened on a pooled connection in which the events are read and the
-    /// batch finished. The connection is held until the [`Batch`] is finished or dropped.
+    /// transaction is opened on a pooled connection, with a cursor over the batch's events
+    /// declared in it (one round trip for both), in which the events are read and the batch
+    /// finished. The connection is held until the [`Batch`] is finished or dropped.
     ///
     /// ```no_run
     /// # let client = pgq::Client::connect("dbname=app")?;
@@ -476,15 +483,25 @@ impl Consumer {
             Some(info) => info,
             None => return Ok(None),
         };
-        conn.batch_execute("begin")?;
+        // The batch's transaction, and in it the cursor over its events (declared, not yet
+        // run), in one round trip. The cursor is a server-side portal of the transaction, so
+        // the connection stays free for other statements between fetches (with_client).
+        let batch_id = info.batch_id;
+        if let Err(e) = conn.batch_execute(&format!("begin; {}", declare_sql(batch_id))) {
+            // Leave the pooled connection outside any transaction; the batch stays open
+            // and is delivered again.
+            let _ = conn.batch_execute("rollback");
+            return Err(Error::from(e).context(format_args!("open batch {batch_id}")));
+        }
         Ok(Some(Batch {
             conn: RefCell::new(conn),
             info,
             queue: self.queue.clone(),
             consumer: self.name.clone(),
+            fetch_sql: format!("fetch forward {} from {CURSOR_NAME}", self.fetch_size),
             fetch_size: self.fetch_size,
             retries: RefCell::new(Vec::new()),
-            cursor_open: Cell::new(false),
+            cursor_used: Cell::new(false),
             finished: false,
             coop: self.coop.clone(),
         }))
@@ -516,9 +533,12 @@ pub struct Batch {
     info: NextBatch,
     queue: String,
     consumer: String,
+    /// `FETCH FORWARD fetch_size FROM` the batch's cursor.
+    fetch_sql: String,
     fetch_size: usize,
     retries: RefCell<Vec<(i64, Duration)>>,
-    cursor_open: Cell<bool>,
+    /// Rows have been fetched from the cursor: a new [`Batch::events`] declares it again.
+    cursor_used: Cell<bool>,
     finished: bool,
     /// Coop mode: finished through `pgq_coop.finish_batch`.
     pub(crate) coop: Option<crate::coop::Subconsumer>,
@@ -744,48 +764,43 @@ impl fmt::Debug for Events<'_> {
     }
 }
 
+/// Declares the batch's cursor without reading from it (`pgq.get_batch_cursor` with no
+/// quick rows, on both backends); the rows come from [`Events::fetch`].
+fn declare_sql(batch_id: i64) -> String {
+    format!("select from pgq.get_batch_cursor({batch_id}, '{CURSOR_NAME}', 0)")
+}
+
 impl Events<'_> {
+    /// Reads the next `fetch_size` rows of the cursor in one round trip, so at most
+    /// `fetch_size` events are held.
     fn fetch(&mut self) -> Result<()> {
         let batch = self.batch;
-        let limit = batch.fetch_size as i32;
+        let batch_id = batch.info.batch_id;
+        let read_err =
+            |e: postgres::Error| Error::from(e).context(format_args!("read batch {batch_id}"));
         let mut conn = batch.conn.borrow_mut();
-        let rows = if !self.started {
-            if batch.cursor_open.get() {
-                conn.batch_execute(&format!("close {CURSOR_NAME}"))?;
-                batch.cursor_open.set(false);
+        if !self.started {
+            if batch.cursor_used.get() {
+                // A restarted events(): a fresh cursor from the first event.
+                conn.batch_execute(&format!("close {CURSOR_NAME}; {}", declare_sql(batch_id)))
+                    .map_err(read_err)?;
             }
-            let rows = pooled_query(
-                &mut conn,
-                "select ev_id, ev_time, ev_txid, ev_retry, ev_type, ev_data, \
-                        ev_extra1, ev_extra2, ev_extra3, ev_extra4 \
-                   from pgq.get_batch_cursor($1, $2, $3)",
-                &[
-                    (&batch.info.batch_id, Type::INT8),
-                    (&CURSOR_NAME, Type::TEXT),
-                    (&limit, Type::INT4),
-                ],
-            )
-            .map_err(|e| {
-                Error::from(e).context(format_args!("read batch {}", batch.info.batch_id))
-            })?;
-            batch.cursor_open.set(true);
+            batch.cursor_used.set(true);
             self.started = true;
-            rows
-        } else {
-            pooled_query(
-                &mut conn,
-                &format!("fetch forward {limit} from {CURSOR_NAME}"),
-                &[],
-            )
-            .map_err(|e| {
-                Error::from(e).context(format_args!("read batch {}", batch.info.batch_id))
-            })?
-        };
-        if rows.len() < batch.fetch_size {
-            self.exhausted = true;
         }
-        for row in &rows {
-            self.buf.push_back(Event::from_row(row)?);
+        // An unnamed statement (one round trip, nothing left prepared on the server). The
+        // chunk is collected in one go: driving the connection once per row costs more.
+        let rows = conn.query_typed(&batch.fetch_sql, &[]).map_err(read_err)?;
+        let n = rows.len();
+        if let Some(first) = rows.first() {
+            let at = EventColumns::find(first.columns())?;
+            self.buf.reserve(n);
+            for row in &rows {
+                self.buf.push_back(Event::from_row_at(row, &at)?);
+            }
+        }
+        if n < batch.fetch_size {
+            self.exhausted = true;
         }
         Ok(())
     }

@@ -174,9 +174,48 @@ pub struct Event {
     pub extra4: Option<String>,
 }
 
+/// Where each event column sits in a result row, found once per result (by name) so that
+/// every row is then read by position: looking columns up by name for each of millions of
+/// rows costs more than decoding them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EventColumns([usize; 10]);
+
+impl EventColumns {
+    const NAMES: [&'static str; 10] = [
+        "ev_id",
+        "ev_time",
+        "ev_txid",
+        "ev_retry",
+        "ev_type",
+        "ev_data",
+        "ev_extra1",
+        "ev_extra2",
+        "ev_extra3",
+        "ev_extra4",
+    ];
+
+    /// The positions of the event columns in `columns`.
+    pub(crate) fn find(columns: &[postgres::Column]) -> Result<EventColumns> {
+        let mut at = [0; 10];
+        for (slot, name) in at.iter_mut().zip(Self::NAMES) {
+            *slot = columns
+                .iter()
+                .position(|c| c.name() == name)
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Other,
+                        format!("unexpected event row from the server: no column {name}"),
+                    )
+                })?;
+        }
+        Ok(EventColumns(at))
+    }
+}
+
 impl Event {
-    /// Reads a row shaped like `pgq.get_batch_events` / `get_batch_cursor` output.
-    pub(crate) fn from_row(row: &Row) -> Result<Event> {
+    /// Reads a row shaped like `pgq.get_batch_events` / `get_batch_cursor` output, whose
+    /// columns are where `at` says.
+    pub(crate) fn from_row_at(row: &Row, at: &EventColumns) -> Result<Event> {
         let conv = |e: postgres::Error| {
             Error::new(
                 ErrorKind::Other,
@@ -184,17 +223,18 @@ impl Event {
             )
             .with_source(e)
         };
+        let [id, time, txid, retry, ev_type, data, extra1, extra2, extra3, extra4] = at.0;
         Ok(Event {
-            id: row.try_get("ev_id").map_err(conv)?,
-            time: row.try_get("ev_time").map_err(conv)?,
-            txid: row.try_get("ev_txid").map_err(conv)?,
-            retry: row.try_get("ev_retry").map_err(conv)?,
-            ev_type: row.try_get("ev_type").map_err(conv)?,
-            data: row.try_get("ev_data").map_err(conv)?,
-            extra1: row.try_get("ev_extra1").map_err(conv)?,
-            extra2: row.try_get("ev_extra2").map_err(conv)?,
-            extra3: row.try_get("ev_extra3").map_err(conv)?,
-            extra4: row.try_get("ev_extra4").map_err(conv)?,
+            id: row.try_get(id).map_err(conv)?,
+            time: row.try_get(time).map_err(conv)?,
+            txid: row.try_get(txid).map_err(conv)?,
+            retry: row.try_get(retry).map_err(conv)?,
+            ev_type: row.try_get(ev_type).map_err(conv)?,
+            data: row.try_get(data).map_err(conv)?,
+            extra1: row.try_get(extra1).map_err(conv)?,
+            extra2: row.try_get(extra2).map_err(conv)?,
+            extra3: row.try_get(extra3).map_err(conv)?,
+            extra4: row.try_get(extra4).map_err(conv)?,
         })
     }
 }

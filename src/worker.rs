@@ -874,6 +874,9 @@ fn work_loop(
                     }
                 }
             }
+            // Opening the batch's cursor found the batch closed meanwhile (repositioned,
+            // taken over): nothing to redo, ask for the next one.
+            Err(e) if e.kind() == ErrorKind::NoSuchBatch => Outcome::Lost(e),
             Err(e) => Outcome::Database(e),
         };
         match outcome {

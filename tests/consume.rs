@@ -40,6 +40,27 @@ both_backends! {
         assert!(db.consume_all("q", "c").is_empty());
     }
 
+    fn open_transaction_splits_a_batch_range(db: &TestDb) {
+        // The newer tick's snapshot has a transaction in progress whose txid lies between
+        // two committed ones: the earlier committed event is visible below that xmin, the
+        // later one only through the snapshot check, and the open one comes a batch later.
+        setup(db, &["c"]);
+        db.tick("q");
+        db.consume_all("q", "c");
+        send(db, "before");
+        let mut open = db.conn();
+        let mut tx = open.transaction().unwrap();
+        pgq::producer::insert_event(&mut tx, "q", &NewEvent::new("t", "open")).unwrap();
+        send(db, "after");
+        db.tick("q");
+        assert_eq!(datas(&db.consume_all("q", "c")), ["before", "after"]);
+        tx.commit().unwrap();
+        db.tick("q");
+        assert_eq!(datas(&db.consume_all("q", "c")), ["open"]);
+        db.tick("q");
+        assert!(db.consume_all("q", "c").is_empty());
+    }
+
     fn transactions_open_across_ticks_delivered_once(db: &TestDb) {
         setup(db, &["c"]);
         // Several producers whose transactions start, insert, and commit at different points
@@ -191,6 +212,79 @@ both_backends! {
             assert_eq!(b.events().count(), 250);
             b.finish().unwrap();
         }
+    }
+
+    fn cursor_reads_interleave_with_client_work(db: &TestDb) {
+        // The events stream from a cursor of the batch's transaction, fetch_size rows per
+        // round trip; statements run through with_client between two fetches must neither
+        // disturb it nor be disturbed, and never more than fetch_size events are held.
+        setup(db, &["c"]);
+        db.conn().batch_execute("create table seen (data text)").unwrap();
+        let evs: Vec<NewEvent> = (0..25).map(|i| NewEvent::new("t", i.to_string())).collect();
+        db.client.send_many("q", &evs).unwrap();
+        db.tick("q");
+        let want: Vec<String> = (0..25).map(|i| i.to_string()).collect();
+        let consumer = Consumer::new(&db.client, "q", "c").unwrap().fetch_size(4);
+        let b = consumer.next_batch().unwrap().expect("batch");
+        // Work on the connection before the first fetch, too.
+        let n: i64 = b
+            .with_client(|c| c.query_one("select count(*) from generate_series(1, 7)", &[]))
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 7);
+        let mut got = Vec::new();
+        let mut it = b.events();
+        while let Some(ev) = it.next() {
+            assert!(it.buffered() < 4, "held {} events with fetch_size 4", it.buffered() + 1);
+            let data = ev.unwrap().data.unwrap();
+            b.with_client(|c| {
+                c.execute("insert into seen values ($1)", &[&data])?;
+                // A query that returns rows of its own in between.
+                c.query("select data from seen order by data", &[])
+            })
+            .unwrap();
+            got.push(data);
+        }
+        assert_eq!(got, want, "every event once, in order");
+        // A second pass after a partial one starts from the first event again.
+        let partial: Vec<_> = b.events().take(6).map(|e| e.unwrap().data.unwrap()).collect();
+        assert_eq!(partial, want[..6]);
+        assert_eq!(datas(&b.events().map(|e| e.unwrap()).collect::<Vec<_>>()), want);
+        b.finish().unwrap();
+        let n: i64 = db.conn().query_one("select count(*) from seen", &[]).unwrap().get(0);
+        assert_eq!(n, 25, "the handler's work committed with the batch");
+        assert!(consumer.next_batch().unwrap().is_none());
+    }
+
+    fn failed_statement_mid_batch_loses_nothing(db: &TestDb) {
+        // A statement of the handler's that fails aborts the batch's transaction: the next
+        // fetch reports it once, and the dropped batch comes back whole.
+        setup(db, &["c"]);
+        let evs: Vec<NewEvent> = (0..10).map(|i| NewEvent::new("t", i.to_string())).collect();
+        db.client.send_many("q", &evs).unwrap();
+        db.tick("q");
+        let consumer = Consumer::new(&db.client, "q", "c").unwrap().fetch_size(3);
+        let b = consumer.next_batch().unwrap().expect("batch");
+        let mut seen = 0;
+        let mut errors = 0;
+        for ev in b.events() {
+            match ev {
+                Ok(_) => seen += 1,
+                Err(_) => errors += 1,
+            }
+            if seen == 2 {
+                assert!(b.with_client(|c| c.batch_execute("select 1/0")).is_err());
+            }
+        }
+        // The first fetch's three rows were held already; the second fetch fails.
+        assert_eq!((seen, errors), (3, 1));
+        let batch_id = b.id();
+        drop(b);
+        let again = consumer.next_batch().unwrap().expect("redelivered");
+        assert_eq!(again.id(), batch_id);
+        let all: Vec<_> = again.events().map(|e| e.unwrap()).collect();
+        assert_eq!(all.len(), 10);
+        again.finish().unwrap();
     }
 
     fn batch_work_commits_with_finish(db: &TestDb) {

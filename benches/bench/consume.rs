@@ -26,21 +26,19 @@ pub enum Kind {
     Pull(usize),
     /// `pgq.get_batch_events(batch)` read in full into a Vec, from Rust.
     GetBatchEvents,
-    /// libpgq's `Worker` (defaults: LISTEN + poll, fetch_size 100) with a no-op handler.
+    /// libpgq's `Worker` (defaults: LISTEN + poll, fetch_size 1000) with a no-op handler.
     Worker,
     /// The C ABI's pull consumer (benches/c_consume.c) with this fetch size.
     C(usize),
-    /// Prototype of a pipelined read: the batch's SQL run as one streamed query (rows are
-    /// decoded while the server still sends; memory bounded by the socket buffers).
+    /// Prototype of a pipelined read: the batch's SQL from `pgq.batch_event_sql` run as one
+    /// streamed query (rows are decoded while the server still sends, no round trip per
+    /// fetch_size rows; memory bounded by the socket buffers rather than by a fetch size, and
+    /// the connection is busy until the last row, so no work can run between two events).
     Stream,
     /// libpgq's Go binding (bindings/go, benches/go_consume) pulling with this fetch size.
     Go(usize),
     /// libpgq's Python binding (bindings/python) pulling with this fetch size.
     PyLibpgq(usize),
-    /// Prototype of a faster read: the batch's SQL from `pgq.batch_event_sql` run directly as
-    /// a protocol-level portal, this many rows per round trip (no cursor function, no FETCH
-    /// statements).
-    Portal(usize),
 }
 
 impl Kind {
@@ -49,7 +47,6 @@ impl Kind {
             Kind::Python => "c_python".into(),
             Kind::Pull(n) => format!("c_pull_{n}"),
             Kind::GetBatchEvents => "c_gbe".into(),
-            Kind::Portal(n) => format!("c_portal_{n}"),
             Kind::Worker => "c_worker".into(),
             Kind::C(n) => format!("c_capi_{n}"),
             Kind::PyLibpgq(n) => format!("c_pybinding_{n}"),
@@ -63,11 +60,10 @@ impl Kind {
             Kind::Python => "python3-pgq Consumer (lazy fetch 300)".into(),
             Kind::Pull(n) => format!("libpgq Consumer pull, fetch_size {n}"),
             Kind::GetBatchEvents => "pgq.get_batch_events read in full (Rust)".into(),
-            Kind::Portal(n) => format!("prototype: batch_event_sql as portal, {n}/fetch"),
             Kind::Worker => "libpgq Worker, defaults".into(),
             Kind::C(n) => format!("libpgq C ABI pull (C program), fetch_size {n}"),
             Kind::PyLibpgq(n) => format!("libpgq Python binding pull, fetch_size {n}"),
-            Kind::Stream => "prototype: batch_event_sql streamed (query_raw)".into(),
+            Kind::Stream => "prototype: batch_event_sql streamed, unbounded (query_raw)".into(),
             Kind::Go(n) => format!("libpgq Go binding pull, fetch_size {n}"),
         }
     }
@@ -195,11 +191,6 @@ pub fn drain(dsn: &str, queue: &str, kind: Kind, expected: u64) -> Res<Drained> 
         Kind::GetBatchEvents => {
             let mut c = Command::new(std::env::current_exe()?);
             c.args(["child", "gbe", dsn, queue, &consumer, "0"]);
-            c
-        }
-        Kind::Portal(n) => {
-            let mut c = Command::new(std::env::current_exe()?);
-            c.args(["child", "portal", dsn, queue, &consumer, &n.to_string()]);
             c
         }
         Kind::Worker => {
@@ -368,31 +359,6 @@ pub fn child(args: &[String]) -> Res<()> {
             }
             d.backend_cpu_secs = backend_cpu(backend_pid);
         }
-        "portal" => {
-            let mut conn = connect(dsn)?;
-            backend_pid = conn.query_one("select pg_backend_pid()", &[])?.get(0);
-            while let Some(b) = pgq::consumer::next_batch(&mut conn, queue, consumer)? {
-                let mut tx = conn.transaction()?;
-                let sql: String = tx
-                    .query_one("select pgq.batch_event_sql($1)", &[&b.batch_id])?
-                    .get(0);
-                let portal = tx.bind(sql.as_str(), &[])?;
-                loop {
-                    let rows = tx.query_portal(&portal, fetch as i32)?;
-                    for row in &rows {
-                        std::hint::black_box(decode(row)?);
-                        d.events += 1;
-                    }
-                    if rows.len() < fetch {
-                        break;
-                    }
-                }
-                pgq::consumer::finish_batch(&mut tx, b.batch_id)?;
-                tx.commit()?;
-                d.batches += 1;
-            }
-            d.backend_cpu_secs = backend_cpu(backend_pid);
-        }
         "stream" => {
             let mut conn = connect(dsn)?;
             backend_pid = conn.query_one("select pg_backend_pid()", &[])?.get(0);
@@ -522,7 +488,6 @@ pub fn kinds() -> Vec<Kind> {
         Kind::Pull(100), // the default before 1000: kept for comparison
         Kind::Pull(1000),
         Kind::GetBatchEvents,
-        Kind::Portal(1000),
         Kind::Stream,
         Kind::Worker,
     ];
@@ -622,7 +587,7 @@ pub fn backlog(report: &mut Report, s: &Settings, backends: &[(&str, &str)]) -> 
                     Cmp::target(gbe, "get_batch_events", 2.0),
                 ],
                 Kind::GetBatchEvents => vec![Cmp::new(py, "python3-pgq")],
-                Kind::Portal(_) | Kind::Stream => vec![
+                Kind::Stream => vec![
                     Cmp::new(py, "python3-pgq"),
                     Cmp::new(gbe, "get_batch_events"),
                 ],

@@ -197,6 +197,9 @@ declare
     v_sql     text := '';
     v_cols    text := 'ev_id, ev_time, ev_txid, ev_retry, ev_type, ev_data, '
                       'ev_extra1, ev_extra2, ev_extra3, ev_extra4';
+    v_lo      bigint;
+    v_hi      bigint;
+    v_min     bigint;
 begin
     select s.sub_id, pt.tick_snapshot as prev_snap, ct.tick_snapshot as cur_snap
       into b
@@ -208,9 +211,24 @@ begin
         raise exception 'batch not found';
     end if;
 
-    v_cond := pg_catalog.format(
-        '(ev_txid >= %s and ev_txid < %s and txid_visible_in_snapshot(ev_txid, %L::txid_snapshot))',
-        txid_snapshot_xmax(b.prev_snap), txid_snapshot_xmax(b.cur_snap), b.cur_snap::text);
+    -- The range scan: [older xmax, newer xmax). A txid there that is below the newer
+    -- snapshot's xmin is visible in it without asking, so the visibility function runs
+    -- only for txids at or above that xmin, and not at all when the newer snapshot had
+    -- nothing in progress (the usual case; it is a call per row otherwise).
+    v_lo := txid_snapshot_xmax(b.prev_snap);
+    v_hi := txid_snapshot_xmax(b.cur_snap);
+    v_min := txid_snapshot_xmin(b.cur_snap);
+    v_cond := pg_catalog.format('ev_txid >= %s and ev_txid < %s', v_lo, v_hi);
+    if v_min < v_hi then
+        if v_min > v_lo then
+            v_cond := v_cond || pg_catalog.format(' and (ev_txid < %s or', v_min);
+        else
+            v_cond := v_cond || ' and (';
+        end if;
+        v_cond := v_cond || pg_catalog.format(
+            ' txid_visible_in_snapshot(ev_txid, %L::txid_snapshot))', b.cur_snap::text);
+    end if;
+    v_cond := '(' || v_cond || ')';
 
     select pg_catalog.string_agg(x::text, ',' order by x)
       into v_xip
