@@ -1010,7 +1010,7 @@ struct pgq_str pgq_event_extra3(const struct pgq_event *ev);
 // `ev_extra4`.
 struct pgq_str pgq_event_extra4(const struct pgq_event *ev);
 
-// New worker options: 1 thread, fetch size 100, listen for ticks and poll every second,
+// New worker options: 1 thread, fetch size 1000, listen for ticks and poll every second,
 // retry a failed batch with backoff from 500 ms up to 30 s. NULL only if Rust panicked.
 struct pgq_worker_options *pgq_worker_options_new(void);
 
@@ -1024,7 +1024,7 @@ pgq_status pgq_worker_options_set_workers(struct pgq_worker_options *opts,
                                           struct pgq_error **err);
 
 // Events fetched per round trip while a handler reads its batch (at least 1; default
-// 100).
+// 1000).
 pgq_status pgq_worker_options_set_fetch_size(struct pgq_worker_options *opts,
                                              uint32_t n,
                                              struct pgq_error **err);

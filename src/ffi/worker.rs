@@ -137,7 +137,7 @@ fn in_own_handler(ctx: &Arc<HandlerCtx>) -> bool {
     IN_HANDLER.with(|c| c.get() == id)
 }
 
-/// New worker options: 1 thread, fetch size 100, listen for ticks and poll every second,
+/// New worker options: 1 thread, fetch size 1000, listen for ticks and poll every second,
 /// retry a failed batch with backoff from 500 ms up to 30 s. NULL only if Rust panicked.
 #[no_mangle]
 pub extern "C" fn pgq_worker_options_new() -> *mut pgq_worker_options {
@@ -183,7 +183,7 @@ pub unsafe extern "C" fn pgq_worker_options_set_workers(
 }
 
 /// Events fetched per round trip while a handler reads its batch (at least 1; default
-/// 100).
+/// 1000).
 #[no_mangle]
 pub unsafe extern "C" fn pgq_worker_options_set_fetch_size(
     opts: *mut pgq_worker_options,
