@@ -136,7 +136,7 @@ pub fn single(report: &mut Report, s: &Settings, ours_dsn: &str, official_dsn: &
                     }))
                 })
             }),
-            Variant::new("libpgq Producer::send, our schema", {
+            Variant::new("libpgq Producer::send, our schema (direct INSERT)", {
                 let client = ours_client.clone();
                 Box::new(move || -> Res<Op> {
                     let p = Producer::new(&client, QUEUE)?;
@@ -147,7 +147,7 @@ pub fn single(report: &mut Report, s: &Settings, ours_dsn: &str, official_dsn: &
                     }))
                 })
             }),
-            Variant::new("libpgq Producer::send, official ext", {
+            Variant::new("libpgq Producer::send, official ext (insert_event)", {
                 let client = off_client.clone();
                 Box::new(move || -> Res<Op> {
                     let p = Producer::new(&client, QUEUE)?;
@@ -301,11 +301,14 @@ pub fn bulk(report: &mut Report, s: &Settings, ours_dsn: &str, official_dsn: &st
             }))
         })
     }));
-    for (backend, client) in [("our schema", &ours_client), ("official ext", &off_client)] {
+    for (backend, client) in [
+        ("our schema (INSERT … unnest)", &ours_client),
+        ("official ext (COPY)", &off_client),
+    ] {
         let client = client.clone();
         let events = events.clone();
         variants.push(Variant::new(
-            format!("libpgq Producer::send_many (COPY), {backend}"),
+            format!("libpgq Producer::send_many, {backend}"),
             Box::new(move || -> Res<Op> {
                 let p = Producer::new(&client, QUEUE)?;
                 let events = events.clone();
