@@ -1569,10 +1569,13 @@ impl RoundPlanner {
         // Whether events were waiting, as the pre-check saw it (idle ticks are no activity).
         let mut pending = None;
         if !full && !self.last_ticked {
+            let first_look = self.summary.is_none();
             let changed = self.gate(conn)?;
             if changed {
                 self.moved_at = Some(Instant::now());
-                self.quiet_since_full = false;
+                if !first_look {
+                    self.quiet_since_full = false;
+                }
             }
             // A queue's first event is told by the sequence moving (the pre-check cannot
             // see it afterwards), and its transaction may commit a moment after the round
@@ -1638,8 +1641,9 @@ impl RoundPlanner {
                 }
             }
         }
-        // After ticking, the next round that does not tick runs the pre-check.
-        self.next_due = None;
+        // After ticking, the next round that does not tick runs the pre-check. (A full round
+        // that ticks nothing changes nothing the last pre-check saw.)
+        let next_due = self.next_due.take();
         self.last_ticked = false;
         let checked = started.elapsed();
         let sql = &self.sql.rounds[usize::from(!full)][usize::from(notify)];
@@ -1679,6 +1683,9 @@ impl RoundPlanner {
             }
         }
         self.last_ticked = !ticked.is_empty();
+        if full && ticked.is_empty() {
+            self.next_due = next_due;
+        }
         let min_pause = if full && self.precheck {
             // Paid for by the gap to the next full round (see `last_full_cost`).
             started.elapsed()
