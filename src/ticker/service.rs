@@ -511,8 +511,9 @@ impl TickerBuilder {
     }
 
     /// How often a round calls `pgq.ticker(queue)` for every queue rather than only for the
-    /// queues the cheap pre-check lists (default 5 s). For tests, which set it very long to
-    /// show that the pre-check alone never misses a due queue.
+    /// queues the cheap pre-check lists (default 5 s; while no event arrives and no queue
+    /// changes the gap doubles, up to 1 min or this period if longer). For tests, which set
+    /// it very long to show that the pre-check alone never misses a due queue.
     ///
     /// ```no_run
     /// # let client = pgq::Client::connect("dbname=app")?;
@@ -1368,7 +1369,8 @@ impl RoundSql {
 
 /// By default, every this often a round calls `pgq.ticker(queue)` (or `pgq.ticker_eager`)
 /// for every queue, not only those the pre-check lists: a safety net should a PGQ variant
-/// decide due-ness in a way the pre-check does not foresee.
+/// decide due-ness in a way the gate and the pre-check do not foresee. While nothing
+/// changes, the gap doubles up to [`MAX_FULL_GAP`].
 const FULL_ROUND_EVERY: Duration = Duration::from_secs(5);
 
 /// Whether the connected database has libpgq's `pgq.ticker_eager` and we may call it.
@@ -1399,6 +1401,9 @@ struct RoundPlanner {
     waiting: bool,
     /// When the gate last saw the sequences (or the queues) change.
     moved_at: Option<Instant>,
+    /// Consecutive server errors of the gate and of the pre-check (see [`GIVE_UP_AFTER`]).
+    gate_failures: u32,
+    precheck_failures: u32,
     /// Why the gate or the pre-check was just given up on this connection, to be reported
     /// (once) as an error: the ticker still works, at a higher cost.
     degraded: Option<Error>,
@@ -1434,6 +1439,11 @@ const FIRST_EVENT_WINDOW: Duration = Duration::from_secs(1);
 /// `RoundPlanner::full_factor`), unless `full_round_every` is longer.
 const MAX_FULL_GAP: Duration = Duration::from_secs(60);
 
+/// After this many server errors in a row, the gate or the pre-check is given up on for the
+/// connection (e.g. no privilege on the event sequences); fewer are counted and retried
+/// (e.g. a queue dropped while they read its sequence).
+const GIVE_UP_AFTER: u32 = 3;
+
 /// The longest a ticker goes without a pre-check when no queue is due by time (no queues
 /// at all, or a very long `ticker_max_lag`).
 const MAX_QUIET: Duration = Duration::from_secs(3600);
@@ -1451,6 +1461,8 @@ impl RoundPlanner {
             next_due: None,
             waiting: false,
             moved_at: None,
+            gate_failures: 0,
+            precheck_failures: 0,
             degraded: None,
             last_full: None,
             last_full_cost: Duration::ZERO,
@@ -1507,6 +1519,7 @@ impl RoundPlanner {
         });
         match result {
             Ok(row) => {
+                self.gate_failures = 0;
                 let lsn: String = row.try_get(0)?;
                 let summary: Option<String> = row.try_get(1)?;
                 self.lsn = Some(lsn);
@@ -1524,6 +1537,14 @@ impl RoundPlanner {
                 Err(Error::from(e).context("tick"))
             }
             Err(e) => {
+                // Once may be a race (a queue dropped while the gate reads its sequence):
+                // an error, retried. Every time: given up on for this connection.
+                self.gate_failures += 1;
+                self.lsn = None;
+                self.summary = None;
+                if self.gate_failures < GIVE_UP_AFTER {
+                    return Err(Error::from(e).context("tick: change gate"));
+                }
                 self.gate = false;
                 self.degraded = Some(
                     Error::from(e)
@@ -1607,6 +1628,7 @@ impl RoundPlanner {
             });
             match result {
                 Ok(row) => {
+                    self.precheck_failures = 0;
                     let due: bool = row.try_get(0)?;
                     let waiting: bool = row.try_get(1)?;
                     let due_in: Option<f64> = row.try_get(2)?;
@@ -1633,6 +1655,10 @@ impl RoundPlanner {
                     return Err(Error::from(e).context("tick"))
                 }
                 Err(e) => {
+                    self.precheck_failures += 1;
+                    if self.precheck_failures < GIVE_UP_AFTER {
+                        return Err(Error::from(e).context("tick: due pre-check"));
+                    }
                     self.precheck = false;
                     self.degraded = Some(Error::from(e).context(
                         "cheap due check unavailable, calling pgq.ticker() for every queue \
