@@ -24,8 +24,8 @@
 //!   pre-check do not foresee); while no event arrives and no queue changes, at doubling
 //!   gaps up to 1 min, and with thousands of queues at least 9 times its own duration
 //!   apart. The pause after a round is at least 9 times the time it spent finding due
-//!   queues (plus the time spent ticking), so thousands of queues never keep a server
-//!   backend busy; a gate or pre-check that fails (e.g. no privilege on the sequences) is
+//!   queues (plus the time spent ticking), 49 times while idle for a round that found
+//!   nothing to do, so thousands of queues never keep a server backend busy; a gate or pre-check that fails (e.g. no privilege on the sequences) is
 //!   counted as an error and replaced by full rounds on that connection;
 //! * every `retry_period`, `pgq.maint_retry_events()` until it returns 0;
 //! * every `maint_period`, every operation `pgq.maint_operations()` lists, each in its own
