@@ -4,8 +4,9 @@
 mod common;
 
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
-use common::{Backend, TestDb};
+use common::{wait_until, Backend, TestDb};
 use pgq::NewEvent;
 
 /// The key=value DSN of a test database (pgqctl gets it as text, like a user would).
@@ -364,4 +365,186 @@ fn dsn_from_environment() {
         "cannot connect to database \"x\" on 127.0.0.1 port 1",
     );
     fails(pgqctl(&["--dsn", "nonsense=1", "status"]), 1, "invalid DSN");
+}
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// `pgqctl ticker ARGS...` running in the background; killed (and reaped) when dropped.
+struct Ticker(std::process::Child);
+
+impl Ticker {
+    fn start(args: &[&str]) -> Ticker {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgqctl"));
+        cmd.arg("ticker").args(args);
+        for v in [
+            "PGQ_DSN",
+            "PGHOST",
+            "PGPORT",
+            "PGUSER",
+            "PGDATABASE",
+            "PGQ_LOG",
+        ] {
+            cmd.env_remove(v);
+        }
+        let child = cmd
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start pgqctl ticker");
+        Ticker(child)
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether a session with `application_name` holds this database's active-ticker lock.
+fn ticker_active(conn: &mut postgres::Client, app: &str) -> bool {
+    conn.query_one(
+        "select exists (select 1 from pg_locks l join pg_stat_activity a on a.pid = l.pid \
+          where l.locktype = 'advisory' and l.granted and l.objid = 2 and l.objsubid = 2 \
+            and l.database = (select oid from pg_database where datname = current_database()) \
+            and a.application_name = $1)",
+        &[&app],
+    )
+    .unwrap()
+    .get(0)
+}
+
+/// The id of the first tick of `queue` whose snapshot sees event `id` (None: no tick covers
+/// it yet), and the time from the tick before it, in seconds.
+fn covering_tick(conn: &mut postgres::Client, queue: &str, id: i64) -> Option<(i64, f64)> {
+    conn.query_opt(
+        "select t.tick_id, extract(epoch from t.tick_time - \
+                (select p.tick_time from pgq.tick p where p.tick_queue = t.tick_queue \
+                    and p.tick_id < t.tick_id order by p.tick_id desc limit 1))::float8 \
+           from pgq.tick t join pgq.queue q on q.queue_id = t.tick_queue \
+          where q.queue_name = $1 \
+            and txid_visible_in_snapshot((select e.ev_txid from pgq.event_template e \
+                                           where e.ev_id = $2), t.tick_snapshot) \
+          order by t.tick_id limit 1",
+        &[&queue, &id],
+    )
+    .unwrap()
+    .map(|r| (r.get(0), r.get(1)))
+}
+
+/// A queue with a consumer that has seen one event already (PGQ counts a queue's very first
+/// event as none), just ticked, so that one more event is new and its tick by PGQ's rules
+/// is due `ticker_max_lag` after that tick.
+fn queue_with_history(db: &TestDb, queue: &str, max_lag: &str) {
+    db.client.create_queue(queue).unwrap();
+    db.client
+        .set_queue_config_raw(queue, "ticker_max_lag", max_lag)
+        .unwrap();
+    db.client.register_consumer(queue, "c").unwrap();
+    db.client
+        .send(queue, &NewEvent::new("t", "warm-up"))
+        .unwrap();
+    db.tick(queue);
+    assert_eq!(common::datas(&db.consume_all(queue, "c")), vec!["warm-up"]);
+}
+
+#[test]
+fn ticker_eager_min_lag_off_and_default() {
+    let db = TestDb::new(Backend::Ours);
+    let mut conn = db.conn();
+
+    // eager_min_lag=off: PGQ's rules only. One new event (ticker_max_count is 500) waits
+    // for the queue's ticker_max_lag, 3 s after the tick before it.
+    queue_with_history(&db, "slow", "3 s");
+    let app = "pgqctl_eager_off";
+    let off = Ticker::start(&[
+        &format!("{} application_name={app}", dsn(&db)),
+        "ticker_period=10ms",
+        "eager_min_lag=off",
+    ]);
+    wait_until("the ticker to become active", DEADLINE, || {
+        ticker_active(&mut conn, app)
+    });
+    // A fresh tick to count from, made by the daemon (a forced tick is due at once).
+    let last = |conn: &mut postgres::Client| -> i64 {
+        conn.query_one(
+            "select max(t.tick_id) from pgq.tick t join pgq.queue q \
+               on q.queue_id = t.tick_queue where q.queue_name = 'slow'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let before = last(&mut conn);
+    conn.execute("select pgq.force_tick('slow')", &[]).unwrap();
+    wait_until("the forced tick", DEADLINE, || last(&mut conn) > before);
+    let ticked_at = Instant::now();
+    let id = db.client.send("slow", &NewEvent::new("t", "one")).unwrap();
+    // A bounded negative check: for 1.5 s (of the 3 s) no tick covers it ...
+    while ticked_at.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(covering_tick(&mut conn, "slow", id), None);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // ... and then one does, no earlier than ticker_max_lag after the tick before it
+    // (server times).
+    let mut covering = None;
+    wait_until("a tick by ticker_max_lag", DEADLINE, || {
+        covering = covering_tick(&mut conn, "slow", id);
+        covering.is_some()
+    });
+    let (_, gap) = covering.unwrap();
+    assert!(gap >= 3.0, "ticked {gap:.3}s after the previous tick");
+    assert_eq!(common::datas(&db.consume_all("slow", "c")), vec!["one"]);
+    drop(off);
+
+    // The default: eager ticking. The queue's ticker_max_lag is an hour, so a tick within
+    // the deadline is the eager one.
+    queue_with_history(&db, "fast", "1 hour");
+    let app = "pgqctl_eager_default";
+    let _eager = Ticker::start(&[&format!("{} application_name={app}", dsn(&db))]);
+    wait_until("the ticker to become active", DEADLINE, || {
+        ticker_active(&mut conn, app)
+    });
+    let id = db.client.send("fast", &NewEvent::new("t", "two")).unwrap();
+    wait_until("an eager tick", DEADLINE, || {
+        covering_tick(&mut conn, "fast", id).is_some()
+    });
+    assert_eq!(common::datas(&db.consume_all("fast", "c")), vec!["two"]);
+}
+
+#[test]
+fn ticker_applies_idle_ticker_period() {
+    // With an idle period of an hour (and retries and maintenance as rare), the ticker's
+    // session goes quiet once nothing has happened for a few seconds; with the default
+    // (100 ms) it would run a round every 100 ms and never be idle for a second.
+    let db = TestDb::new(Backend::Ours);
+    db.client.create_queue("q").unwrap();
+    let app = "pgqctl_idle_period";
+    let _t = Ticker::start(&[
+        &format!("{} application_name={app}", dsn(&db)),
+        "ticker_period=10ms",
+        "idle_ticker_period=60min",
+        "retry_period=60min",
+        "maint_period=60min",
+    ]);
+    let mut conn = db.conn();
+    wait_until("the ticker to become active", DEADLINE, || {
+        ticker_active(&mut conn, app)
+    });
+    wait_until(
+        "the ticker's session to be quiet for 1.5 s",
+        DEADLINE,
+        || {
+            conn.query_one(
+                "select coalesce(bool_and(state = 'idle' \
+                     and now() - state_change > interval '1.5 s'), false) \
+               from pg_stat_activity where application_name = $1",
+                &[&app],
+            )
+            .unwrap()
+            .get(0)
+        },
+    );
 }

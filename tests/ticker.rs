@@ -57,6 +57,27 @@ fn last_tick(conn: &mut postgres::Client, queue: &str) -> i64 {
     .unwrap_or(0)
 }
 
+/// Sends, ticks and consumes one event, so that the next one counts as new by the event
+/// sequence.
+fn warm_up(db: &TestDb, queue: &str) {
+    db.client
+        .send(queue, &NewEvent::new("t", "warm-up"))
+        .unwrap();
+    db.tick(queue);
+    assert_eq!(datas(&db.consume_all(queue, "c")), vec!["warm-up"]);
+}
+
+/// How many ticks `queue` has.
+fn last_tick_count(conn: &mut postgres::Client, queue: &str) -> i64 {
+    conn.query_one(
+        "select count(*) from pgq.tick t join pgq.queue q on q.queue_id = t.tick_queue \
+          where q.queue_name = $1",
+        &[&queue],
+    )
+    .unwrap()
+    .get(0)
+}
+
 #[test]
 fn lifecycle_start_stop_join_drop() {
     let db = TestDb::new(Backend::Ours);
@@ -260,6 +281,77 @@ both_backends! {
         let bound = (span / 0.1 + 1.0).log2().floor() as i64 + 1;
         assert!(ticks <= bound, "{ticks} idle ticks in {span:.2}s, back-off allows {bound}");
         assert!(ticker.stats().rounds as i64 > 5 * bound);
+    }
+
+    fn one_busy_queue_among_many_is_ticked_by_the_precheck(db: &TestDb) {
+        // Many queues that PGQ's rules leave alone (no events, and an idle back-off that
+        // asks for no tick for half an hour once each has two ticks), and one that is due
+        // after a single event. No full round after the first: only the pre-check (behind
+        // its change gate) can find the busy queue.
+        let n = 30;
+        let mut conn = db.conn();
+        for i in 0..n {
+            let q = format!("mq{i}");
+            db.client.create_queue(&q).unwrap();
+            db.client.set_queue_config_raw(&q, "ticker_max_lag", "1 hour").unwrap();
+            db.client.register_consumer(&q, "c").unwrap();
+            while last_tick_count(&mut conn, &q) < 2 {
+                conn.query_one("select pgq.ticker($1)", &[&q]).unwrap();
+            }
+        }
+        db.client.set_queue_config_raw("mq17", "ticker_max_count", "1").unwrap();
+        // (PGQ counts a queue's very first event as none: the sequence reads the same.)
+        warm_up(db, "mq17");
+        let all_ticks = |conn: &mut postgres::Client| -> i64 {
+            conn.query_one("select count(*) from pgq.tick", &[]).unwrap().get(0)
+        };
+        let ticker = fast(Ticker::builder(&db.client)).eager(None).start().unwrap();
+        wait_active(&ticker);
+        let rounds = ticker.stats().rounds;
+        wait_until("rounds", DEADLINE, || ticker.stats().rounds > rounds + 20);
+        let before = all_ticks(&mut conn);
+        let busy = last_tick(&mut conn, "mq17");
+
+        db.client.send("mq17", &NewEvent::new("t", "one")).unwrap();
+        wait_until("a tick on the busy queue", DEADLINE, || {
+            last_tick(&mut conn, "mq17") > busy
+        });
+        let rounds = ticker.stats().rounds;
+        wait_until("more rounds", DEADLINE, || ticker.stats().rounds > rounds + 20);
+        // Exactly that one tick: none of the idle queues got one.
+        assert_eq!(all_ticks(&mut conn), before + 1);
+        assert_eq!(datas(&db.consume_all("mq17", "c")), vec!["one"]);
+        assert_eq!(ticker.stats().errors, 0);
+    }
+
+    fn a_settings_change_is_seen_without_a_full_round(db: &TestDb) {
+        // One event, and a ticker_max_lag of an hour: not due. Lowering ticker_max_lag
+        // changes no event sequence, yet the next rounds see it (the change gate also
+        // watches the queue rows) and tick.
+        db.client.create_queue("q").unwrap();
+        db.client.set_queue_config_raw("q", "ticker_max_lag", "1 hour").unwrap();
+        db.client.register_consumer("q", "c").unwrap();
+        let mut conn = db.conn();
+        while last_tick_count(&mut conn, "q") < 2 {
+            conn.query_one("select pgq.ticker('q')", &[]).unwrap();
+        }
+        warm_up(db, "q");
+        let ticker = fast(Ticker::builder(&db.client)).eager(None).start().unwrap();
+        wait_active(&ticker);
+        db.client.send("q", &NewEvent::new("t", "x")).unwrap();
+        let before = last_tick(&mut conn, "q");
+        // A bounded negative check: rounds run, no tick.
+        let rounds = ticker.stats().rounds;
+        wait_until("rounds", DEADLINE, || ticker.stats().rounds > rounds + 20);
+        assert_eq!(last_tick(&mut conn, "q"), before);
+
+        db.client.set_queue_config_raw("q", "ticker_max_lag", "10 ms").unwrap();
+        wait_until("a tick after the settings change", DEADLINE, || {
+            last_tick(&mut conn, "q") > before
+        });
+        assert_eq!(datas(&db.consume_all("q", "c")), vec!["x"]);
+        // (A pre-check given up on would count as an error.)
+        assert_eq!(ticker.stats().errors, 0);
     }
 
     fn retry_events_are_moved_until_none_left(db: &TestDb) {

@@ -5,19 +5,28 @@
 //! pooled one: it holds a session lock) and runs three schedules on it:
 //!
 //! * every `ticker_period` (10 ms) while events flow, every `idle_ticker_period` (100 ms) once
-//!   nothing has happened for a few seconds, one round. A round is first one prepared
-//!   statement that tells, from the queues' tick rows and event sequences, whether any queue
-//!   may be due (PGQ-SPEC section 4). Usually none is, and that is the whole round: tens of
-//!   microseconds of server time for a few queues, about 10 us per queue for many. When one
-//!   may be due, `pgq.ticker(queue)` (with eager ticking `pgq.ticker_eager(queue, min_lag)`)
-//!   runs for those queues and `pg_notify('pgq_tick', queue)` for each queue that got a
-//!   tick, in one transaction, so a notification arrives only for a committed tick. The SQL
-//!   function still decides, so an idle queue gets no more ticks than its idle back-off
-//!   allows. After a round that ticked, the next one skips the pre-check (under traffic it
-//!   would say "due" anyway). Every 5 s a round calls the function for every queue, as a
-//!   safety net. The pause after a round is at least 9 times the time it spent finding due
-//!   queues (plus the time spent ticking), so thousands of queues never keep a server
-//!   backend busy;
+//!   nothing has happened for a few seconds, one round. A round first asks a *change gate*
+//!   (one prepared statement) whether anything a due check reads may have changed since the
+//!   last look: while the server's WAL insert position has not moved nothing has (a few
+//!   microseconds); otherwise it compares a summary of the queues' event sequences and queue
+//!   rows with the last one (about 1.5 us per queue). When nothing changed and no queue is
+//!   due by time alone (idle ticks, `ticker_max_lag`: the ticker remembers when the first
+//!   becomes due, from the last pre-check), that is the whole round. Otherwise a prepared
+//!   *pre-check* tells, from the queues' tick rows and event sequences, whether any queue
+//!   may be due (PGQ-SPEC section 4; about 5 us per queue). When one may be due,
+//!   `pgq.ticker(queue)` (with eager ticking `pgq.ticker_eager(queue, min_lag)` for a queue
+//!   with new events) runs for those queues and `pg_notify('pgq_tick', queue)` for each
+//!   queue that got a tick, in one transaction, so a notification arrives only for a
+//!   committed tick. The SQL function still decides, so an idle queue gets no more ticks
+//!   than its idle back-off allows. After a round that ticked, the next one skips the gate
+//!   and the pre-check (under traffic they would say "due" anyway). Every 5 s a round calls
+//!   the function for every queue, as a safety net (for ticks or changes the gate and the
+//!   pre-check do not foresee); while no event arrives and no queue changes, at doubling
+//!   gaps up to 1 min, and with thousands of queues at least 9 times its own duration
+//!   apart. The pause after a round is at least 9 times the time it spent finding due
+//!   queues (plus the time spent ticking), 49 times while idle for a round that found
+//!   nothing to do, so thousands of queues never keep a server backend busy; a gate or pre-check that fails (e.g. no privilege on the sequences) is
+//!   counted as an error and replaced by full rounds on that connection;
 //! * every `retry_period`, `pgq.maint_retry_events()` until it returns 0;
 //! * every `maint_period`, every operation `pgq.maint_operations()` lists, each in its own
 //!   transaction (rotation step 1 and step 2 separately), `VACUUM` outside a transaction.
@@ -131,6 +140,14 @@ pub const DEFAULT_MIN_TICK_LAG: Duration = Duration::from_millis(5);
 /// known, which on a CPU-starved host includes waiting for a CPU: stretching every round by
 /// 9 times that halved the tick rate on a loaded 2-core test machine.)
 const PAUSE_PER_ROUND_COST: u32 = 9;
+
+/// The same while idle, for rounds that found nothing to do: an idle ticker spends at most
+/// about 2% of the time looking. This matters with thousands of queues on a server that is
+/// busy with other work: its WAL moves all the time, so every round reads every event
+/// sequence (1 to 7 ms of server time for 1000 queues, more when the caches are cold);
+/// the first event after a quiet spell then waits a little longer than
+/// `idle_ticker_period` for its tick.
+const IDLE_PAUSE_PER_ROUND_COST: u32 = 49;
 
 /// Connect timeout for the ticker's connection when the DSN gives none: short, since a
 /// stopping ticker may have to wait for it.
@@ -523,8 +540,9 @@ impl TickerBuilder {
     }
 
     /// How often a round calls `pgq.ticker(queue)` for every queue rather than only for the
-    /// queues the cheap pre-check lists (default 5 s). For tests, which set it very long to
-    /// show that the pre-check alone never misses a due queue.
+    /// queues the cheap pre-check lists (default 5 s; while no event arrives and no queue
+    /// changes the gap doubles, up to 1 min or this period if longer). For tests, which set
+    /// it very long to show that the pre-check alone never misses a due queue.
     ///
     /// ```no_run
     /// # let client = pgq::Client::connect("dbname=app")?;
@@ -1028,21 +1046,33 @@ impl DbWorker {
             }
             let now = Instant::now();
             if now >= next_tick {
-                match planner.round(&mut conn, st.notify, &self.label, &self.eager_note_logged) {
+                let result =
+                    planner.round(&mut conn, st.notify, &self.label, &self.eager_note_logged);
+                // A pre-check given up on: counted and logged, the ticker goes on.
+                if let Some(e) = planner.degraded.take() {
+                    self.record_error(&e, "tick");
+                }
+                match result {
                     Ok(Round {
                         ticked,
                         activity,
                         min_pause,
+                        quiet_check,
                     }) => {
                         if activity {
                             last_activity = now;
                         }
-                        let period = if last_activity.elapsed() < IDLE_AFTER {
-                            st.ticker_period
-                        } else {
+                        let idle = last_activity.elapsed() >= IDLE_AFTER;
+                        let mut pause = if idle {
                             st.idle_ticker_period
-                        };
-                        next_tick = now + period.max(min_pause);
+                        } else {
+                            st.ticker_period
+                        }
+                        .max(min_pause);
+                        if let (true, Some(check)) = (idle, quiet_check) {
+                            pause = pause.max(check * IDLE_PAUSE_PER_ROUND_COST);
+                        }
+                        next_tick = now + pause;
                         tick_backoff.reset();
                         let mut s = self.stats.lock();
                         s.rounds += 1;
@@ -1156,7 +1186,8 @@ fn try_leader_lock(conn: &mut postgres::Client) -> Result<bool> {
 macro_rules! queue_state_sql {
     () => {
         " from pgq.queue q \
-           left join lateral (select t.tick_id, t.tick_time, t.tick_event_seq, t.tick_snapshot \
+           left join lateral (select t.tick_id, t.tick_time, t.tick_event_seq, t.tick_snapshot, \
+                                      t.xmin::text::int8 as tick_xid \
                                from pgq.tick t \
                                where t.tick_queue = q.queue_id \
                                order by t.tick_id desc limit 1) lt on true \
@@ -1188,18 +1219,82 @@ macro_rules! due_sql {
 /// events by the sequence, or two cases the sequence cannot show, where only
 /// `pgq.ticker_eager` can tell (it reads the event table), so the pre-check lists the queue
 /// and the function decides: in the first second after the tick, a transaction that was
-/// running at the tick has ended since (it may have written events the tick did not see);
+/// running at the tick (listed in its snapshot, or see [`LATE_GAP_SQL`]) has ended since (it
+/// may have written events the tick did not see);
 /// and a queue whose sequence has moved exactly once (the sequence reads the same before and
-/// after a queue's first event).
+/// after a queue's first event). That last case stays true until the queue's second event,
+/// so the pre-check counts it only when `{first_event}` (a parameter: the sequences moved
+/// within the last second) says it may just have happened.
 const EAGER_DUE_SQL: &str = "(lt.tick_id is not null and s.lag >= {min_lag} \
       and (s.new > 0 \
-           or (lt.tick_event_seq = 1 and s.new = 0 \
+           or (lt.tick_event_seq = 1 and s.new = 0 and {first_event} \
                and pg_catalog.pg_sequence_last_value( \
                        q.queue_event_seq::pg_catalog.regclass) is not null) \
            or (s.lag < interval '1 second' \
-               and exists (select 1 from pg_catalog.txid_snapshot_xip(lt.tick_snapshot) x \
-                            where pg_catalog.txid_visible_in_snapshot(x, \
-                                      pg_catalog.txid_current_snapshot())))))";
+               and (exists (select 1 from pg_catalog.txid_snapshot_xip(lt.tick_snapshot) x \
+                             where pg_catalog.txid_visible_in_snapshot(x, \
+                                       pg_catalog.txid_current_snapshot())) \
+                    or exists (select 1 from pg_catalog.generate_series( \
+                                   pg_catalog.txid_snapshot_xmax(lt.tick_snapshot), \
+                                   pg_catalog.txid_snapshot_xmax(lt.tick_snapshot) \
+                                       + {late_gap} - 1) x \
+                                where pg_catalog.txid_visible_in_snapshot(x, \
+                                          pg_catalog.txid_current_snapshot()))))))";
+
+/// How many transactions got their id after the last tick's snapshot was taken but before
+/// the tick's own transaction (`lt.tick_xid`, the tick row's 32-bit xmin; compared modulo
+/// 2^32, so an xid epoch wrap does not matter), capped at 100. The newest transaction
+/// running when the tick was taken is one of those, not in the snapshot's list of running
+/// transactions (its id is not below the snapshot's xmax): when it commits, its events are
+/// new to the next tick. Usually 0: the tick's transaction takes the next id.
+const LATE_GAP_SQL: &str = "least((lt.tick_xid \
+      - pg_catalog.txid_snapshot_xmax(lt.tick_snapshot) % 4294967296 + 4294967296) \
+      % 4294967296, 100)";
+
+/// For a queue that is not due: how long until PGQ's rules make it due by time alone if no
+/// event arrives (an interval; the due rules of [`due_sql`] solved for the lag).
+macro_rules! due_in_sql {
+    () => {
+        "(case when s.new > 0 then q.queue_ticker_max_lag - s.lag \
+               when pt.tick_time is null then interval '0' \
+               else greatest(q.queue_ticker_max_lag / 2, \
+                        least((lt.tick_time - pt.tick_time) * 2, \
+                                         q.queue_ticker_idle_period)) - s.lag end)"
+    };
+}
+
+/// The same for eager ticking (`{min_lag}` as in [`EAGER_DUE_SQL`]): a queue with new
+/// events is due after `min_lag`, and in the first second after a tick taken while
+/// transactions were running, or after the sequences moved while a queue may have had its
+/// first event, the pre-check must look again every round (a commit moves no sequence).
+const EAGER_DUE_IN_SQL: &str = "(case when lt.tick_id is null then null \
+      when s.new > 0 then {min_lag} - s.lag \
+      when lt.tick_event_seq = 1 and s.new = 0 and {first_event} \
+           and pg_catalog.pg_sequence_last_value( \
+                   q.queue_event_seq::pg_catalog.regclass) is not null \
+           then greatest({min_lag} - s.lag, interval '0') \
+      when s.lag < interval '1 second' \
+           and (exists (select 1 from pg_catalog.txid_snapshot_xip(lt.tick_snapshot)) \
+                or {late_gap} > 0) \
+           then interval '0' end)";
+
+/// Whether anything a pre-check looks at may have changed since the ticker last looked, in
+/// two steps so that the usual answer costs next to nothing. `$1` is the WAL insert position
+/// of the last look (text): while it has not moved, nothing was written anywhere in the
+/// cluster, so no event was inserted or committed and no queue changed, and the statement
+/// returns only the position. Otherwise it also returns a summary of what the pre-check
+/// reads besides time: every event sequence (sequences only move forward, so an unchanged
+/// sum means none moved), and the set of queues and their settings (count, ids, and each
+/// row's xmin, which an update changes). The summary costs about 1.5 us per queue, the
+/// full pre-check about 5 us.
+const GATE_SQL: &str = "select l::text, case when l::text is distinct from $1 then \
+      (select coalesce(sum(coalesce(pg_catalog.pg_sequence_last_value( \
+                  q.queue_event_seq::pg_catalog.regclass), 0)), 0)::text \
+              || ' ' || count(*)::text || ' ' || coalesce(sum(q.queue_id), 0)::text \
+              || ' ' || coalesce(sum(q.xmin::text::int8), 0)::text \
+         from pgq.queue q \
+        where not q.queue_external_ticker and not q.queue_ticker_paused) end \
+      from pg_catalog.pg_current_wal_insert_lsn() l";
 
 const ALL_QUEUES_SQL: &str = "select q.queue_id, q.queue_name from pgq.queue q \
       where not q.queue_external_ticker and not q.queue_ticker_paused";
@@ -1207,9 +1302,11 @@ const ALL_QUEUES_SQL: &str = "select q.queue_id, q.queue_name from pgq.queue q \
 /// The SQL of one ticker configuration: the pre-check, and the rounds.
 #[derive(Debug, Clone)]
 struct RoundSql {
-    /// The whole of a round when nothing is due, as one prepared statement: whether any
-    /// queue may be due, and whether any has events not yet covered by a tick (activity,
-    /// which keeps the ticker at its fast period).
+    /// The whole of a round when nothing is due, as one prepared statement (after
+    /// [`GATE_SQL`] said something may have changed): whether any queue may be due, whether
+    /// any has events not yet covered by a tick (activity, which keeps the ticker at its
+    /// fast period), and in how many seconds the first one becomes due by time alone (NULL:
+    /// no queue). `$1` (bool): whether the sequences moved since the last look.
     precheck: String,
     /// Round SQL by (only possibly due queues?, notify?).
     rounds: [[String; 2]; 2],
@@ -1218,31 +1315,64 @@ struct RoundSql {
 impl RoundSql {
     /// `min_lag`: eager ticking through `pgq.ticker_eager` (our schema only).
     fn new(min_lag: Option<Duration>) -> RoundSql {
-        let (due, tick_call) = match min_lag {
+        // Per queue: whether it is due (`due`, with `{first_event}` still to fill in),
+        // whether it is due for an eager tick (then `pgq.ticker_eager` is called for it,
+        // otherwise `pgq.ticker`, which costs less: the eager function reads the event table
+        // of a queue whose sequence shows nothing new), and when it becomes due.
+        let (due, eager, due_in) = match min_lag {
             Some(lag) => {
                 let lit = format!("interval '{} microseconds'", lag.as_micros());
+                let eager = EAGER_DUE_SQL
+                    .replace("{min_lag}", &lit)
+                    .replace("{late_gap}", LATE_GAP_SQL);
                 (
+                    format!("({} or {eager})", due_sql!()),
+                    eager,
                     format!(
-                        "({} or {})",
-                        due_sql!(),
-                        EAGER_DUE_SQL.replace("{min_lag}", &lit)
+                        "least({}, {})",
+                        due_in_sql!(),
+                        EAGER_DUE_IN_SQL
+                            .replace("{min_lag}", &lit)
+                            .replace("{late_gap}", LATE_GAP_SQL)
                     ),
-                    format!("pgq.ticker_eager(d.queue_name, {lit})"),
                 )
             }
             None => (
                 due_sql!().to_string(),
-                "pgq.ticker(d.queue_name)".to_string(),
+                "false".to_string(),
+                due_in_sql!().to_string(),
             ),
         };
+        let tick_call = match min_lag {
+            Some(lag) => format!(
+                "case when d.eager then pgq.ticker_eager(d.queue_name, \
+                 interval '{} microseconds') else pgq.ticker(d.queue_name) end",
+                lag.as_micros()
+            ),
+            None => "pgq.ticker(d.queue_name)".to_string(),
+        };
         let precheck = format!(
-            "select coalesce(bool_or({due}), false), coalesce(bool_or(s.new <> 0), false){}",
+            "select coalesce(bool_or({due}), false), coalesce(bool_or(s.new <> 0), false), \
+                    extract(epoch from min(case when not {due} then {due_in} end))::float8{}",
             queue_state_sql!()
-        );
+        )
+        .replace("{first_event}", "$1::bool");
+        // The rounds list the first-event case always: they run after a pre-check that said
+        // "due", or right after a round that ticked.
         let due_queues = format!(
-            "select q.queue_id, q.queue_name{} and {due}",
+            "select q.queue_id, q.queue_name, {eager} as eager{} and {due}",
             queue_state_sql!()
-        );
+        )
+        .replace("{first_event}", "true");
+        let all_queues = if min_lag.is_some() {
+            format!(
+                "select q.queue_id, q.queue_name, {eager} as eager{}",
+                queue_state_sql!()
+            )
+            .replace("{first_event}", "true")
+        } else {
+            ALL_QUEUES_SQL.to_string()
+        };
         // A round in one transaction and one round trip: a multi-statement simple query runs
         // as one implicit transaction, and each statement takes its own snapshot, so the
         // ticks' snapshots are taken after the tick lock is held (tick order follows
@@ -1264,7 +1394,7 @@ impl RoundSql {
         };
         RoundSql {
             rounds: [
-                [round(ALL_QUEUES_SQL, false), round(ALL_QUEUES_SQL, true)],
+                [round(&all_queues, false), round(&all_queues, true)],
                 [round(&due_queues, false), round(&due_queues, true)],
             ],
             precheck,
@@ -1274,14 +1404,16 @@ impl RoundSql {
 
 /// By default, every this often a round calls `pgq.ticker(queue)` (or `pgq.ticker_eager`)
 /// for every queue, not only those the pre-check lists: a safety net should a PGQ variant
-/// decide due-ness in a way the pre-check does not foresee.
+/// decide due-ness in a way the gate and the pre-check do not foresee. While nothing
+/// changes, the gap doubles up to [`MAX_FULL_GAP`].
 const FULL_ROUND_EVERY: Duration = Duration::from_secs(5);
 
 /// Whether the connected database has libpgq's `pgq.ticker_eager` and we may call it.
 const HAS_EAGER_SQL: &str = "select coalesce(pg_catalog.has_function_privilege( \
       pg_catalog.to_regprocedure('pgq.ticker_eager(text,interval)'), 'execute'), false)";
 
-/// Decides, per round, between the cheap pre-check and a full round.
+/// Decides, per round, between doing nothing (the gate saw no change and no queue is due by
+/// time), the pre-check, and a full round.
 struct RoundPlanner {
     /// False once the pre-check failed on this connection (e.g. no privilege on the event
     /// sequences): then every round is a full one.
@@ -1289,7 +1421,38 @@ struct RoundPlanner {
     full_every: Duration,
     /// The pre-check, prepared once per connection so the server plans it once.
     statement: Option<postgres::Statement>,
+    /// The gate ([`GATE_SQL`]), prepared once per connection; `gate` is false once it
+    /// failed on this connection, and then every round runs the pre-check.
+    gate_statement: Option<postgres::Statement>,
+    gate: bool,
+    /// What the gate saw last: the WAL insert position and the summary. The pre-check
+    /// runs after the gate, so whatever the gate saw, the pre-check saw too.
+    lsn: Option<String>,
+    summary: Option<String>,
+    /// When the first queue becomes due by time alone (idle ticks, `ticker_max_lag`), as
+    /// the last pre-check found; None: unknown, the next round runs the pre-check.
+    next_due: Option<Instant>,
+    /// Whether the last pre-check saw events not yet covered by a tick.
+    waiting: bool,
+    /// When the gate last saw the sequences (or the queues) change.
+    moved_at: Option<Instant>,
+    /// Consecutive server errors of the gate and of the pre-check (see [`GIVE_UP_AFTER`]).
+    gate_failures: u32,
+    precheck_failures: u32,
+    /// Why the gate or the pre-check was just given up on this connection, to be reported
+    /// (once) as an error: the ticker still works, at a higher cost.
+    degraded: Option<Error>,
     last_full: Option<Instant>,
+    /// How long the last full round took: the next one waits at least
+    /// [`PAUSE_PER_ROUND_COST`] times that, so that with thousands of queues full rounds
+    /// stay a bounded share of the time without holding up the rounds between them.
+    last_full_cost: Duration,
+    /// How many `full_every` periods apart full rounds are: doubles (up to
+    /// [`MAX_FULL_GAP`]) at each full round when the gate saw no change and no pre-check saw
+    /// waiting events since the previous one, back to 1 otherwise.
+    full_factor: u32,
+    /// Whether nothing changed since the last full round (see `full_factor`).
+    quiet_since_full: bool,
     /// Whether the last round made ticks: under steady traffic the next one most likely
     /// will too, so it skips the pre-check (one round trip less) and runs the round over
     /// the due queues directly, which costs little more than the pre-check when none is.
@@ -1303,13 +1466,43 @@ struct RoundPlanner {
     sql: RoundSql,
 }
 
+/// How long after the sequences moved the pre-check still counts the first-event case of
+/// [`EAGER_DUE_SQL`].
+const FIRST_EVENT_WINDOW: Duration = Duration::from_secs(1);
+
+/// The longest gap between full rounds while nothing changes (see
+/// `RoundPlanner::full_factor`), unless `full_round_every` is longer.
+const MAX_FULL_GAP: Duration = Duration::from_secs(60);
+
+/// After this many server errors in a row, the gate or the pre-check is given up on for the
+/// connection (e.g. no privilege on the event sequences); fewer are counted and retried
+/// (e.g. a queue dropped while they read its sequence).
+const GIVE_UP_AFTER: u32 = 3;
+
+/// The longest a ticker goes without a pre-check when no queue is due by time (no queues
+/// at all, or a very long `ticker_max_lag`).
+const MAX_QUIET: Duration = Duration::from_secs(3600);
+
 impl RoundPlanner {
     fn new(full_every: Duration, min_lag: Option<Duration>) -> RoundPlanner {
         RoundPlanner {
             full_every,
             precheck: true,
             statement: None,
+            gate_statement: None,
+            gate: true,
+            lsn: None,
+            summary: None,
+            next_due: None,
+            waiting: false,
+            moved_at: None,
+            gate_failures: 0,
+            precheck_failures: 0,
+            degraded: None,
             last_full: None,
+            last_full_cost: Duration::ZERO,
+            full_factor: 1,
+            quiet_since_full: false,
             last_ticked: false,
             min_lag,
             eager: None,
@@ -1344,6 +1537,59 @@ impl RoundPlanner {
         self.eager = Some(available);
     }
 
+    /// Runs the gate: whether the event sequences or the queues may have changed since the
+    /// last look (true when unknown).
+    fn gate(&mut self, conn: &mut postgres::Client) -> Result<bool> {
+        if !self.gate {
+            return Ok(true);
+        }
+        let prepared = match self.gate_statement.take() {
+            Some(st) => Ok(st),
+            None => conn.prepare(GATE_SQL),
+        };
+        let result = prepared.and_then(|st| {
+            let row = conn.query_one(&st, &[&self.lsn]);
+            self.gate_statement = Some(st);
+            row
+        });
+        match result {
+            Ok(row) => {
+                self.gate_failures = 0;
+                let lsn: String = row.try_get(0)?;
+                let summary: Option<String> = row.try_get(1)?;
+                self.lsn = Some(lsn);
+                Ok(match summary {
+                    // No WAL written since the last look: nothing changed.
+                    None => self.summary.is_none(),
+                    Some(s) => {
+                        let changed = self.summary.as_deref() != Some(s.as_str());
+                        self.summary = Some(s);
+                        changed
+                    }
+                })
+            }
+            Err(e) if e.is_closed() || e.as_db_error().is_none() => {
+                Err(Error::from(e).context("tick"))
+            }
+            Err(e) => {
+                // Once may be a race (a queue dropped while the gate reads its sequence):
+                // an error, retried. Every time: given up on for this connection.
+                self.gate_failures += 1;
+                self.lsn = None;
+                self.summary = None;
+                if self.gate_failures < GIVE_UP_AFTER {
+                    return Err(Error::from(e).context("tick: change gate"));
+                }
+                self.gate = false;
+                self.degraded = Some(
+                    Error::from(e)
+                        .context("change gate unavailable, running the due pre-check every round"),
+                );
+                Ok(true)
+            }
+        }
+    }
+
     /// Runs one round.
     fn round(
         &mut self,
@@ -1352,38 +1598,92 @@ impl RoundPlanner {
         label: &str,
         eager_note_logged: &Cell<bool>,
     ) -> Result<Round> {
+        let result = self.round_inner(conn, notify, label, eager_note_logged);
+        if result.is_err() {
+            // Whatever the gate saw may not have been acted on: look again next time.
+            self.next_due = None;
+        }
+        result
+    }
+
+    fn round_inner(
+        &mut self,
+        conn: &mut postgres::Client,
+        notify: bool,
+        label: &str,
+        eager_note_logged: &Cell<bool>,
+    ) -> Result<Round> {
         let started = Instant::now();
-        let full = !self.precheck
-            || self
-                .last_full
-                .map_or(true, |t| t.elapsed() >= self.full_every);
-        let recheck = self
-            .last_full
-            .map_or(true, |t| t.elapsed() >= self.full_every);
+        let full_gap = (self.full_every * self.full_factor)
+            .min(MAX_FULL_GAP.max(self.full_every))
+            .max(self.last_full_cost * PAUSE_PER_ROUND_COST);
+        let recheck = self.last_full.map_or(true, |t| t.elapsed() >= full_gap);
+        let full = !self.precheck || recheck;
         if self.eager.is_none() || (recheck && self.eager == Some(false)) {
             self.check_eager(conn, label, eager_note_logged);
         }
         // Whether events were waiting, as the pre-check saw it (idle ticks are no activity).
         let mut pending = None;
         if !full && !self.last_ticked {
+            let first_look = self.summary.is_none();
+            let changed = self.gate(conn)?;
+            if changed {
+                self.moved_at = Some(Instant::now());
+                if !first_look {
+                    self.quiet_since_full = false;
+                }
+            }
+            // A queue's first event is told by the sequence moving (the pre-check cannot
+            // see it afterwards), and its transaction may commit a moment after the round
+            // that noticed it: the pre-check counts that case for a second.
+            let moved = self
+                .moved_at
+                .is_some_and(|t| t.elapsed() < FIRST_EVENT_WINDOW);
+            let time_due = self.next_due.map_or(true, |t| Instant::now() >= t);
+            if !changed && !time_due {
+                return Ok(Round {
+                    ticked: Vec::new(),
+                    activity: self.waiting,
+                    min_pause: started.elapsed() * PAUSE_PER_ROUND_COST,
+                    quiet_check: Some(started.elapsed()),
+                });
+            }
             let prepared = match self.statement.take() {
                 Some(st) => Ok(st),
                 None => conn.prepare(&self.sql.precheck),
             };
+            let checked_at = Instant::now();
             let result = prepared.and_then(|st| {
-                let row = conn.query_one(&st, &[]);
+                let row = if st.params().is_empty() {
+                    conn.query_one(&st, &[])
+                } else {
+                    conn.query_one(&st, &[&moved])
+                };
                 self.statement = Some(st);
                 row
             });
             match result {
                 Ok(row) => {
+                    self.precheck_failures = 0;
                     let due: bool = row.try_get(0)?;
                     let waiting: bool = row.try_get(1)?;
+                    let due_in: Option<f64> = row.try_get(2)?;
+                    self.waiting = waiting;
+                    if waiting {
+                        self.quiet_since_full = false;
+                    }
                     if !due {
+                        let quiet = due_in.map_or(MAX_QUIET, |s| {
+                            Duration::try_from_secs_f64(s.max(0.0))
+                                .unwrap_or(MAX_QUIET)
+                                .min(MAX_QUIET)
+                        });
+                        self.next_due = Some(checked_at + quiet);
                         return Ok(Round {
                             ticked: Vec::new(),
                             activity: waiting,
                             min_pause: started.elapsed() * PAUSE_PER_ROUND_COST,
+                            quiet_check: Some(started.elapsed()),
                         });
                     }
                     pending = Some(waiting);
@@ -1392,15 +1692,21 @@ impl RoundPlanner {
                     return Err(Error::from(e).context("tick"))
                 }
                 Err(e) => {
-                    log::warn!(
-                        "pgq ticker {label}: cheap due check unavailable, calling pgq.ticker() for \
-                         every queue every round: {}",
-                        Error::from(e)
-                    );
+                    self.precheck_failures += 1;
+                    if self.precheck_failures < GIVE_UP_AFTER {
+                        return Err(Error::from(e).context("tick: due pre-check"));
+                    }
                     self.precheck = false;
+                    self.degraded = Some(Error::from(e).context(
+                        "cheap due check unavailable, calling pgq.ticker() for every queue \
+                         every round",
+                    ));
                 }
             }
         }
+        // After ticking, the next round that does not tick runs the pre-check. (A full round
+        // that ticks nothing changes nothing the last pre-check saw.)
+        let next_due = self.next_due.take();
         self.last_ticked = false;
         let checked = started.elapsed();
         let sql = &self.sql.rounds[usize::from(!full)][usize::from(notify)];
@@ -1418,6 +1724,13 @@ impl RoundPlanner {
         };
         if full {
             self.last_full = Some(Instant::now());
+            self.last_full_cost = started.elapsed();
+            self.full_factor = if self.quiet_since_full {
+                self.full_factor.saturating_mul(2).min(64)
+            } else {
+                1
+            };
+            self.quiet_since_full = true;
         }
         let mut ticked = Vec::new();
         let mut statement = 0;
@@ -1433,15 +1746,32 @@ impl RoundPlanner {
             }
         }
         self.last_ticked = !ticked.is_empty();
-        let min_pause = if full {
+        if full && ticked.is_empty() {
+            self.next_due = next_due;
+        }
+        let min_pause = if full && self.precheck {
+            // Paid for by the gap to the next full round (see `last_full_cost`).
+            started.elapsed()
+        } else if full {
             started.elapsed() * PAUSE_PER_ROUND_COST
         } else {
             checked * PAUSE_PER_ROUND_COST + (started.elapsed() - checked)
         };
+        // A full round's ticks may all be idle ones: the pre-check's view stands.
+        let activity = match pending {
+            Some(waiting) => waiting,
+            None if full && self.precheck => self.waiting,
+            None => !ticked.is_empty(),
+        };
+        if pending.is_none() && !full && !ticked.is_empty() {
+            // Ticks straight after ticks: traffic.
+            self.quiet_since_full = false;
+        }
         Ok(Round {
-            activity: pending.unwrap_or(!ticked.is_empty()),
+            activity,
             ticked,
             min_pause,
+            quiet_check: None,
         })
     }
 }
@@ -1456,6 +1786,9 @@ struct Round {
     /// The shortest pause before the next round, from this round's cost (see
     /// [`PAUSE_PER_ROUND_COST`]).
     min_pause: Duration,
+    /// For a round that found nothing to do: what finding that cost (see
+    /// [`IDLE_PAUSE_PER_ROUND_COST`]).
+    quiet_check: Option<Duration>,
 }
 
 /// [`super::retry_events`] with each call in its own implicit transaction.
