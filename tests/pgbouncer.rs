@@ -438,3 +438,98 @@ fn ticker_refuses_a_transaction_pooling_client() {
         .get(0);
     assert_eq!(listening, 0);
 }
+
+/// `pgqctl produce` and `pgqctl consume` with `--transaction-pooling` through the pooler.
+#[test]
+fn pgqctl_produce_and_consume_through_the_pooler() {
+    use std::io::{BufRead, BufReader, Write};
+
+    let db = TestDb::new(common::Backend::Ours);
+    db.client.create_queue("q").unwrap();
+    let bouncer = Bouncer::start(&db);
+    let dsn = format!(
+        "host={} port={} user='{}' dbname='{}'",
+        bouncer.host,
+        bouncer.port,
+        db.config.get_user().unwrap(),
+        db.config.get_dbname().unwrap()
+    );
+    let pgqctl = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pgqctl"));
+        cmd.arg("--dsn").arg(&dsn).args(args);
+        for v in ["PGQ_DSN", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE"] {
+            cmd.env_remove(v);
+        }
+        cmd
+    };
+
+    let mut consume = pgqctl(&["consume", "q", "c", "--register", "--transaction-pooling"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = consume.stdout.take().unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded::<String>();
+    let reader = thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    wait_until("consumer registered", WAIT, || {
+        !db.client
+            .consumer_info(Some("q"), Some("c"))
+            .unwrap()
+            .is_empty()
+    });
+
+    let mut produce = pgqctl(&["produce", "q", "--type", "t", "--transaction-pooling"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input: String = (0..50).map(|i| format!("line {i}\n")).collect();
+    produce
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = produce.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "produce: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        bouncer.log()
+    );
+    db.tick("q");
+    let mut got = Vec::new();
+    while got.len() < 50 {
+        let line = rx
+            .recv_timeout(WAIT)
+            .expect("an event line from pgqctl consume");
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        got.push(v["data"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        got,
+        (0..50).map(|i| format!("line {i}")).collect::<Vec<_>>()
+    );
+
+    let kill = Command::new("kill")
+        .args(["-INT", &consume.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let mut status = None;
+    wait_until("pgqctl consume exits", WAIT, || {
+        status = consume.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(status.unwrap().success(), "{status:?}");
+    reader.join().unwrap();
+}

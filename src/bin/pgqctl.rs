@@ -69,23 +69,26 @@ const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     (
         "produce",
-        "produce QUEUE [--type T] [--json]",
-        "Insert events read from stdin, one per line, with the bulk (COPY) path\n\
+        "produce QUEUE [--type T] [--json] [--transaction-pooling]",
+        "Insert events read from stdin, one per line, with the bulk path\n\
          in chunks of 1000 per transaction. Each line is the event's data, with\n\
          type T (NULL without --type). With --json each non-empty line is a\n\
          JSON object with keys type, data, extra1..extra4 (strings, or any JSON\n\
          value, stored as its JSON text). A bad line stops the command; the\n\
-         events before it are in the queue.",
+         events before it are in the queue. --transaction-pooling: the DSN is a\n\
+         PgBouncer in pool_mode=transaction (unnamed statements only).",
     ),
     (
         "consume",
-        "consume QUEUE CONSUMER [--register] [--poll-only]",
+        "consume QUEUE CONSUMER [--register] [--poll-only] [--transaction-pooling]",
         "Print each event as one JSON line (batch_id, id, time, txid, retry,\n\
          type, data, extra1..extra4) and finish each batch after its events\n\
          were written, until SIGINT or SIGTERM (the current batch completes\n\
          first). Needs a ticker (pgqctl ticker, or pgqd). --register registers\n\
          the consumer first. Waits with LISTEN pgq_tick, or only polls with\n\
-         --poll-only (behind PgBouncer). Database errors are logged and retried.",
+         --poll-only. Behind PgBouncer in pool_mode=transaction use\n\
+         --transaction-pooling (unnamed statements only, and polls). Database\n\
+         errors are logged and retried.",
     ),
     (
         "ticker",
@@ -231,6 +234,7 @@ struct Args {
     ev_type: Option<String>,
     register: bool,
     poll_only: bool,
+    transaction_pooling: bool,
     config: Option<String>,
     positional: Vec<String>,
 }
@@ -263,6 +267,7 @@ fn parse_args(raw: impl IntoIterator<Item = String>) -> Res<Args> {
             "--type" => args.ev_type = Some(value("an event type")?),
             "--register" => args.register = true,
             "--poll-only" => args.poll_only = true,
+            "--transaction-pooling" => args.transaction_pooling = true,
             "--config" => args.config = Some(value("a file")?),
             "-h" | "--help" => args.help = true,
             "-V" | "--version" => args.version = true,
@@ -273,7 +278,13 @@ fn parse_args(raw: impl IntoIterator<Item = String>) -> Res<Args> {
         if inline.is_some()
             && matches!(
                 name.as_str(),
-                "--help" | "--version" | "--json" | "--force" | "--register" | "--poll-only"
+                "--help"
+                    | "--version"
+                    | "--json"
+                    | "--force"
+                    | "--register"
+                    | "--poll-only"
+                    | "--transaction-pooling"
             )
         {
             return Err(usage(format!("{name} takes no value")));
@@ -326,8 +337,8 @@ fn run(raw: impl IntoIterator<Item = String>) -> Res<()> {
         "status" => &["--json"],
         "drop-queue" => &["--force"],
         "register" => &["--at"],
-        "produce" => &["--type", "--json"],
-        "consume" => &["--register", "--poll-only"],
+        "produce" => &["--type", "--json", "--transaction-pooling"],
+        "consume" => &["--register", "--poll-only", "--transaction-pooling"],
         "ticker" => &["--config"],
         _ => &[],
     };
@@ -338,6 +349,7 @@ fn run(raw: impl IntoIterator<Item = String>) -> Res<()> {
         ("--type", args.ev_type.is_some()),
         ("--register", args.register),
         ("--poll-only", args.poll_only),
+        ("--transaction-pooling", args.transaction_pooling),
         ("--config", args.config.is_some()),
     ] {
         if set && !allowed.contains(&flag) {
@@ -500,6 +512,7 @@ fn run(raw: impl IntoIterator<Item = String>) -> Res<()> {
                 queue: &rest[0],
                 ev_type: args.ev_type.as_deref(),
                 json: args.json,
+                transaction_pooling: args.transaction_pooling,
             };
             events::produce(args.dsn.as_deref(), &opts, io::stdin().lock(), &mut out)
         }
@@ -512,6 +525,7 @@ fn run(raw: impl IntoIterator<Item = String>) -> Res<()> {
                 &rest[1],
                 args.register,
                 args.poll_only,
+                args.transaction_pooling,
             )
         }
         "ticker" => ticker::run(args.dsn.as_deref(), rest, args.config.as_deref()),
@@ -948,6 +962,19 @@ mod tests {
         assert!(matches!(args(&["--nope"]), Err(Failure::Usage(_))));
         assert!(matches!(args(&["status", "--dsn"]), Err(Failure::Usage(_))));
         assert!(matches!(args(&["--json=1"]), Err(Failure::Usage(_))));
+        assert!(matches!(
+            args(&["--transaction-pooling=yes"]),
+            Err(Failure::Usage(_))
+        ));
+        // Only produce and consume take --transaction-pooling.
+        let e = run(["status", "--transaction-pooling"].map(String::from)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("does not take --transaction-pooling"),
+            "{e}"
+        );
+        let a = args(&["consume", "q", "c", "--transaction-pooling"]).unwrap();
+        assert!(a.transaction_pooling && !a.poll_only);
     }
 
     #[test]

@@ -20,12 +20,15 @@ pub struct ProduceOptions<'a> {
     pub queue: &'a str,
     pub ev_type: Option<&'a str>,
     pub json: bool,
+    /// The DSN is a PgBouncer in transaction pooling mode.
+    pub transaction_pooling: bool,
 }
 
-fn client(dsn: Option<&str>, pool_size: u32) -> Res<pgq::Client> {
+fn client(dsn: Option<&str>, pool_size: u32, transaction_pooling: bool) -> Res<pgq::Client> {
     let config = connection_config(dsn)?;
     pgq::ClientBuilder::from_config(config.clone())
         .pool_size(pool_size)
+        .transaction_pooling(transaction_pooling)
         .min_idle(0)
         .build()
         .map_err(|e| {
@@ -81,7 +84,7 @@ pub fn produce(
     input: impl Read,
     out: &mut impl Write,
 ) -> Res<()> {
-    let client = client(dsn, 1)?;
+    let client = client(dsn, 1, opts.transaction_pooling)?;
     let producer = pgq::Producer::new(&client, opts.queue)?;
     let mut reader = BufReader::with_capacity(1 << 20, input);
     let mut chunk: Vec<NewEvent> = Vec::with_capacity(CHUNK);
@@ -190,13 +193,14 @@ pub fn consume(
     consumer: &str,
     register: bool,
     poll_only: bool,
+    transaction_pooling: bool,
 ) -> Res<()> {
     if queue.is_empty() || consumer.is_empty() {
         return Err(usage("queue and consumer names must not be empty"));
     }
     // Database trouble is retried in the background; say so on stderr.
     super::ticker::init_logging();
-    let client = client(dsn, 2)?;
+    let client = client(dsn, 2, transaction_pooling)?;
     if register && client.register_consumer(queue, consumer)? {
         eprintln!("pgqctl: registered consumer {consumer} on queue {queue}");
     }
