@@ -47,8 +47,8 @@ const DIRECT_SINCE_REVISION: u32 = 3;
 /// limit, no INSERT privilege) keeps using `pgq.insert_event` before it is looked at again.
 const RECHECK_UNFIT: Duration = Duration::from_secs(5);
 
-/// Per-event statement rows that go into one `send_many` statement at most; bigger sends
-/// are split (in one transaction), so that no statement's arrays grow without bound.
+/// Events in one `send_many` statement at most; bigger sends are split into several
+/// statements (in one transaction), so that no statement's arrays grow without bound.
 const CHUNK_EVENTS: usize = 5000;
 /// Payload bytes (all fields) of one `send_many` statement at most (a single bigger event
 /// still goes alone).
