@@ -429,8 +429,13 @@ fn send_many_direct(
                         break;
                     }
                     Ok(false) => direct::forget(conn, queue),
-                    Err(e) if !in_tx && direct::fall_back_after(&e) => {
+                    Err(e) if direct::fall_back_after(&e) => {
+                        // The remembered table is gone (or no longer ours to write): forget
+                        // it, undo this call's earlier chunks, and let COPY do it all.
                         direct::forget(conn, queue);
+                        if in_tx {
+                            conn.batch_execute("rollback")?;
+                        }
                         return Ok(None);
                     }
                     Err(e) => return Err(e.context(format_args!("insert events into {queue:?}"))),

@@ -420,3 +420,27 @@ fn step2_waits_for_snapshots_older_than_step1() {
         "recorded once the snapshot is gone"
     );
 }
+
+both_backends! {
+    fn pooled_sends_survive_a_queue_dropped_and_made_again(db: &TestDb) {
+        setup(db);
+        let client = db.new_client(1);
+        client.send("q", &NewEvent::new("t", "old")).unwrap();
+        client.send_many("q", &[NewEvent::new("t", "old2")]).unwrap();
+        db.client.drop_queue("q", true).unwrap();
+        db.client.create_queue("q").unwrap();
+        db.client.register_consumer("q", "c").unwrap();
+        // The connection remembers a table that is gone now: a send in several chunks first,
+        // then single ones.
+        let many: Vec<NewEvent> = (0..6000).map(|i| NewEvent::new("m", i.to_string())).collect();
+        assert_eq!(client.send_many("q", &many).unwrap(), 6000);
+        client.send("q", &NewEvent::new("t", "new1")).unwrap();
+        client.send_many("q", &[NewEvent::new("t", "new2"), NewEvent::new("t", "new3")]).unwrap();
+        client.send("q", &NewEvent::new("t", "new4")).unwrap();
+        db.tick("q");
+        let got = datas(&db.consume_all("q", "c"));
+        assert_eq!(got.len(), 6004);
+        assert_eq!(got[..6000], (0..6000).map(|i| i.to_string()).collect::<Vec<_>>()[..]);
+        assert_eq!(got[6000..], ["new1", "new2", "new3", "new4"]);
+    }
+}
