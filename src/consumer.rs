@@ -32,7 +32,12 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::Receiver;
 
 use postgres::types::{ToSql, Type};
 use postgres::{GenericClient, Row};
@@ -395,7 +400,9 @@ impl Consumer {
     }
 
     /// Events fetched per round trip while streaming a batch (default
-    /// [`DEFAULT_FETCH_SIZE`], at least 1). Memory use is bounded by this many events.
+    /// [`DEFAULT_FETCH_SIZE`], at least 1). Memory use is bounded by twice this many
+    /// events: in a batch bigger than one fetch, the next chunk is read ahead (on a thread
+    /// of the batch's own) while one is handled.
     ///
     /// ```no_run
     /// # let client = pgq::Client::connect("dbname=app")?;
@@ -494,7 +501,7 @@ impl Consumer {
             return Err(Error::from(e).context(format_args!("open batch {batch_id}")));
         }
         Ok(Some(Batch {
-            conn: RefCell::new(conn),
+            conn: Box::new(RefCell::new(conn)),
             info,
             queue: self.queue.clone(),
             consumer: self.name.clone(),
@@ -502,6 +509,8 @@ impl Consumer {
             fetch_size: self.fetch_size,
             retries: RefCell::new(Vec::new()),
             cursor_used: Cell::new(false),
+            read_ahead: RefCell::new(None),
+            stash: RefCell::new(VecDeque::new()),
             finished: false,
             coop: self.coop.clone(),
         }))
@@ -529,7 +538,9 @@ impl Consumer {
 /// # Ok(()) }
 /// ```
 pub struct Batch {
-    conn: RefCell<PooledConnection>,
+    /// Boxed: the read-ahead thread uses it through a pointer, which must stay valid when
+    /// the batch moves.
+    conn: Box<RefCell<PooledConnection>>,
     info: NextBatch,
     queue: String,
     consumer: String,
@@ -539,6 +550,10 @@ pub struct Batch {
     retries: RefCell<Vec<(i64, Duration)>>,
     /// Rows have been fetched from the cursor: a new [`Batch::events`] declares it again.
     cursor_used: Cell<bool>,
+    /// The read-ahead thread, while one runs (see [`ReadAhead`]).
+    read_ahead: RefCell<Option<ReadAhead>>,
+    /// Chunks a stopped read-ahead had fetched already, in cursor order.
+    stash: RefCell<VecDeque<FetchResult>>,
     finished: bool,
     /// Coop mode: finished through `pgq_coop.finish_batch`.
     pub(crate) coop: Option<crate::coop::Subconsumer>,
@@ -668,7 +683,9 @@ impl Batch {
     /// commits together with [`finish`](Batch::finish), or rolls back with the batch.
     ///
     /// Do not run `BEGIN`, `COMMIT` or `ROLLBACK` in `f` (use savepoints if you need them),
-    /// and do not call it from inside an [`events`](Batch::events) loop's `next()`.
+    /// and do not call it from inside an [`events`](Batch::events) loop's `next()`. If the
+    /// next chunk of events is being read ahead, that FETCH completes first (its events are
+    /// kept for the loop).
     ///
     /// ```no_run
     /// # let client = pgq::Client::connect("dbname=app")?;
@@ -681,6 +698,7 @@ impl Batch {
     /// # Ok::<(), pgq::Error>(())
     /// ```
     pub fn with_client<R>(&self, f: impl FnOnce(&mut postgres::Client) -> R) -> R {
+        self.stop_read_ahead();
         let mut conn = self.conn.borrow_mut();
         f(&mut conn)
     }
@@ -694,6 +712,7 @@ impl Batch {
     /// # Ok::<(), pgq::Error>(())
     /// ```
     pub fn finish(mut self) -> Result<()> {
+        self.stop_read_ahead();
         let batch_id = self.info.batch_id;
         let retries = std::mem::take(&mut *self.retries.borrow_mut());
         let conn = self.conn.get_mut();
@@ -728,6 +747,7 @@ impl Batch {
 
 impl Drop for Batch {
     fn drop(&mut self) {
+        self.stop_read_ahead();
         if self.finished {
             return;
         }
@@ -739,6 +759,105 @@ impl Drop for Batch {
                 self.queue,
                 self.consumer
             );
+        }
+    }
+}
+
+/// One FETCH's rows, or its error.
+type FetchResult = std::result::Result<Vec<Row>, postgres::Error>;
+
+/// Reading ahead: once a batch turns out bigger than one fetch, a thread of its own runs the
+/// next FETCH on the batch's connection while the caller decodes and handles the chunk
+/// before, so the server produces rows while the client works (PGQ lets one consumer have
+/// one batch at a time, so this is the only overlap there is). The thread hands each chunk
+/// over a rendezvous channel and fetches the next one only after that: at most two chunks
+/// (2 × fetch_size events) exist at once.
+///
+/// While it runs the thread alone uses the connection, through a pointer into the boxed
+/// [`Batch::conn`] (which stays put when the batch moves): every other use of the connection
+/// first calls [`Batch::stop_read_ahead`], which waits for the thread to end and keeps what
+/// it fetched (in [`Batch::stash`]); so do `finish` and the batch's drop. An abandoned
+/// [`Events`] leaves the thread waiting to hand over its chunk until then.
+struct ReadAhead {
+    stop: Arc<AtomicBool>,
+    rx: Receiver<FetchResult>,
+    handle: JoinHandle<()>,
+}
+
+/// The batch's connection, sent to the read-ahead thread.
+struct ConnPtr(*mut PooledConnection);
+
+// SAFETY: the connection itself is Send; the pointer is used only by the read-ahead thread,
+// and only while nothing else touches the connection (see ReadAhead).
+unsafe impl Send for ConnPtr {}
+
+impl Batch {
+    /// Starts reading ahead on the batch's connection (no other borrow of it may be live).
+    fn start_read_ahead(&self) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = crossbeam_channel::bounded::<FetchResult>(0);
+        let conn = ConnPtr(self.conn.as_ptr());
+        let sql = self.fetch_sql.clone();
+        let full = self.fetch_size;
+        let thread_stop = Arc::clone(&stop);
+        let spawned = std::thread::Builder::new()
+            .name("pgq-read-ahead".into())
+            .spawn(move || {
+                let conn = conn;
+                // SAFETY: see ReadAhead: nothing else uses the connection until this thread
+                // has ended (stop_read_ahead joins it, before any other use and before the
+                // box is freed), and the box does not move.
+                let client: &mut PooledConnection = unsafe { &mut *conn.0 };
+                loop {
+                    let res = client.query_typed(&sql, &[]);
+                    let last = res.as_ref().map_or(true, |rows| rows.len() < full);
+                    if tx.send(res).is_err() || last || thread_stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                }
+            });
+        match spawned {
+            Ok(handle) => *self.read_ahead.borrow_mut() = Some(ReadAhead { stop, rx, handle }),
+            // No thread: the next fetches simply run on the caller's thread.
+            Err(e) => log::debug!("no read-ahead thread for batch {}: {e}", self.info.batch_id),
+        }
+    }
+
+    /// Stops the read-ahead thread, if one runs, keeping the chunks it fetched; afterwards
+    /// the connection is the caller's again.
+    fn stop_read_ahead(&self) {
+        let Some(ra) = self.read_ahead.borrow_mut().take() else {
+            return;
+        };
+        ra.stop.store(true, Ordering::SeqCst);
+        // Ends when the thread has ended (its sender is gone).
+        for res in ra.rx.iter() {
+            self.stash.borrow_mut().push_back(res);
+        }
+        if ra.handle.join().is_err() {
+            log::warn!(
+                "the read-ahead thread of batch {} panicked",
+                self.info.batch_id
+            );
+        }
+    }
+
+    /// The next chunk of the cursor: kept from a stopped read-ahead, from the running one,
+    /// or fetched here.
+    fn next_chunk(&self) -> FetchResult {
+        if let Some(res) = self.stash.borrow_mut().pop_front() {
+            return res;
+        }
+        let from_thread = self.read_ahead.borrow().as_ref().map(|ra| ra.rx.recv());
+        match from_thread {
+            Some(Ok(res)) => res,
+            // The thread ended without a chunk (it only ends after the last one, or when
+            // stopped): read on here.
+            Some(Err(_)) => {
+                self.stop_read_ahead();
+                self.next_chunk()
+            }
+            None => self.conn.borrow_mut().query_typed(&self.fetch_sql, &[]),
         }
     }
 }
@@ -771,36 +890,44 @@ fn declare_sql(batch_id: i64) -> String {
 }
 
 impl Events<'_> {
-    /// Reads the next `fetch_size` rows of the cursor in one round trip, so at most
-    /// `fetch_size` events are held.
+    /// Takes the next `fetch_size` rows of the cursor (one FETCH, maybe already read ahead),
+    /// so at most two chunks are held.
     fn fetch(&mut self) -> Result<()> {
         let batch = self.batch;
         let batch_id = batch.info.batch_id;
         let read_err =
             |e: postgres::Error| Error::from(e).context(format_args!("read batch {batch_id}"));
-        let mut conn = batch.conn.borrow_mut();
         if !self.started {
+            batch.stop_read_ahead();
+            batch.stash.borrow_mut().clear();
             if batch.cursor_used.get() {
                 // A restarted events(): a fresh cursor from the first event.
-                conn.batch_execute(&format!("close {CURSOR_NAME}; {}", declare_sql(batch_id)))
+                batch
+                    .conn
+                    .borrow_mut()
+                    .batch_execute(&format!("close {CURSOR_NAME}; {}", declare_sql(batch_id)))
                     .map_err(read_err)?;
             }
             batch.cursor_used.set(true);
             self.started = true;
         }
-        // An unnamed statement (one round trip, nothing left prepared on the server). The
-        // chunk is collected in one go: driving the connection once per row costs more.
-        let rows = conn.query_typed(&batch.fetch_sql, &[]).map_err(read_err)?;
+        // Unnamed statements (one round trip, nothing left prepared on the server). A chunk
+        // is collected in one go: driving the connection once per row costs more.
+        let rows = batch.next_chunk().map_err(read_err)?;
         let n = rows.len();
+        if n < batch.fetch_size {
+            self.exhausted = true;
+        } else if batch.read_ahead.borrow().is_none() && batch.stash.borrow().is_empty() {
+            // A full chunk: there may be more. Fetch the next one while this one is decoded
+            // and handled.
+            batch.start_read_ahead();
+        }
         if let Some(first) = rows.first() {
             let at = EventColumns::find(first.columns())?;
             self.buf.reserve(n);
             for row in &rows {
                 self.buf.push_back(Event::from_row_at(row, &at)?);
             }
-        }
-        if n < batch.fetch_size {
-            self.exhausted = true;
         }
         Ok(())
     }

@@ -33,7 +33,8 @@
 //!   If the handler returns an error or panics, or the process dies, the batch stays open and
 //!   is delivered again.
 //! - **Bounded memory.** Events are streamed from a cursor, [`fetch_size`](WorkerBuilder::fetch_size)
-//!   per round trip; a backlog or one huge transaction never sits in memory at once.
+//!   per round trip (the next chunk is read ahead while one is handled, so at most two
+//!   chunks are in memory); a backlog or one huge transaction never sits in memory at once.
 //! - **Failures are not fatal.** A lost connection or a server restart is logged through
 //!   `log`, counted in [`WorkerStats`], and retried with capped exponential backoff and
 //!   jitter; the worker then resumes at its open batch, so nothing is lost or skipped. What a
@@ -221,7 +222,8 @@ impl WorkerBuilder {
     }
 
     /// Events fetched per round trip while a handler streams a batch (default
-    /// [`DEFAULT_FETCH_SIZE`], at least 1): the bound on events held in memory.
+    /// [`DEFAULT_FETCH_SIZE`], at least 1). At most twice this many events are in memory
+    /// at once: the chunk being handled and the next one, read ahead while it is.
     ///
     /// ```no_run
     /// # let client = pgq::Client::connect("dbname=app")?;

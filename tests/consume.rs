@@ -276,8 +276,9 @@ both_backends! {
                 assert!(b.with_client(|c| c.batch_execute("select 1/0")).is_err());
             }
         }
-        // The first fetch's three rows were held already; the second fetch fails.
-        assert_eq!((seen, errors), (3, 1));
+        // The first fetch's three rows were held already, and the second fetch's three had
+        // been read ahead (before the failing statement); the third fetch fails.
+        assert_eq!((seen, errors), (6, 1));
         let batch_id = b.id();
         drop(b);
         let again = consumer.next_batch().unwrap().expect("redelivered");
