@@ -141,8 +141,35 @@ pub(crate) fn target(conn: &mut PooledConnection, queue: &str) -> Result<Option<
     Ok(found)
 }
 
+/// Runs `op` (one direct statement) on the queue's target: `Ok(Some(v))` when it went in,
+/// `Ok(None)` when the direct path does not apply or kept failing its check (nothing was
+/// inserted: use `pgq.insert_event` / COPY). A failed check (the tables rotated) looks the
+/// queue up again and retries, a few times; a table that is gone, or a role that may no
+/// longer write it, gives up on the direct path.
+pub(crate) fn attempt<T>(
+    conn: &mut PooledConnection,
+    queue: &str,
+    mut op: impl FnMut(&mut PooledConnection, &Target) -> Result<Option<T>>,
+) -> Result<Option<T>> {
+    for _ in 0..3 {
+        let Some(target) = target(conn, queue)? else {
+            return Ok(None);
+        };
+        match op(conn, &target) {
+            Ok(Some(v)) => return Ok(Some(v)),
+            Ok(None) => forget(conn, queue),
+            Err(e) if fall_back_after(&e) => {
+                forget(conn, queue);
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
 /// Forgets the queue's target on `conn` (after the check in the statement failed).
-pub(crate) fn forget(conn: &mut PooledConnection, queue: &str) {
+fn forget(conn: &mut PooledConnection, queue: &str) {
     if let Some(c) = PooledConnection::extensions_mut(conn).get_mut::<DirectCache>() {
         c.queues.remove(queue);
     }
@@ -199,7 +226,7 @@ fn lookup(conn: &mut PooledConnection, queue: &str) -> Result<Option<Target>> {
 
 /// Whether an error of a direct statement means "use insert_event instead": the table is
 /// gone (queue dropped and made again) or the role may no longer insert into it.
-pub(crate) fn fall_back_after(err: &Error) -> bool {
+fn fall_back_after(err: &Error) -> bool {
     matches!(err.sqlstate(), Some("42P01" | "42501"))
 }
 
@@ -224,13 +251,13 @@ pub(crate) fn insert_one(
     Ok(row.map(|r| r.get(0)))
 }
 
-/// Inserts a chunk of events directly; `Ok(false)` when the check failed (nothing was
+/// Inserts a chunk of events directly; `Ok(None)` when the check failed (nothing was
 /// inserted).
 pub(crate) fn insert_chunk(
     conn: &mut PooledConnection,
     target: &Target,
     events: &[NewEvent],
-) -> Result<bool> {
+) -> Result<Option<()>> {
     let column = |f: fn(&NewEvent) -> &Option<String>| -> Vec<Option<&str>> {
         events.iter().map(|e| f(e).as_deref()).collect()
     };
@@ -245,7 +272,7 @@ pub(crate) fn insert_chunk(
     let params: Vec<(&(dyn ToSql + Sync), Type)> =
         cols.iter().map(|c| (c as _, Type::TEXT_ARRAY)).collect();
     let n = pooled_execute(conn, &target.many, &params)?;
-    Ok(n == events.len() as u64)
+    Ok((n == events.len() as u64).then_some(()))
 }
 
 /// `events` cut into statements of at most [`CHUNK_EVENTS`] events and [`CHUNK_BYTES`]

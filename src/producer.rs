@@ -328,21 +328,11 @@ impl Client {
         check_name("queue", queue)?;
         event.validate()?;
         let mut conn = self.get()?;
-        // On our schema: one plain INSERT into the current table (see crate::direct); a
-        // failed check there (the tables rotated) inserted nothing: look again, try again.
-        for _ in 0..3 {
-            let Some(target) = direct::target(&mut conn, queue)? else {
-                break;
-            };
-            match direct::insert_one(&mut conn, &target, event) {
-                Ok(Some(id)) => return Ok(id),
-                Ok(None) => direct::forget(&mut conn, queue),
-                Err(e) if direct::fall_back_after(&e) => {
-                    direct::forget(&mut conn, queue);
-                    break;
-                }
-                Err(e) => return Err(e.context(format_args!("insert event into {queue:?}"))),
-            }
+        // On our schema: one plain INSERT into the current table (see crate::direct).
+        if let Some(id) = direct::attempt(&mut conn, queue, |c, t| direct::insert_one(c, t, event))
+            .map_err(|e| e.context(format_args!("insert event into {queue:?}")))?
+        {
+            return Ok(id);
         }
         insert_event_with(queue, event, |params| {
             let typed: Vec<(&(dyn ToSql + Sync), Type)> =
@@ -418,32 +408,11 @@ fn send_many_direct(
     }
     let result = (|| -> Result<Option<u64>> {
         for chunk in &chunks {
-            let mut done = false;
-            for _ in 0..3 {
-                let Some(target) = direct::target(conn, queue)? else {
-                    break;
-                };
-                match direct::insert_chunk(conn, &target, chunk) {
-                    Ok(true) => {
-                        done = true;
-                        break;
-                    }
-                    Ok(false) => direct::forget(conn, queue),
-                    Err(e) if direct::fall_back_after(&e) => {
-                        // The remembered table is gone (or no longer ours to write): forget
-                        // it, undo this call's earlier chunks, and let COPY do it all.
-                        direct::forget(conn, queue);
-                        if in_tx {
-                            conn.batch_execute("rollback")?;
-                        }
-                        return Ok(None);
-                    }
-                    Err(e) => return Err(e.context(format_args!("insert events into {queue:?}"))),
-                }
-            }
-            if !done {
-                // The queue changed under us (now unfit, or rotating again and again):
-                // nothing of this call may stay, then the COPY path decides.
+            let done = direct::attempt(conn, queue, |c, t| direct::insert_chunk(c, t, chunk))
+                .map_err(|e| e.context(format_args!("insert events into {queue:?}")))?;
+            if done.is_none() {
+                // The direct path no longer applies (the table is gone, the queue changed,
+                // or it kept rotating): nothing of this call may stay, COPY does it all.
                 if in_tx {
                     conn.batch_execute("rollback")?;
                 }
