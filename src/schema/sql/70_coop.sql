@@ -67,6 +67,7 @@ declare
     v_name   text;
     v_co_id  integer;
     v_sub    record;
+    v_try    integer;
 begin
     perform pgq_coop._check_args(i_queue_name, i_consumer_name, i_subconsumer_name);
     if pg_catalog.btrim(i_subconsumer_name) = '' then
@@ -74,16 +75,21 @@ begin
             using errcode = 'invalid_parameter_value';
     end if;
 
-    -- Raises for an unknown queue; a no-op when the consumer is registered.
-    perform pgq.register_consumer(i_queue_name, i_consumer_name);
-
-    select s.sub_id, s.sub_queue into v_main
-      from pgq.queue q
-      join pgq.subscription s on s.sub_queue = q.queue_id
-      join pgq.consumer c on c.co_id = s.sub_consumer
-     where q.queue_name = i_queue_name and c.co_name = i_consumer_name
-       for update of s;
-    if not found then
+    -- The consumer's row first, as next_batch does. pgq.register_consumer only when the
+    -- consumer is not registered yet: it locks the consumer's name row, and taking that
+    -- before the subscription row could deadlock with a sibling's next_batch.
+    for v_try in 1 .. 2 loop
+        select s.sub_id, s.sub_queue into v_main
+          from pgq.queue q
+          join pgq.subscription s on s.sub_queue = q.queue_id
+          join pgq.consumer c on c.co_id = s.sub_consumer
+         where q.queue_name = i_queue_name and c.co_name = i_consumer_name
+           for update of s;
+        exit when found or v_try = 2;
+        -- Raises for an unknown queue.
+        perform pgq.register_consumer(i_queue_name, i_consumer_name);
+    end loop;
+    if v_main.sub_id is null then
         raise exception 'Not subscriber to queue: %/%', i_queue_name, i_consumer_name;
     end if;
     if exists (select 1
