@@ -35,11 +35,14 @@ pub type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 /// ```
 pub type PooledConnection = r2d2::PooledConnection<PostgresConnectionManager<NoTls>>;
 
-/// Longest queue or consumer name the library accepts, in bytes.
+/// Longest queue or consumer name the library accepts, in characters.
 ///
-/// PGQ itself stores names as `text` without a limit; the library refuses longer names so that
-/// a mistake (a payload passed as a name) fails early with a clear error.
-pub const MAX_NAME_LEN: usize = 255;
+/// PGQ stores names as `text`; libpgq's schema refuses names longer than this when a queue is
+/// created or a consumer registered, and the library refuses them before any round trip, so
+/// that a mistake (a payload passed as a name) fails early with a clear error. Every name the
+/// schema accepts is accepted here too. (The official extension has no limit at all: a queue
+/// it holds with a longer name cannot be used through the library.)
+pub const MAX_NAME_LEN: usize = 500;
 
 /// Default number of pooled connections.
 pub const DEFAULT_POOL_SIZE: u32 = 8;
@@ -593,17 +596,18 @@ pub(crate) fn describe_target(config: &postgres::Config) -> String {
 ///
 /// Names may contain anything printable, including spaces and quotes (PGQ stores them as
 /// data and never splices them into SQL), but must be non-empty, at most [`MAX_NAME_LEN`]
-/// bytes, and free of control characters (NUL cannot be stored in `text` at all).
+/// characters, and free of control characters (NUL cannot be stored in `text` at all).
 pub(crate) fn check_name(what: &str, name: &str) -> Result<()> {
     if name.is_empty() {
         return Err(Error::invalid_input(format!(
             "{what} name must not be empty"
         )));
     }
-    if name.len() > MAX_NAME_LEN {
+    // Bytes bound characters from above: count them only for names that may be too long.
+    if name.len() > MAX_NAME_LEN && name.chars().count() > MAX_NAME_LEN {
         return Err(Error::invalid_input(format!(
-            "{what} name is {} bytes long; the limit is {MAX_NAME_LEN}",
-            name.len()
+            "{what} name is {} characters long; the limit is {MAX_NAME_LEN}",
+            name.chars().count()
         )));
     }
     if let Some(c) = name.chars().find(|c| c.is_control()) {
@@ -641,7 +645,10 @@ mod tests {
             assert_eq!(e.kind(), ErrorKind::InvalidInput);
         }
         let e = check_name("consumer", &"x".repeat(1000)).unwrap_err();
-        assert!(e.to_string().contains("1000 bytes"), "{e}");
+        assert!(e.to_string().contains("1000 characters"), "{e}");
+        // The limit counts characters, as the schema's check does, not bytes.
+        assert!(check_name("queue", &"ü".repeat(MAX_NAME_LEN)).is_ok());
+        assert!(check_name("queue", &"ü".repeat(MAX_NAME_LEN + 1)).is_err());
     }
 
     #[test]

@@ -148,7 +148,10 @@ both_backends! {
 
     fn names_that_need_quoting_work(db: &TestDb) {
         let c = &db.client;
+        // The longest name the schema and the library take: 500 two-byte characters.
+        let longest = "ü".repeat(pgq::client::MAX_NAME_LEN);
         let names = [
+            longest.as_str(),
             "with space",
             "it's",
             "\"double\"",
