@@ -122,7 +122,8 @@ impl NextBatch {
 }
 
 /// `pgq.next_batch_info`: opens (or re-opens) the consumer's next batch; `None` when there is
-/// no newer tick yet.
+/// no newer tick yet. (It runs `pgq.next_batch_custom` with no limits, which is what
+/// `next_batch_info` does.)
 ///
 /// The batch is recorded when the calling transaction commits; run it in its own transaction
 /// (a plain connection does that) so that a crash later re-delivers the same batch.
@@ -150,7 +151,9 @@ pub fn next_batch(
     })
 }
 
-const NEXT_BATCH_SQL: &str = "select * from pgq.next_batch_info($1, $2)";
+/// `pgq.next_batch_info` is `pgq.next_batch_custom` without limits, on both backends; calling
+/// the latter directly saves a function call per batch.
+const NEXT_BATCH_SQL: &str = "select * from pgq.next_batch_custom($1, $2, null, null, null)";
 
 /// [`next_batch`] with the way to run [`NEXT_BATCH_SQL`] given.
 fn next_batch_with(
@@ -884,9 +887,11 @@ impl fmt::Debug for Events<'_> {
 }
 
 /// Declares the batch's cursor without reading from it (`pgq.get_batch_cursor` with no
-/// quick rows, on both backends); the rows come from [`Events::fetch`].
+/// quick rows, on both backends); the rows come from [`Events::fetch`]. The 4-argument form
+/// (no extra condition) directly: the 3-argument one only wraps it, at the cost of one more
+/// function call per batch.
 fn declare_sql(batch_id: i64) -> String {
-    format!("select from pgq.get_batch_cursor({batch_id}, '{CURSOR_NAME}', 0)")
+    format!("select from pgq.get_batch_cursor({batch_id}, '{CURSOR_NAME}', 0, null)")
 }
 
 impl Events<'_> {
