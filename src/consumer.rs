@@ -489,10 +489,20 @@ impl Consumer {
                 )
             })?,
         };
-        let info = match info {
-            Some(info) => info,
-            None => return Ok(None),
-        };
+        match info {
+            Some(info) => self.open_on(conn, info).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Opens a batch that `pgq.next_batch_custom` already returned (see
+    /// [`Batch::finish_and_next`]) on a pooled connection.
+    pub(crate) fn open_batch(&self, info: NextBatch) -> Result<Batch> {
+        let conn = self.client.get()?;
+        self.open_on(conn, info)
+    }
+
+    fn open_on(&self, mut conn: PooledConnection, info: NextBatch) -> Result<Batch> {
         // The batch's transaction, and in it the cursor over its events (declared, not yet
         // run), in one round trip. The cursor is a server-side portal of the transaction, so
         // the connection stays free for other statements between fetches (with_client).
@@ -503,7 +513,7 @@ impl Consumer {
             let _ = conn.batch_execute("rollback");
             return Err(Error::from(e).context(format_args!("open batch {batch_id}")));
         }
-        Ok(Some(Batch {
+        Ok(Batch {
             conn: Box::new(RefCell::new(conn)),
             info,
             queue: self.queue.clone(),
@@ -516,7 +526,7 @@ impl Consumer {
             stash: RefCell::new(VecDeque::new()),
             finished: false,
             coop: self.coop.clone(),
-        }))
+        })
     }
 }
 
@@ -746,6 +756,116 @@ impl Batch {
         }
         Ok(())
     }
+}
+
+impl Batch {
+    /// [`finish`](Batch::finish), and in the same transaction ask for the consumer's next
+    /// batch (`pgq.next_batch_custom` without limits): one round trip and one commit fewer
+    /// than `finish` followed by [`Consumer::next_batch`]. The next batch is recorded by the
+    /// same commit that finishes this one; open it with [`Consumer::open_batch`].
+    ///
+    /// Should the look-up fail, the finish is rolled back with it and this batch comes
+    /// again (at least once). Not for sub-consumers (`pgq_coop` finishes differently).
+    pub(crate) fn finish_and_next(mut self) -> Result<Option<NextBatch>> {
+        debug_assert!(
+            self.coop.is_none(),
+            "finish_and_next is not for sub-consumers"
+        );
+        self.stop_read_ahead();
+        let batch_id = self.info.batch_id;
+        let retries = std::mem::take(&mut *self.retries.borrow_mut());
+        let sql = format!(
+            "select pgq.finish_batch({batch_id}); \
+             select batch_id, cur_tick_id, prev_tick_id, \
+                    (extract(epoch from cur_tick_time) * 1000000)::int8, \
+                    (extract(epoch from prev_tick_time) * 1000000)::int8, \
+                    cur_tick_event_seq, prev_tick_event_seq \
+               from pgq.next_batch_custom({}, {}, null, null, null); \
+             commit",
+            sql_literal(&self.queue),
+            sql_literal(&self.consumer)
+        );
+        let conn = self.conn.get_mut();
+        let client: &mut postgres::Client = conn;
+        for (ev_id, delay) in retries {
+            event_retry(client, batch_id, ev_id, delay)?;
+        }
+        // A simple query of three statements: an error in one skips the rest, and Drop then
+        // rolls back what is left (this batch stays unfinished).
+        let messages = client
+            .simple_query(&sql)
+            .map_err(|e| Error::from(e).context(format_args!("finish batch {batch_id}")))?;
+        self.finished = true;
+        let row = messages.iter().find_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(r) if r.len() == 7 => Some(r),
+            _ => None,
+        });
+        let Some(row) = row else {
+            return Err(Error::new(
+                ErrorKind::Other,
+                "pgq.next_batch_custom returned no row",
+            ));
+        };
+        next_batch_from_text(row).map_err(|e| {
+            e.context(format_args!(
+                "next batch for {}/{}",
+                self.queue, self.consumer
+            ))
+        })
+    }
+}
+
+/// `s` as an SQL string literal that reads the same whatever `standard_conforming_strings`
+/// is (an `E''` literal when it has a backslash).
+fn sql_literal(s: &str) -> String {
+    let quoted = s.replace('\'', "''");
+    if s.contains('\\') {
+        format!("E'{}'", quoted.replace('\\', "\\\\"))
+    } else {
+        format!("'{quoted}'")
+    }
+}
+
+/// The row of [`Batch::finish_and_next`]'s look-up (text: batch id, tick ids, tick times in
+/// microseconds since the epoch, event sequences); `None` when there is no batch.
+fn next_batch_from_text(row: &postgres::SimpleQueryRow) -> Result<Option<NextBatch>> {
+    let int = |i: usize| -> Result<Option<i64>> {
+        row.get(i)
+            .map(|v| {
+                v.parse::<i64>().map_err(|_| {
+                    Error::new(
+                        ErrorKind::Other,
+                        format!("pgq.next_batch_custom returned {v:?} in column {i}"),
+                    )
+                })
+            })
+            .transpose()
+    };
+    let time = |us: i64| -> SystemTime {
+        if us >= 0 {
+            SystemTime::UNIX_EPOCH + Duration::from_micros(us.unsigned_abs())
+        } else {
+            SystemTime::UNIX_EPOCH - Duration::from_micros(us.unsigned_abs())
+        }
+    };
+    let Some(batch_id) = int(0)? else {
+        return Ok(None);
+    };
+    let missing = |col: &str| {
+        Error::new(
+            ErrorKind::Other,
+            format!("pgq.next_batch_custom returned batch {batch_id} with NULL {col}"),
+        )
+    };
+    Ok(Some(NextBatch {
+        batch_id,
+        cur_tick_id: int(1)?.ok_or_else(|| missing("cur_tick_id"))?,
+        prev_tick_id: int(2)?,
+        cur_tick_time: time(int(3)?.ok_or_else(|| missing("cur_tick_time"))?),
+        prev_tick_time: int(4)?.map(time),
+        cur_tick_event_seq: int(5)?.ok_or_else(|| missing("cur_tick_event_seq"))?,
+        prev_tick_event_seq: int(6)?,
+    }))
 }
 
 impl Drop for Batch {
@@ -1099,5 +1219,13 @@ mod tests {
         assert_eq!(whole_seconds(Duration::from_millis(1)), 1);
         assert_eq!(whole_seconds(Duration::from_secs(5)), 5);
         assert_eq!(whole_seconds(Duration::from_secs(u64::MAX)), i32::MAX);
+    }
+
+    #[test]
+    fn sql_literals() {
+        assert_eq!(sql_literal("q"), "'q'");
+        assert_eq!(sql_literal("it's"), "'it''s'");
+        assert_eq!(sql_literal(r"a\b'c"), r"E'a\\b''c'");
+        assert_eq!(sql_literal(""), "''");
     }
 }

@@ -31,7 +31,9 @@
 //!   consumer moved on with `pgq.finish_batch`, in one transaction together with whatever the
 //!   handler ran through [`WorkBatch::with_client`]) only after the handler returned `Ok`.
 //!   If the handler returns an error or panics, or the process dies, the batch stays open and
-//!   is delivered again.
+//!   is delivered again. (A worker that is not a sub-consumer also asks for its next batch in
+//!   that transaction: one round trip and one commit per batch fewer. Should that look-up
+//!   fail, the finish rolls back with it and the batch comes again.)
 //! - **Bounded memory.** Events are streamed from a cursor, [`fetch_size`](WorkerBuilder::fetch_size)
 //!   per round trip (the next chunk is read ahead while one is handled, so at most two
 //!   chunks are in memory); a backlog or one huge transaction never sits in memory at once.
@@ -816,7 +818,9 @@ fn is_connection_error(e: &Error) -> bool {
 }
 
 enum Outcome {
-    Finished,
+    /// The batch was finished; with the consumer's next batch when the finish asked for it
+    /// in the same transaction (`Some(None)`: there was none yet).
+    Finished(Option<Option<NextBatch>>),
     /// The database failed (connection lost, server restart): reconnect with backoff.
     Database(Error),
     /// The handler failed: the policy decides.
@@ -843,11 +847,15 @@ fn work_loop(
     // A sub-consumer registers itself (idempotent) before its first batch; only once, so that
     // unregistering it while the worker runs is not undone behind the administrator's back.
     let mut registered = consumer.subconsumer_name().is_none();
+    // What the last finish learnt about the next batch (see Batch::finish_and_next).
+    let mut carried: Option<Option<NextBatch>> = None;
     loop {
         if stopped(stop) {
             return Ok(());
         }
-        let next = if registered {
+        let next = if let Some(known) = carried.take() {
+            known.map(|info| consumer.open_batch(info)).transpose()
+        } else if registered {
             consumer.next_batch()
         } else {
             consumer.register_subconsumer().and_then(|_| {
@@ -882,7 +890,10 @@ fn work_loop(
             Err(e) => Outcome::Database(e),
         };
         match outcome {
-            Outcome::Finished => handler_backoff.reset(),
+            Outcome::Finished(next) => {
+                handler_backoff.reset();
+                carried = next;
+            }
             Outcome::Lost(e) => {
                 log::warn!("{}: {e}", ctx.label);
                 counters.error(&counters.db_errors, &e);
@@ -954,8 +965,15 @@ fn run_batch(ctx: &Ctx, batch: Batch, stop: &Receiver<()>) -> Outcome {
     match result {
         Ok(Ok(())) => {
             let tick_time = batch.info().cur_tick_time;
-            match batch.finish() {
-                Ok(()) => {
+            // Finish and ask for the next batch in one transaction, unless stopping (no new
+            // batch is taken then) or a sub-consumer (pgq_coop finishes its own way).
+            let finished = if batch.coop.is_none() && !stopped(stop) {
+                batch.finish_and_next().map(Some)
+            } else {
+                batch.finish().map(|()| None)
+            };
+            match finished {
+                Ok(next) => {
                     counters.batches.fetch_add(1, Ordering::Relaxed);
                     counters
                         .events
@@ -967,7 +985,7 @@ fn run_batch(ctx: &Ctx, batch: Batch, stop: &Receiver<()>) -> Outcome {
                     let mut last = counters.last.lock();
                     last.batch_time = Some(now);
                     last.lag = Some(now.duration_since(tick_time).unwrap_or_default());
-                    Outcome::Finished
+                    Outcome::Finished(next)
                 }
                 Err(e) if lost || is_connection_error(&e) => Outcome::Database(e),
                 Err(e) if e.kind() == ErrorKind::NoSuchBatch => Outcome::Lost(e),

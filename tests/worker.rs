@@ -93,6 +93,49 @@ both_backends! {
         assert!(db.consume_all("q", "c").is_empty());
     }
 
+    /// Batches that are ready one after another come through the finish that asks for the
+    /// next batch in the same transaction (the names, which need quoting there, included):
+    /// each event once, in order, no error.
+    fn back_to_back_batches_with_names_that_need_quoting(db: &TestDb) {
+        let (queue, consumer) = ("it's a \\ queue", "c\\'x");
+        db.client.create_queue(queue).unwrap();
+        db.client.register_consumer(queue, consumer).unwrap();
+        for b in 0..4 {
+            let evs: Vec<NewEvent> =
+                (0..3).map(|i| NewEvent::new("t", format!("b{b}e{i}"))).collect();
+            db.client.send_many(queue, &evs).unwrap();
+            db.tick(queue);
+        }
+        let seen: Arc<Mutex<Vec<(i64, String)>>> = Arc::default();
+        let s = seen.clone();
+        let w = Worker::builder(&db.client, queue, consumer)
+            .poll_interval(Duration::from_millis(20))
+            .handler(move |b| {
+                for ev in b.events() {
+                    s.lock().push((b.id(), ev?.data.unwrap_or_default()));
+                }
+                Ok(())
+            })
+            .start()
+            .unwrap();
+        wait_until("4 batches finished", WAIT, || w.stats().batches == 4);
+        w.stop();
+        w.join().unwrap();
+        let seen = seen.lock().clone();
+        let datas: Vec<&str> = seen.iter().map(|(_, d)| d.as_str()).collect();
+        let want: Vec<String> =
+            (0..4).flat_map(|b| (0..3).map(move |i| format!("b{b}e{i}"))).collect();
+        assert_eq!(datas, want);
+        let mut batches: Vec<i64> = seen.iter().map(|(b, _)| *b).collect();
+        batches.dedup();
+        assert_eq!(batches.len(), 4, "one handler call per batch: {batches:?}");
+        let s = w.stats();
+        assert_eq!((s.events, s.batches, s.errors), (12, 4, 0), "{:?}", s.last_error);
+        let info = db.client.consumer_info(Some(queue), Some(consumer)).unwrap();
+        assert_eq!(info.first().and_then(|c| c.current_batch), None);
+        assert!(db.consume_all(queue, consumer).is_empty());
+    }
+
     fn handler_error_means_redelivery(db: &TestDb) {
         setup(db);
         let attempts: Arc<Mutex<Vec<i64>>> = Arc::default();
