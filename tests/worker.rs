@@ -12,7 +12,7 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use parking_lot::Mutex;
 
 use common::{wait_until, TestDb};
-use pgq::{ErrorKind, ErrorPolicy, NewEvent, Worker};
+use pgq::{ErrorKind, ErrorPolicy, NewEvent, Worker, WorkerBuilder};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -53,20 +53,23 @@ type Seen = Arc<Mutex<Vec<(i64, String)>>>;
 /// (batch id, thread name, event ids) of one handler call.
 type Handled = (i64, String, Vec<i64>);
 
-fn recording_worker(db: &TestDb) -> (Worker, Seen) {
+/// `builder` with a handler that records (batch id, data) of every event, and the record.
+fn recording(builder: WorkerBuilder) -> (WorkerBuilder, Seen) {
     let seen: Seen = Arc::default();
     let s = seen.clone();
-    let w = Worker::builder(&db.client, "q", "c")
-        .poll_interval(Duration::from_millis(20))
-        .handler(move |b| {
-            for ev in b.events() {
-                let ev = ev?;
-                s.lock().push((b.id(), ev.data.unwrap_or_default()));
-            }
-            Ok(())
-        })
-        .start()
-        .unwrap();
+    let builder = builder.handler(move |b| {
+        for ev in b.events() {
+            s.lock().push((b.id(), ev?.data.unwrap_or_default()));
+        }
+        Ok(())
+    });
+    (builder, seen)
+}
+
+fn recording_worker(db: &TestDb) -> (Worker, Seen) {
+    let (builder, seen) =
+        recording(Worker::builder(&db.client, "q", "c").poll_interval(Duration::from_millis(20)));
+    let w = builder.start().unwrap();
     (w, seen)
 }
 
@@ -106,18 +109,10 @@ both_backends! {
             db.client.send_many(queue, &evs).unwrap();
             db.tick(queue);
         }
-        let seen: Arc<Mutex<Vec<(i64, String)>>> = Arc::default();
-        let s = seen.clone();
-        let w = Worker::builder(&db.client, queue, consumer)
-            .poll_interval(Duration::from_millis(20))
-            .handler(move |b| {
-                for ev in b.events() {
-                    s.lock().push((b.id(), ev?.data.unwrap_or_default()));
-                }
-                Ok(())
-            })
-            .start()
-            .unwrap();
+        let (builder, seen) = recording(
+            Worker::builder(&db.client, queue, consumer).poll_interval(Duration::from_millis(20)),
+        );
+        let w = builder.start().unwrap();
         wait_until("4 batches finished", WAIT, || w.stats().batches == 4);
         w.stop();
         w.join().unwrap();
@@ -235,19 +230,10 @@ both_backends! {
 fn notification_wakes_an_idle_worker() {
     let db = TestDb::new(common::Backend::Ours);
     setup(&db);
-    let seen: Seen = Arc::default();
-    let s = seen.clone();
     // Polling once an hour: only a notification can bring the batch in time.
-    let w = Worker::builder(&db.client, "q", "c")
-        .poll_interval(Duration::from_secs(3600))
-        .handler(move |b| {
-            for ev in b.events() {
-                s.lock().push((b.id(), ev?.data.unwrap_or_default()));
-            }
-            Ok(())
-        })
-        .start()
-        .unwrap();
+    let (builder, seen) =
+        recording(Worker::builder(&db.client, "q", "c").poll_interval(Duration::from_secs(3600)));
+    let w = builder.start().unwrap();
     // After LISTEN took effect the listener wakes the worker once; two empty polls mean that
     // wake-up has been used up.
     wait_until("listening and idle", WAIT, || {
@@ -273,19 +259,12 @@ fn notification_wakes_an_idle_worker() {
 fn poll_only_mode_delivers_without_listen() {
     let db = TestDb::new(common::Backend::Ours);
     setup(&db);
-    let seen: Seen = Arc::default();
-    let s = seen.clone();
-    let w = Worker::builder(&db.client, "q", "c")
-        .poll_only(true)
-        .poll_interval(Duration::from_millis(20))
-        .handler(move |b| {
-            for ev in b.events() {
-                s.lock().push((b.id(), ev?.data.unwrap_or_default()));
-            }
-            Ok(())
-        })
-        .start()
-        .unwrap();
+    let (builder, seen) = recording(
+        Worker::builder(&db.client, "q", "c")
+            .poll_only(true)
+            .poll_interval(Duration::from_millis(20)),
+    );
+    let w = builder.start().unwrap();
     produce(&db, "p", 3);
     db.tick("q");
     wait_until("events by polling", WAIT, || seen.lock().len() == 3);
@@ -657,19 +636,12 @@ fn coop_worker_takes_over_a_dead_peers_batch() {
     let taken_id = taken.id();
     drop(taken);
 
-    let seen: Seen = Arc::default();
-    let s = seen.clone();
-    let w = Worker::builder(&db.client, "q", "c")
-        .subconsumer("alive", Some(Duration::from_millis(500)))
-        .poll_interval(Duration::from_millis(20))
-        .handler(move |b| {
-            for ev in b.events() {
-                s.lock().push((b.id(), ev?.data.unwrap_or_default()));
-            }
-            Ok(())
-        })
-        .start()
-        .unwrap();
+    let (builder, seen) = recording(
+        Worker::builder(&db.client, "q", "c")
+            .subconsumer("alive", Some(Duration::from_millis(500)))
+            .poll_interval(Duration::from_millis(20)),
+    );
+    let w = builder.start().unwrap();
     wait_until("the dead peer's batch taken over", WAIT, || {
         seen.lock().len() == 3
     });
@@ -687,19 +659,10 @@ fn coop_worker_takes_over_a_dead_peers_batch() {
 fn ticker_notification_wakes_the_worker_end_to_end() {
     let db = TestDb::new(common::Backend::Ours);
     setup(&db);
-    let seen: Seen = Arc::default();
-    let s = seen.clone();
     // Polling once an hour: the ticker's NOTIFY is what brings the batch.
-    let w = Worker::builder(&db.client, "q", "c")
-        .poll_interval(Duration::from_secs(3600))
-        .handler(move |b| {
-            for ev in b.events() {
-                s.lock().push((b.id(), ev?.data.unwrap_or_default()));
-            }
-            Ok(())
-        })
-        .start()
-        .unwrap();
+    let (builder, seen) =
+        recording(Worker::builder(&db.client, "q", "c").poll_interval(Duration::from_secs(3600)));
+    let w = builder.start().unwrap();
     wait_until("listening and idle", WAIT, || {
         let s = w.stats();
         s.listening && s.empty_polls >= 2
