@@ -729,10 +729,8 @@ impl Batch {
         let batch_id = self.info.batch_id;
         let retries = std::mem::take(&mut *self.retries.borrow_mut());
         let conn = self.conn.get_mut();
+        retry_all(conn, batch_id, &retries)?;
         let client: &mut postgres::Client = conn;
-        for (ev_id, delay) in retries {
-            event_retry(client, batch_id, ev_id, delay)?;
-        }
         match &self.coop {
             Some(sub) => {
                 sub.finish_batch(client, batch_id, &self.queue, &self.consumer)?;
@@ -786,10 +784,8 @@ impl Batch {
             sql_literal(&self.consumer)
         );
         let conn = self.conn.get_mut();
+        retry_all(conn, batch_id, &retries)?;
         let client: &mut postgres::Client = conn;
-        for (ev_id, delay) in retries {
-            event_retry(client, batch_id, ev_id, delay)?;
-        }
         // A simple query of three statements: an error in one skips the rest, and Drop then
         // rolls back what is left (this batch stays unfinished).
         let messages = client
@@ -813,6 +809,52 @@ impl Batch {
             ))
         })
     }
+}
+
+/// Queues a batch's tagged retries (`pgq.event_retry` for each, in the order tagged) in one
+/// round trip. On our schema (revision 4) that is one `pgq.event_retry_many` call, which
+/// reads the batch once: a batch sent back whole in a downstream outage costs one read of
+/// it, not one per event. Elsewhere the one statement calls `pgq.event_retry` per event.
+/// Any one that fails fails them all, as with one call each.
+fn retry_all(
+    conn: &mut PooledConnection,
+    batch_id: i64,
+    retries: &[(i64, Duration)],
+) -> Result<()> {
+    let client: &mut postgres::Client = conn;
+    match retries {
+        [] => return Ok(()),
+        [(ev_id, delay)] => return event_retry(client, batch_id, *ev_id, *delay).map(|_| ()),
+        _ => {}
+    }
+    let ids: Vec<i64> = retries.iter().map(|r| r.0).collect();
+    let delays: Vec<String> = retries.iter().map(|r| interval_text(r.1)).collect();
+    let sql = if crate::direct::schema_revision(conn)?.is_some_and(|rev| rev >= 4) {
+        "select pgq.event_retry_many($1, $2::int8[], \
+                (select pg_catalog.array_agg(now() + u.delay::interval order by u.n) \
+                   from unnest($3::text[]) with ordinality as u(delay, n)))"
+    } else {
+        "select pgq.event_retry($1, u.id, now() + u.delay::interval) \
+           from unnest($2::int8[], $3::text[]) with ordinality as u(id, delay, n) \
+          order by u.n"
+    };
+    let client: &mut postgres::Client = conn;
+    client
+        .query_typed(
+            sql,
+            &[
+                (&batch_id, Type::INT8),
+                (&ids, Type::INT8_ARRAY),
+                (&delays, Type::TEXT_ARRAY),
+            ],
+        )
+        .map_err(|e| {
+            Error::from(e).context(format_args!(
+                "retry {} events of batch {batch_id}",
+                retries.len()
+            ))
+        })?;
+    Ok(())
 }
 
 /// `s` as an SQL string literal that reads the same whatever `standard_conforming_strings`

@@ -91,6 +91,9 @@ impl Target {
 struct DirectCache {
     /// Whether the database has our schema at a revision that allows direct inserts.
     schema: Option<bool>,
+    /// Our schema's revision on this connection's database (`Some(None)`: not ours, or not
+    /// readable); see [`schema_revision`].
+    revision: Option<Option<u32>>,
     /// Per queue: its target, or when it was last found unfit.
     queues: HashMap<String, Entry>,
 }
@@ -119,7 +122,7 @@ pub(crate) fn target(conn: &mut PooledConnection, queue: &str) -> Result<Option<
         Some((_, Some(hit))) => return Ok(hit),
         Some((Some(schema), None)) => schema,
         _ => {
-            let ok = schema_allows_direct(conn)?;
+            let ok = schema_revision(conn)?.is_some_and(|rev| rev >= DIRECT_SINCE_REVISION);
             cache(conn).schema = Some(ok);
             ok
         }
@@ -184,10 +187,17 @@ fn cache(conn: &mut PooledConnection) -> &mut DirectCache {
         .expect("the cache was inserted just above")
 }
 
-/// Whether the database has our schema, at a revision whose step 2 waits (see the module
-/// docs). Two queries, once per connection. (Revision 3 lets everyone read the revision;
-/// an older one that this role may not read is too old anyway.)
-fn schema_allows_direct(conn: &mut PooledConnection) -> Result<bool> {
+/// The revision of libpgq's schema in the connection's database, once per pooled connection
+/// (two queries the first time); `None` on the official extension, or when this role may
+/// not read it (revision 3 lets everyone read it; an older one is too old for what the
+/// callers ask anyway).
+pub(crate) fn schema_revision(conn: &mut PooledConnection) -> Result<Option<u32>> {
+    if let Some(rev) = PooledConnection::extensions(conn)
+        .get::<DirectCache>()
+        .and_then(|c| c.revision)
+    {
+        return Ok(rev);
+    }
     // Unnamed statements (query_typed): these run once per connection, and a transaction
     // pooler must see nothing named.
     let has_ours: bool = conn
@@ -197,15 +207,15 @@ fn schema_allows_direct(conn: &mut PooledConnection) -> Result<bool> {
             &[],
         )?
         .get(0);
-    if !has_ours {
-        return Ok(false);
-    }
-    let version: Option<String> = conn
-        .query_typed_opt("select version from pgq.libpgq_schema", &[])?
-        .map(|r| r.get(0));
-    Ok(version
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .is_some_and(|rev| rev >= DIRECT_SINCE_REVISION))
+    let rev = if has_ours {
+        conn.query_typed_opt("select version from pgq.libpgq_schema", &[])?
+            .and_then(|r| r.get::<_, Option<String>>(0))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+    } else {
+        None
+    };
+    cache(conn).revision = Some(rev);
+    Ok(rev)
 }
 
 /// The queue's current table, if the queue exists, takes plain inserts and this role may

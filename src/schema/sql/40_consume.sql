@@ -264,34 +264,9 @@ create or replace function pgq.event_retry(
     x_event_id bigint,
     x_retry_time timestamptz)
 returns integer as $$
-declare
-    s     record;
-    v_cnt integer;
 begin
-    select sub.sub_id, sub.sub_queue into s
-      from pgq.subscription sub
-     where sub.sub_batch = x_batch_id;
-    if not found then
-        -- The reference says the same for an unknown batch as for an unknown event.
-        raise exception 'event not found';
-    end if;
-
-    execute 'insert into pgq.retry_queue (ev_retry_after, ev_queue, ev_id, ev_time, ev_txid,'
-         || ' ev_owner, ev_retry, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4)'
-         || ' select $1, $2, b.ev_id, b.ev_time, null, $3, coalesce(b.ev_retry, 0) + 1,'
-         || ' b.ev_type, b.ev_data, b.ev_extra1, b.ev_extra2, b.ev_extra3, b.ev_extra4'
-         || ' from (' || pgq.batch_event_sql(x_batch_id) || ') b where b.ev_id = $4'
-         || ' on conflict (ev_owner, ev_id) do nothing'
-        using x_retry_time, s.sub_queue, s.sub_id, x_event_id;
-    get diagnostics v_cnt = row_count;
-    if v_cnt > 0 then
-        return 1;
-    end if;
-    if exists (select 1 from pgq.retry_queue r
-                where r.ev_owner = s.sub_id and r.ev_id = x_event_id) then
-        return 0;
-    end if;
-    raise exception 'event not found';
+    -- The rules are event_retry_many's for one event (defined below; resolved at call time).
+    return pgq.event_retry_many(x_batch_id, array[x_event_id], array[x_retry_time]);
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 
@@ -303,6 +278,55 @@ returns integer as $$
 begin
     return pgq.event_retry(x_batch_id, x_event_id,
                            pg_catalog.now() + pg_catalog.make_interval(secs => x_retry_seconds));
+end;
+$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+
+-- libpgq only (not in the reference): event_retry for many events of one batch at once,
+-- x_retry_times[i] for x_event_ids[i]. The batch's events are read once, where one
+-- event_retry call each reads them once per event (a batch sent back whole in a downstream
+-- outage would cost time quadratic in its size). Same rules as event_retry: an id given
+-- twice is queued once (at its first time), one already queued is skipped, and an id
+-- neither in the batch nor queued fails the whole call with 'event not found'. Returns how
+-- many were queued.
+create or replace function pgq.event_retry_many(
+    x_batch_id bigint,
+    x_event_ids bigint[],
+    x_retry_times timestamptz[])
+returns integer as $$
+declare
+    s     record;
+    v_cnt integer;
+begin
+    if pg_catalog.cardinality(x_event_ids) <> pg_catalog.cardinality(x_retry_times) then
+        raise exception 'event_retry_many: % event ids but % retry times',
+            pg_catalog.cardinality(x_event_ids), pg_catalog.cardinality(x_retry_times);
+    end if;
+    select sub.sub_id, sub.sub_queue into s
+      from pgq.subscription sub
+     where sub.sub_batch = x_batch_id;
+    if not found then
+        raise exception 'event not found';
+    end if;
+
+    execute 'insert into pgq.retry_queue (ev_retry_after, ev_queue, ev_id, ev_time, ev_txid,'
+         || ' ev_owner, ev_retry, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4)'
+         || ' select t.at, $1, b.ev_id, b.ev_time, null, $2, coalesce(b.ev_retry, 0) + 1,'
+         || ' b.ev_type, b.ev_data, b.ev_extra1, b.ev_extra2, b.ev_extra3, b.ev_extra4'
+         || ' from (' || pgq.batch_event_sql(x_batch_id) || ') b'
+         || ' join (select distinct on (u.id) u.id, u.at'
+         || '         from unnest($3, $4) with ordinality as u(id, at, n)'
+         || '        order by u.id, u.n) t on t.id = b.ev_id'
+         || ' on conflict (ev_owner, ev_id) do nothing'
+        using s.sub_queue, s.sub_id, x_event_ids, x_retry_times;
+    get diagnostics v_cnt = row_count;
+    -- Every id that was in the batch is queued now (by this call or before it).
+    if exists (select 1 from pg_catalog.unnest(x_event_ids) i(id)
+                where i.id is null
+                   or not exists (select 1 from pgq.retry_queue r
+                                   where r.ev_owner = s.sub_id and r.ev_id = i.id)) then
+        raise exception 'event not found';
+    end if;
+    return v_cnt;
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 
