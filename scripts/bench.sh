@@ -16,11 +16,14 @@
 #   PGQ_BENCH_EVENTS=1000000  consume backlog size
 #   PGQ_BENCH_BATCH=10000     events per batch in the backlog
 #   PGQ_BENCH_BIG_BATCH=200000  events in the single-batch memory test (0 = skip)
+#   PGQ_BENCH_SMALL_EVENTS=20000 events of the small-batch test (0 = skip)
+#   PGQ_BENCH_SMALL_BATCH=10     events per batch there
+#   PGQ_BENCH_RETRY_EVENTS=5000  events of the batch sent back whole for retry (0 = skip)
 #   PGQ_BENCH_LATENCY_RATE=1000  events per second in the latency benchmark
 #   PGQ_BENCH_LATENCY_SECS=5     seconds of measured events in the latency benchmark
 #   PGQ_BENCH_IDLE_SECS=10       seconds of the idle and many-queue measurements
 #   PGQ_BENCH_QUEUES=1000        queues (5 consumers each) of the many-queue benchmark
-#   PGQ_BENCH_ONLY=produce,bulk,consume,bigbatch,latency,idle,queues   run only these groups
+#   PGQ_BENCH_ONLY=produce,bulk,consume,small,retry,bigbatch,latency,idle,queues   run only these groups
 # A quick smoke run: PGQ_BENCH_SECS=0.2 PGQ_BENCH_ROUNDS=1 PGQ_BENCH_EVENTS=20000 scripts/bench.sh
 set -euo pipefail
 

@@ -151,7 +151,8 @@ pub fn fill(dsn: &str, queue: &str, kinds: &[Kind], total: u64, per_batch: u64) 
     let mut made = 0u64;
     let mut since_tick = 0u64;
     while made < total {
-        let n = 1000.min(total - made);
+        // At most 1000 per transaction, and never past the next tick.
+        let n = 1000.min(total - made).min(per_batch.max(1) - since_tick);
         let evs: Vec<_> = (made..made + n).map(sample_event).collect();
         client.send_many(queue, &evs)?;
         made += n;

@@ -10,6 +10,7 @@
 //! BENCHMARKS.md). Consumers run as child processes of this binary
 //! (`bench child pull|gbe ...`) so that each one's peak memory can be measured.
 
+mod batches;
 mod consume;
 mod produce;
 mod report;
@@ -113,6 +114,16 @@ fn run(dsn: Option<String>) -> Res<()> {
             ],
         )?;
     }
+    let both = [
+        (ours_dsn.as_str(), Backend::Ours.label()),
+        (official_dsn.as_str(), Backend::Official.label()),
+    ];
+    if s.wants("small") {
+        batches::small(&mut report, &s, &both)?;
+    }
+    if s.wants("retry") {
+        batches::retry(&mut report, &s, &both)?;
+    }
     if s.wants("bigbatch") {
         consume::big_batch(&mut report, &s, &ours_dsn, Backend::Ours.label())?;
     }
@@ -158,8 +169,8 @@ fn run(dsn: Option<String>) -> Res<()> {
         t_all.elapsed().as_secs_f64()
     );
     println!(
-        "Settings: PGQ_BENCH_SECS={} PGQ_BENCH_ROUNDS={} PGQ_BENCH_EVENTS={} PGQ_BENCH_BATCH={} PGQ_BENCH_CONSUME_ROUNDS={} PGQ_BENCH_BIG_BATCH={} PGQ_BENCH_LATENCY_RATE={} PGQ_BENCH_LATENCY_SECS={} PGQ_BENCH_IDLE_SECS={} PGQ_BENCH_QUEUES={}",
-        s.secs, s.rounds, s.events, s.batch, s.consume_rounds, s.big_batch, s.latency_rate, s.latency_secs, s.idle_secs, s.queues
+        "Settings: PGQ_BENCH_SECS={} PGQ_BENCH_ROUNDS={} PGQ_BENCH_EVENTS={} PGQ_BENCH_BATCH={} PGQ_BENCH_CONSUME_ROUNDS={} PGQ_BENCH_BIG_BATCH={} PGQ_BENCH_SMALL_EVENTS={} PGQ_BENCH_SMALL_BATCH={} PGQ_BENCH_RETRY_EVENTS={} PGQ_BENCH_LATENCY_RATE={} PGQ_BENCH_LATENCY_SECS={} PGQ_BENCH_IDLE_SECS={} PGQ_BENCH_QUEUES={}",
+        s.secs, s.rounds, s.events, s.batch, s.consume_rounds, s.big_batch, s.small_events, s.small_batch, s.retry_events, s.latency_rate, s.latency_secs, s.idle_secs, s.queues
     );
     println!();
     print!("{}", report.markdown());

@@ -24,6 +24,12 @@ pub struct Settings {
     pub consume_rounds: usize,
     /// Events of the single huge batch used for the memory-bound row (PGQ_BENCH_BIG_BATCH).
     pub big_batch: u64,
+    /// Events of the small-batch benchmark (PGQ_BENCH_SMALL_EVENTS; 0 skips it).
+    pub small_events: u64,
+    /// Events per batch there (PGQ_BENCH_SMALL_BATCH).
+    pub small_batch: u64,
+    /// Events of the batch sent back whole for retry (PGQ_BENCH_RETRY_EVENTS; 0 skips it).
+    pub retry_events: u64,
     /// Produce rate of the latency benchmark, events per second (PGQ_BENCH_LATENCY_RATE).
     pub latency_rate: f64,
     /// Seconds the latency benchmark produces (PGQ_BENCH_LATENCY_SECS).
@@ -57,6 +63,9 @@ impl Settings {
             batch: env_or::<u64>("PGQ_BENCH_BATCH", 10_000)?.max(1000),
             consume_rounds: env_or::<usize>("PGQ_BENCH_CONSUME_ROUNDS", 1)?.max(1),
             big_batch: env_or::<u64>("PGQ_BENCH_BIG_BATCH", 200_000)?,
+            small_events: env_or::<u64>("PGQ_BENCH_SMALL_EVENTS", 20_000)?,
+            small_batch: env_or::<u64>("PGQ_BENCH_SMALL_BATCH", 10)?.max(1),
+            retry_events: env_or::<u64>("PGQ_BENCH_RETRY_EVENTS", 5000)?,
             latency_rate: env_or::<f64>("PGQ_BENCH_LATENCY_RATE", 1000.0)?.clamp(1.0, 100_000.0),
             latency_secs: env_or::<f64>("PGQ_BENCH_LATENCY_SECS", 5.0)?.max(0.5),
             idle_secs: env_or::<f64>("PGQ_BENCH_IDLE_SECS", 10.0)?.max(1.0),
