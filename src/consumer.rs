@@ -465,8 +465,10 @@ impl Consumer {
     ///
     /// The batch id is committed at once (so an unfinished batch is re-delivered); then a
     /// transaction is opened on a pooled connection, with a cursor over the batch's events
-    /// declared in it (one round trip for both), in which the events are read and the batch
-    /// finished. The connection is held until the [`Batch`] is finished or dropped.
+    /// declared in it, in which the events are read and the batch finished. Opening the
+    /// transaction, declaring the cursor and reading the first 100 events (at most
+    /// `fetch_size`) take one round trip, so a small batch needs no FETCH. The connection is
+    /// held until the [`Batch`] is finished or dropped.
     ///
     /// ```no_run
     /// # let client = pgq::Client::connect("dbname=app")?;
@@ -507,13 +509,36 @@ impl Consumer {
         // run), in one round trip. The cursor is a server-side portal of the transaction, so
         // the connection stays free for other statements between fetches (with_client).
         let batch_id = info.batch_id;
-        if let Err(e) = conn.batch_execute(&format!("begin; {}", declare_sql(batch_id))) {
-            // Leave the pooled connection outside any transaction; the batch stays open
-            // and is delivered again.
-            let _ = conn.batch_execute("rollback");
-            return Err(Error::from(e).context(format_args!("open batch {batch_id}")));
-        }
+        // The first events come in the same round trip (a small batch is then read whole),
+        // as text: the rest of a bigger one is FETCHed in binary.
+        let quick = QUICK_ROWS.min(self.fetch_size);
+        let opened = conn
+            .simple_query(&format!(
+                "begin; select ev_id, (extract(epoch from ev_time) * 1000000)::int8, ev_txid, \
+                 ev_retry, ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4 \
+                 from pgq.get_batch_cursor({batch_id}, '{CURSOR_NAME}', {quick}, null)"
+            ))
+            .map_err(Error::from)
+            .and_then(|messages| {
+                messages
+                    .iter()
+                    .filter_map(|m| match m {
+                        postgres::SimpleQueryMessage::Row(r) => Some(Event::from_text_row(r)),
+                        _ => None,
+                    })
+                    .collect::<Result<Vec<Event>>>()
+            });
+        let first = match opened {
+            Ok(first) => first,
+            Err(e) => {
+                // Leave the pooled connection outside any transaction; the batch stays open
+                // and is delivered again.
+                let _ = conn.batch_execute("rollback");
+                return Err(e.context(format_args!("open batch {batch_id}")));
+            }
+        };
         Ok(Batch {
+            first: RefCell::new(Some((first, quick))),
             conn: Box::new(RefCell::new(conn)),
             info,
             queue: self.queue.clone(),
@@ -567,6 +592,9 @@ pub struct Batch {
     read_ahead: RefCell<Option<ReadAhead>>,
     /// Chunks a stopped read-ahead had fetched already, in cursor order.
     stash: RefCell<VecDeque<FetchResult>>,
+    /// The batch's first events, read when it was opened, and how many were asked for
+    /// (fewer means that was all); taken by the first [`Batch::events`].
+    first: RefCell<Option<(Vec<Event>, usize)>>,
     finished: bool,
     /// Coop mode: finished through `pgq_coop.finish_batch`.
     pub(crate) coop: Option<crate::coop::Subconsumer>,
@@ -883,13 +911,7 @@ fn next_batch_from_text(row: &postgres::SimpleQueryRow) -> Result<Option<NextBat
             })
             .transpose()
     };
-    let time = |us: i64| -> SystemTime {
-        if us >= 0 {
-            SystemTime::UNIX_EPOCH + Duration::from_micros(us.unsigned_abs())
-        } else {
-            SystemTime::UNIX_EPOCH - Duration::from_micros(us.unsigned_abs())
-        }
-    };
+    let time = crate::event::time_from_micros;
     let Some(batch_id) = int(0)? else {
         return Ok(None);
     };
@@ -1048,6 +1070,10 @@ impl fmt::Debug for Events<'_> {
     }
 }
 
+/// Events read in the round trip that opens a batch, at most (and at most `fetch_size`):
+/// a batch this small needs no FETCH. They come as text (the rest in binary), hence few.
+const QUICK_ROWS: usize = 100;
+
 /// Declares the batch's cursor without reading from it (`pgq.get_batch_cursor` with no
 /// quick rows, on both backends); the rows come from [`Events::fetch`]. The 4-argument form
 /// (no extra condition) directly: the 3-argument one only wraps it, at the cost of one more
@@ -1067,6 +1093,19 @@ impl Events<'_> {
         if !self.started {
             batch.stop_read_ahead();
             batch.stash.borrow_mut().clear();
+            let first = batch.first.borrow_mut().take();
+            if let (Some((events, asked)), false) = (first, batch.cursor_used.get()) {
+                // The events read with the batch: the cursor is past them.
+                batch.cursor_used.set(true);
+                self.started = true;
+                if events.len() < asked {
+                    self.exhausted = true;
+                } else {
+                    batch.start_read_ahead();
+                }
+                self.buf.extend(events);
+                return Ok(());
+            }
             if batch.cursor_used.get() {
                 // A restarted events(): a fresh cursor from the first event.
                 batch

@@ -4,7 +4,7 @@
 //! (any of them may be NULL). Their meaning is up to the application; PGQ's change-capture
 //! triggers, for example, put the operation in `ev_type` and the table name in `ev_extra1`.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use postgres::Row;
 
@@ -212,7 +212,56 @@ impl EventColumns {
     }
 }
 
+/// A time given as microseconds since the Unix epoch (as the simple-protocol queries select
+/// timestamps: that text does not depend on the session's DateStyle).
+pub(crate) fn time_from_micros(micros: i64) -> SystemTime {
+    let d = Duration::from_micros(micros.unsigned_abs());
+    if micros >= 0 {
+        SystemTime::UNIX_EPOCH + d
+    } else {
+        SystemTime::UNIX_EPOCH - d
+    }
+}
+
 impl Event {
+    /// Reads a row of the simple (text) protocol with the event columns in their usual order,
+    /// `ev_time` given as microseconds since the Unix epoch.
+    pub(crate) fn from_text_row(row: &postgres::SimpleQueryRow) -> Result<Event> {
+        let bad = |what: &str| {
+            Error::new(
+                ErrorKind::Other,
+                format!("unexpected event row from the server: {what}"),
+            )
+        };
+        if row.len() != 10 {
+            return Err(bad(&format!("{} columns", row.len())));
+        }
+        let text = |i: usize| row.get(i).map(str::to_string);
+        let int = |i: usize| -> Result<Option<i64>> {
+            row.get(i)
+                .map(|v| {
+                    v.parse::<i64>()
+                        .map_err(|_| bad(&format!("column {i} is {v:?}")))
+                })
+                .transpose()
+        };
+        let required = |i: usize| int(i)?.ok_or_else(|| bad(&format!("column {i} is NULL")));
+        Ok(Event {
+            id: required(0)?,
+            time: time_from_micros(required(1)?),
+            txid: required(2)?,
+            retry: int(3)?
+                .map(|r| i32::try_from(r).map_err(|_| bad("ev_retry out of range")))
+                .transpose()?,
+            ev_type: text(4),
+            data: text(5),
+            extra1: text(6),
+            extra2: text(7),
+            extra3: text(8),
+            extra4: text(9),
+        })
+    }
+
     /// Reads a row shaped like `pgq.get_batch_events` / `get_batch_cursor` output, whose
     /// columns are where `at` says.
     pub(crate) fn from_row_at(row: &Row, at: &EventColumns) -> Result<Event> {

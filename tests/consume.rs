@@ -214,6 +214,47 @@ both_backends! {
         }
     }
 
+    /// The first events of a batch come as text with the batch (the rest in binary FETCHes):
+    /// every field reads the same either way, whatever the batch size and fetch size, and
+    /// the same as pgq.get_batch_events.
+    fn first_events_read_with_the_batch_equal_fetched_ones(db: &TestDb) {
+        let names: Vec<String> = [1usize, 7, 100, 101, 1000].iter().map(|f| format!("f{f}")).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        setup(db, &refs);
+        for size in [1usize, 99, 100, 101, 250] {
+            let evs: Vec<NewEvent> = (0..size)
+                .map(|i| match i % 5 {
+                    0 => NewEvent::new("t", format!("plain {i}")),
+                    1 => NewEvent::new("", "tab\there\nnewline \\ back'slash \"q\"")
+                        .extra1("ünïcødé ✓ 😀"),
+                    2 => {
+                        let mut e = NewEvent::new("t", "");
+                        e.ev_type = None;
+                        e.data = None;
+                        e
+                    }
+                    3 => NewEvent::new("t", "x".repeat(5000)).extra2("e2").extra3("e3").extra4("e4"),
+                    _ => NewEvent::new("t", " leading and trailing spaces "),
+                })
+                .collect();
+            db.client.send_many("q", &evs).unwrap();
+            db.tick("q");
+            let mut conn = db.conn();
+            for (f, name) in [1usize, 7, 100, 101, 1000].iter().zip(&names) {
+                let c = Consumer::new(&db.client, "q", name).unwrap().fetch_size(*f);
+                let b = c.next_batch().unwrap().unwrap();
+                let got: Vec<pgq::Event> = b.events().map(|e| e.unwrap()).collect();
+                let want = pgq::consumer::get_batch_events(&mut conn, b.id()).unwrap();
+                assert_eq!(got.len(), size, "batch of {size}, fetch_size {f}");
+                assert_eq!(got, want, "batch of {size}, fetch_size {f}");
+                // Read again from the start: the same.
+                let again: Vec<pgq::Event> = b.events().map(|e| e.unwrap()).collect();
+                assert_eq!(again, want, "second read, batch of {size}, fetch_size {f}");
+                b.finish().unwrap();
+            }
+        }
+    }
+
     fn cursor_reads_interleave_with_client_work(db: &TestDb) {
         // The events stream from a cursor of the batch's transaction, fetch_size rows per
         // round trip; statements run through with_client between two fetches must neither
