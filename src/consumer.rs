@@ -800,21 +800,31 @@ impl Batch {
         self.stop_read_ahead();
         let batch_id = self.info.batch_id;
         let retries = std::mem::take(&mut *self.retries.borrow_mut());
+        let conn = self.conn.get_mut();
+        retry_all(conn, batch_id, &retries)?;
+        let (queue, consumer) = (sql_literal(&self.queue), sql_literal(&self.consumer));
+        // Revision 5 of our schema does both in one function, with one UPDATE.
+        let (finish, next) = if crate::direct::schema_revision(conn)?.is_some_and(|r| r >= 5) {
+            (
+                String::new(),
+                format!("pgq.finish_and_next_batch({batch_id}, {queue}, {consumer})"),
+            )
+        } else {
+            (
+                format!("select pgq.finish_batch({batch_id}); "),
+                format!("pgq.next_batch_custom({queue}, {consumer}, null, null, null)"),
+            )
+        };
         let sql = format!(
-            "select pgq.finish_batch({batch_id}); \
-             select batch_id, cur_tick_id, prev_tick_id, \
+            "{finish}select batch_id, cur_tick_id, prev_tick_id, \
                     (extract(epoch from cur_tick_time) * 1000000)::int8, \
                     (extract(epoch from prev_tick_time) * 1000000)::int8, \
                     cur_tick_event_seq, prev_tick_event_seq \
-               from pgq.next_batch_custom({}, {}, null, null, null); \
-             commit",
-            sql_literal(&self.queue),
-            sql_literal(&self.consumer)
+               from {next}; \
+             commit"
         );
-        let conn = self.conn.get_mut();
-        retry_all(conn, batch_id, &retries)?;
         let client: &mut postgres::Client = conn;
-        // A simple query of three statements: an error in one skips the rest, and Drop then
+        // A simple query of two or three statements: an error in one skips the rest, and Drop then
         // rolls back what is left (this batch stays unfinished).
         let messages = client
             .simple_query(&sql)

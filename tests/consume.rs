@@ -425,3 +425,107 @@ fn last_tick(db: &TestDb) -> i64 {
         .unwrap()
         .get(0)
 }
+
+/// `pgq.finish_and_next_batch` (libpgq's schema only) leaves a consumer exactly where
+/// `pgq.finish_batch` followed by `pgq.next_batch_info` leaves a twin: same ticks, same
+/// subscription row, through new batches, the end of the ticks, a batch that is not the
+/// open one and a NULL batch.
+#[test]
+fn finish_and_next_batch_matches_finish_then_next() {
+    let db = TestDb::new(common::Backend::Ours);
+    setup(&db, &["one", "twin"]);
+    for i in 0..3 {
+        send(&db, &i.to_string());
+        db.tick("q");
+    }
+    let mut conn = db.conn();
+    type Info = (
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+        Option<i64>,
+    );
+    let info = |row: &postgres::Row| -> Info {
+        let b: Option<i64> = row.get("batch_id");
+        (
+            b.map(|_| 1),
+            row.get("cur_tick_id"),
+            row.get("prev_tick_id"),
+            row.get("cur_tick_event_seq"),
+            row.get("prev_tick_event_seq"),
+        )
+    };
+    let sub = |conn: &mut postgres::Client, c: &str| -> (Option<i64>, Option<i64>, bool) {
+        let r = conn
+            .query_one(
+                "select s.sub_last_tick, s.sub_next_tick, s.sub_batch is not null
+                   from pgq.subscription s join pgq.consumer c on c.co_id = s.sub_consumer
+                  where c.co_name = $1",
+                &[&c],
+            )
+            .unwrap();
+        (r.get(0), r.get(1), r.get(2))
+    };
+    let next = |conn: &mut postgres::Client, c: &str| -> (Option<i64>, Info) {
+        let r = conn
+            .query_one("select * from pgq.next_batch_info('q', $1)", &[&c])
+            .unwrap();
+        (r.get("batch_id"), info(&r))
+    };
+    let (mut one, first) = next(&mut conn, "one");
+    let (mut twin, twin_first) = next(&mut conn, "twin");
+    assert_eq!(first, twin_first);
+    // Four steps: two more batches, then no newer tick (twice).
+    for step in 0..4 {
+        let r = conn
+            .query_one(
+                "select * from pgq.finish_and_next_batch($1, 'q', 'one')",
+                &[&one],
+            )
+            .unwrap();
+        let got = info(&r);
+        one = r.get("batch_id");
+        if let Some(b) = twin {
+            conn.execute("select pgq.finish_batch($1)", &[&b]).unwrap();
+        }
+        let (b, want) = next(&mut conn, "twin");
+        twin = b;
+        assert_eq!(got, want, "step {step}");
+        assert_eq!(sub(&mut conn, "one"), sub(&mut conn, "twin"), "step {step}");
+    }
+    assert_eq!((one, twin), (None, None));
+    // A batch that is not the open one finishes nothing; the next batch is still handed out.
+    send(&db, "late");
+    db.tick("q");
+    let r = conn
+        .query_one(
+            "select * from pgq.finish_and_next_batch(987654, 'q', 'one')",
+            &[],
+        )
+        .unwrap();
+    let (b, want) = next(&mut conn, "twin");
+    assert_eq!(info(&r), want);
+    let opened: Option<i64> = r.get("batch_id");
+    assert!(opened.is_some() && b.is_some());
+    // Asked again with NULL: the same open batch (as next_batch_info gives).
+    let again: Option<i64> = conn
+        .query_one(
+            "select batch_id from pgq.finish_and_next_batch(null, 'q', 'one')",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(again, opened);
+    let e = conn
+        .query_one(
+            "select * from pgq.finish_and_next_batch(1, 'q', 'nobody')",
+            &[],
+        )
+        .unwrap_err();
+    let msg = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(msg.starts_with("Not subscriber to queue"), "{msg}");
+}

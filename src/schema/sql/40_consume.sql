@@ -55,12 +55,19 @@ begin
 end;
 $$ language plpgsql stable set search_path = pg_catalog, pg_temp;
 
--- Open (or re-open) the consumer's next batch. With min_count / min_interval set, several
--- ticks may be merged into one batch, up to a tick with at least min_count events or
--- min_interval of time after the batch start (see below which). With min_lag set, no batch is
--- opened while its end tick is younger than min_lag. All columns are NULL when there is no
--- batch to process yet.
-create or replace function pgq.next_batch_custom(
+-- next_batch_custom: open (or re-open) the consumer's next batch. With min_count /
+-- min_interval set, several ticks may be merged into one batch, up to a tick with at least
+-- min_count events or min_interval of time after the batch start (see find_tick_helper for
+-- which). With min_lag set, no batch is opened while its end tick is younger than min_lag.
+-- All columns are NULL when there is no batch to process yet.
+--
+-- _next_batch is the body of next_batch_custom and of finish_and_next_batch: with x_finish set,
+-- that batch is finished first. When it is the consumer's open batch, finishing it and
+-- opening the next one are one UPDATE of the subscription row (two calls would write the
+-- row twice, and neither update can be HOT because sub_batch is indexed); any other batch
+-- goes through finish_batch, as a separate call would.
+create or replace function pgq._next_batch(
+    in x_finish bigint,
     in i_queue_name text,
     in i_consumer_name text,
     in i_min_lag interval,
@@ -90,6 +97,14 @@ begin
         raise exception 'Not subscriber to queue: %/%',
             coalesce(i_queue_name, 'NULL'),
             coalesce(i_consumer_name, 'NULL');
+    end if;
+    if x_finish is not null and s.sub_batch is not distinct from x_finish then
+        -- Finished in place: the next batch starts at this one's end tick.
+        s.sub_last_tick := s.sub_next_tick;
+        s.sub_batch := null;
+    elsif x_finish is not null then
+        -- Not this consumer's open batch: what a separate finish_batch call would do.
+        perform pgq.finish_batch(x_finish);
     end if;
 
     select t.tick_id, t.tick_time, t.tick_event_seq into prev
@@ -122,8 +137,12 @@ begin
         end if;
         if nxt.tick_id is null
            or (i_min_lag is not null and nxt.tick_time > pg_catalog.now() - i_min_lag) then
+            -- No batch yet (the finished one, if any, is recorded as finished).
             update pgq.subscription sub
-               set sub_active = pg_catalog.now()
+               set sub_active = pg_catalog.now(),
+                   sub_last_tick = prev.tick_id,
+                   sub_batch = null,
+                   sub_next_tick = null
              where sub.sub_queue = s.sub_queue and sub.sub_consumer = s.sub_consumer;
             return;
         end if;
@@ -131,7 +150,8 @@ begin
     end if;
 
     update pgq.subscription sub
-       set sub_batch = batch_id, sub_next_tick = nxt.tick_id, sub_active = pg_catalog.now()
+       set sub_last_tick = prev.tick_id, sub_batch = batch_id, sub_next_tick = nxt.tick_id,
+           sub_active = pg_catalog.now()
      where sub.sub_queue = s.sub_queue and sub.sub_consumer = s.sub_consumer;
 
     cur_tick_id := nxt.tick_id;
@@ -140,6 +160,55 @@ begin
     prev_tick_id := prev.tick_id;
     prev_tick_time := prev.tick_time;
     prev_tick_event_seq := prev.tick_event_seq;
+end;
+$$ language plpgsql set search_path = pg_catalog, pg_temp;
+
+create or replace function pgq.next_batch_custom(
+    in i_queue_name text,
+    in i_consumer_name text,
+    in i_min_lag interval,
+    in i_min_count int4,
+    in i_min_interval interval,
+    out batch_id int8,
+    out cur_tick_id int8,
+    out prev_tick_id int8,
+    out cur_tick_time timestamptz,
+    out prev_tick_time timestamptz,
+    out cur_tick_event_seq int8,
+    out prev_tick_event_seq int8)
+as $$
+begin
+    -- PL/pgSQL, not SQL: a SQL function would plan this call again on every use.
+    select f.batch_id, f.cur_tick_id, f.prev_tick_id, f.cur_tick_time, f.prev_tick_time,
+           f.cur_tick_event_seq, f.prev_tick_event_seq
+      into batch_id, cur_tick_id, prev_tick_id, cur_tick_time, prev_tick_time,
+           cur_tick_event_seq, prev_tick_event_seq
+      from pgq._next_batch(null, i_queue_name, i_consumer_name,
+                           i_min_lag, i_min_count, i_min_interval) f;
+end;
+$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+
+-- libpgq only (not in the reference): finish_batch(x_batch_id), then next_batch_info, in
+-- one call and, when x_batch_id is the consumer's open batch, one write of its
+-- subscription row. For a consumer that goes on at once.
+create or replace function pgq.finish_and_next_batch(
+    in x_batch_id bigint,
+    in i_queue_name text,
+    in i_consumer_name text,
+    out batch_id int8,
+    out cur_tick_id int8,
+    out prev_tick_id int8,
+    out cur_tick_time timestamptz,
+    out prev_tick_time timestamptz,
+    out cur_tick_event_seq int8,
+    out prev_tick_event_seq int8)
+as $$
+begin
+    select f.batch_id, f.cur_tick_id, f.prev_tick_id, f.cur_tick_time, f.prev_tick_time,
+           f.cur_tick_event_seq, f.prev_tick_event_seq
+      into batch_id, cur_tick_id, prev_tick_id, cur_tick_time, prev_tick_time,
+           cur_tick_event_seq, prev_tick_event_seq
+      from pgq._next_batch(x_batch_id, i_queue_name, i_consumer_name, null, null, null) f;
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 

@@ -14,7 +14,7 @@ declare
     v_stmt  text;
     -- Which role may call which function (by name; all overloads).
     v_reader text[] := array['batch_event_sql', 'batch_event_tables', 'batch_retry',
-        'event_retry', 'event_retry_many', 'find_tick_helper', 'finish_batch', 'force_tick', 'get_batch_cursor',
+        'event_retry', 'event_retry_many', 'find_tick_helper', 'finish_and_next_batch', 'finish_batch', 'force_tick', 'get_batch_cursor',
         'get_batch_events',
         'get_batch_info', 'next_batch', 'next_batch_custom', 'next_batch_info',
         'register_consumer', 'register_consumer_at', 'unregister_consumer'];
