@@ -943,3 +943,94 @@ fn multi_host_dsn_follows_the_read_write_server() {
     assert!(ticker.stats().reconnects >= 2);
     drop(ticker);
 }
+
+/// A ticker whose role may not read a queue's event sequence (its privileges revoked) gives
+/// the change gate and the pre-check up, reports that once and ticks with full rounds; once
+/// the privilege is back it takes them up again by itself, without a reconnect.
+#[test]
+fn given_up_cheap_checks_are_taken_up_again() {
+    let db = TestDb::new(Backend::Ours);
+    db.client.create_queue("q").unwrap();
+    db.client.register_consumer("q", "c").unwrap();
+    let seq: String = db
+        .conn()
+        .query_one(
+            "select queue_event_seq from pgq.queue where queue_name = 'q'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    // A login in pgq_admin: pgq.ticker() runs as the schema owner, but the gate and the
+    // pre-check read the sequence with the login's own rights.
+    let prefix: Vec<&str> = db.name.split('_').take(3).collect();
+    let role = format!("{}_tk", prefix.join("_"));
+    let mut su = db.superuser();
+    su.batch_execute(&format!(
+        "create role \"{role}\" login in role pgq_admin;
+         grant connect on database \"{d}\" to \"{role}\";
+         revoke all on sequence {seq} from pgq_admin, pgq_reader, pgq_writer, public",
+        d = db.name
+    ))
+    .unwrap();
+    let mut config = db.config.clone();
+    config.user(&role);
+    let client = pgq::ClientBuilder::from_config(config)
+        .pool_size(1)
+        .min_idle(0)
+        .build()
+        .unwrap();
+    // Full rounds every 50 ms while nothing changes at first (backing off), and a given-up
+    // check is tried again after 12 of those periods.
+    // (Eager ticking is off: its rounds read the sequences too.)
+    let ticker = fast(Ticker::builder(&client))
+        .full_round_every(Duration::from_millis(50))
+        .eager(None)
+        .start()
+        .unwrap();
+    wait_active(&ticker);
+    wait_until("the checks given up", DEADLINE, || {
+        ticker.stats().databases[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("unavailable"))
+    });
+    // Every round is a full one now.
+    let s0 = ticker.stats();
+    wait_until("more rounds", DEADLINE, || {
+        ticker.stats().rounds >= s0.rounds + 30
+    });
+    let s1 = ticker.stats();
+    assert!(
+        s1.full_rounds - s0.full_rounds >= s1.rounds - s0.rounds - 2,
+        "{s0:?} {s1:?}"
+    );
+    let errors = s1.errors;
+
+    su.batch_execute("select pgq.grant_perms('q')").unwrap();
+    // Taken up again: most rounds are cheap checks again.
+    wait_until("cheap rounds again", DEADLINE, || {
+        let a = ticker.stats();
+        let start = Instant::now();
+        while ticker.stats().rounds < a.rounds + 30 && start.elapsed() < DEADLINE {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let b = ticker.stats();
+        b.full_rounds - a.full_rounds <= 10
+    });
+    // Retries made while the privilege was still missing were not reported again, and the
+    // ticker still ticks.
+    assert_eq!(ticker.stats().errors, errors, "{:?}", ticker.stats());
+    db.client.send("q", &NewEvent::new("t", "after")).unwrap();
+    let mut conn = db.conn();
+    let before = last_tick(&mut conn, "q");
+    db.client.force_tick("q").unwrap();
+    wait_until("a tick", DEADLINE, || last_tick(&mut conn, "q") > before);
+    drop(ticker);
+    drop(client);
+    su.batch_execute(&format!(
+        "drop owned by \"{role}\"; revoke connect on database \"{d}\" from \"{role}\"; \
+         drop role \"{role}\"",
+        d = db.name
+    ))
+    .unwrap();
+}

@@ -223,6 +223,10 @@ pub struct TickerDatabaseStats {
     pub ticks: u64,
     /// Ticker rounds run while active (most create no tick).
     pub rounds: u64,
+    /// Of those, full rounds: `pgq.ticker` called for every queue, not only for those the
+    /// cheap checks found due (a safety net every few seconds to a minute, or every round
+    /// while those checks are unavailable).
+    pub full_rounds: u64,
     /// Retry events moved back into their queues.
     pub retry_events_moved: u64,
     /// Completed maintenance runs.
@@ -252,6 +256,7 @@ impl TickerDatabaseStats {
             state: TickerState::Connecting,
             ticks: 0,
             rounds: 0,
+            full_rounds: 0,
             retry_events_moved: 0,
             maintenance_runs: 0,
             maintenance_calls: 0,
@@ -285,6 +290,8 @@ pub struct TickerStats {
     pub ticks: u64,
     /// Ticker rounds run while active.
     pub rounds: u64,
+    /// Of those, full rounds (see [`TickerDatabaseStats::full_rounds`]).
+    pub full_rounds: u64,
     /// Retry events moved back into their queues.
     pub retry_events_moved: u64,
     /// Completed maintenance runs.
@@ -823,6 +830,7 @@ impl Ticker {
             let db = shared.lock().clone();
             total.ticks += db.ticks;
             total.rounds += db.rounds;
+            total.full_rounds += db.full_rounds;
             total.retry_events_moved += db.retry_events_moved;
             total.maintenance_runs += db.maintenance_runs;
             total.maintenance_calls += db.maintenance_calls;
@@ -1055,6 +1063,7 @@ impl DbWorker {
                 match result {
                     Ok(Round {
                         ticked,
+                        full,
                         activity,
                         min_pause,
                         quiet_check,
@@ -1076,6 +1085,7 @@ impl DbWorker {
                         tick_backoff.reset();
                         let mut s = self.stats.lock();
                         s.rounds += 1;
+                        s.full_rounds += u64::from(full);
                         if !ticked.is_empty() {
                             s.ticks += ticked.len() as u64;
                             s.last_tick = Some(SystemTime::now());
@@ -1442,6 +1452,15 @@ struct RoundPlanner {
     /// Why the gate or the pre-check was just given up on this connection, to be reported
     /// (once) as an error: the ticker still works, at a higher cost.
     degraded: Option<Error>,
+    /// Since when the gate / the pre-check has been given up on; after
+    /// [`RETRY_GIVEN_UP_AFTER`] full-round periods it is tried again (a privilege granted
+    /// since, a passing cause), and given up on again at its first failure.
+    gate_off_at: Option<Instant>,
+    precheck_off_at: Option<Instant>,
+    /// Whether giving up on the gate / the pre-check was reported already (later give-ups
+    /// on the same connection are only logged).
+    gate_reported: bool,
+    precheck_reported: bool,
     last_full: Option<Instant>,
     /// How long the last full round took: the next one waits at least
     /// [`PAUSE_PER_ROUND_COST`] times that, so that with thousands of queues full rounds
@@ -1479,6 +1498,10 @@ const MAX_FULL_GAP: Duration = Duration::from_secs(60);
 /// (e.g. a queue dropped while they read its sequence).
 const GIVE_UP_AFTER: u32 = 3;
 
+/// A gate or pre-check given up on is tried again after this many full-round periods
+/// (1 min by default).
+const RETRY_GIVEN_UP_AFTER: u32 = 12;
+
 /// The longest a ticker goes without a pre-check when no queue is due by time (no queues
 /// at all, or a very long `ticker_max_lag`).
 const MAX_QUIET: Duration = Duration::from_secs(3600);
@@ -1499,6 +1522,10 @@ impl RoundPlanner {
             gate_failures: 0,
             precheck_failures: 0,
             degraded: None,
+            gate_off_at: None,
+            precheck_off_at: None,
+            gate_reported: false,
+            precheck_reported: false,
             last_full: None,
             last_full_cost: Duration::ZERO,
             full_factor: 1,
@@ -1581,12 +1608,37 @@ impl RoundPlanner {
                     return Err(Error::from(e).context("tick: change gate"));
                 }
                 self.gate = false;
-                self.degraded = Some(
-                    Error::from(e)
-                        .context("change gate unavailable, running the due pre-check every round"),
-                );
+                self.gate_off_at = Some(Instant::now());
+                let e = Error::from(e)
+                    .context("change gate unavailable, running the due pre-check every round");
+                if std::mem::replace(&mut self.gate_reported, true) {
+                    log::debug!("{e}");
+                } else {
+                    self.degraded = Some(e);
+                }
                 Ok(true)
             }
+        }
+    }
+
+    /// Tries a gate or pre-check that was given up on again, once it has been off for
+    /// [`RETRY_GIVEN_UP_AFTER`] full-round periods: one more failure gives it up again.
+    fn retry_given_up(&mut self) {
+        let after = self.full_every * RETRY_GIVEN_UP_AFTER;
+        if self.gate_off_at.is_some_and(|t| t.elapsed() >= after) {
+            self.gate = true;
+            self.gate_off_at = None;
+            self.gate_failures = GIVE_UP_AFTER - 1;
+            self.gate_statement = None;
+            self.lsn = None;
+            self.summary = None;
+        }
+        if self.precheck_off_at.is_some_and(|t| t.elapsed() >= after) {
+            self.precheck = true;
+            self.precheck_off_at = None;
+            self.precheck_failures = GIVE_UP_AFTER - 1;
+            self.statement = None;
+            self.next_due = None;
         }
     }
 
@@ -1614,11 +1666,12 @@ impl RoundPlanner {
         eager_note_logged: &Cell<bool>,
     ) -> Result<Round> {
         let started = Instant::now();
+        self.retry_given_up();
         let full_gap = (self.full_every * self.full_factor)
             .min(MAX_FULL_GAP.max(self.full_every))
             .max(self.last_full_cost * PAUSE_PER_ROUND_COST);
         let recheck = self.last_full.map_or(true, |t| t.elapsed() >= full_gap);
-        let full = !self.precheck || recheck;
+        let mut full = !self.precheck || recheck;
         if self.eager.is_none() || (recheck && self.eager == Some(false)) {
             self.check_eager(conn, label, eager_note_logged);
         }
@@ -1643,6 +1696,7 @@ impl RoundPlanner {
             if !changed && !time_due {
                 return Ok(Round {
                     ticked: Vec::new(),
+                    full: false,
                     activity: self.waiting,
                     min_pause: started.elapsed() * PAUSE_PER_ROUND_COST,
                     quiet_check: Some(started.elapsed()),
@@ -1681,6 +1735,7 @@ impl RoundPlanner {
                         self.next_due = Some(checked_at + quiet);
                         return Ok(Round {
                             ticked: Vec::new(),
+                            full: false,
                             activity: waiting,
                             min_pause: started.elapsed() * PAUSE_PER_ROUND_COST,
                             quiet_check: Some(started.elapsed()),
@@ -1697,10 +1752,18 @@ impl RoundPlanner {
                         return Err(Error::from(e).context("tick: due pre-check"));
                     }
                     self.precheck = false;
-                    self.degraded = Some(Error::from(e).context(
+                    self.precheck_off_at = Some(Instant::now());
+                    let e = Error::from(e).context(
                         "cheap due check unavailable, calling pgq.ticker() for every queue \
                          every round",
-                    ));
+                    );
+                    if std::mem::replace(&mut self.precheck_reported, true) {
+                        log::debug!("{e}");
+                    } else {
+                        self.degraded = Some(e);
+                    }
+                    // The round over the due queues reads what the pre-check could not.
+                    full = true;
                 }
             }
         }
@@ -1770,6 +1833,7 @@ impl RoundPlanner {
         Ok(Round {
             activity,
             ticked,
+            full,
             min_pause,
             quiet_check: None,
         })
@@ -1780,6 +1844,8 @@ impl RoundPlanner {
 struct Round {
     /// Queues that got a tick.
     ticked: Vec<String>,
+    /// Whether it was a full round (every queue).
+    full: bool,
     /// Whether events were waiting for a tick (by the pre-check; without one, whether a
     /// tick was made). Keeps the ticker at its fast period.
     activity: bool,
