@@ -25,8 +25,10 @@
 //!   gaps up to 1 min, and with thousands of queues at least 9 times its own duration
 //!   apart. The pause after a round is at least 9 times the time it spent finding due
 //!   queues (plus the time spent ticking), 49 times while idle for a round that found
-//!   nothing to do, so thousands of queues never keep a server backend busy; a gate or pre-check that fails (e.g. no privilege on the sequences) is
-//!   counted as an error and replaced by full rounds on that connection;
+//!   nothing to do, so thousands of queues never keep a server backend busy. A gate or
+//!   pre-check that keeps failing (e.g. no privilege on the sequences) is counted as one
+//!   error and replaced by full rounds (counted in `full_rounds`); it is tried again every
+//!   12 full-round periods (1 min by default), so a privilege granted later is picked up;
 //! * every `retry_period`, `pgq.maint_retry_events()` until it returns 0;
 //! * every `maint_period`, every operation `pgq.maint_operations()` lists, each in its own
 //!   transaction (rotation step 1 and step 2 separately), `VACUUM` outside a transaction.
