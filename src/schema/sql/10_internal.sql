@@ -145,18 +145,28 @@ $$ language plpgsql set search_path = pg_catalog, pg_temp;
 -- * the previous table is needed while the batch starts before the step-2 mark (or
 --   step 2 has not happened yet);
 -- * the current table is needed once the batch ends after the step-1 mark.
+-- The rule, on values the caller already read (batch_event_sql reads them with everything
+-- else it needs in one query). Plain SQL without settings, so the planner can inline it.
+create or replace function pgq._batch_tables(
+    i_pfx text, i_ntables int4, i_cur_table int4, i_step1 bigint, i_step2 bigint,
+    i_prev_snap txid_snapshot, i_cur_snap txid_snapshot)
+returns text[] as $$
+    select pg_catalog.array_remove(array[
+        case when i_step2 is null or pg_catalog.txid_snapshot_xmin(i_prev_snap) < i_step2
+             then i_pfx || '_' || ((i_cur_table + i_ntables - 1) % i_ntables)::text end,
+        case when pg_catalog.txid_snapshot_xmax(i_cur_snap) > i_step1
+             then i_pfx || '_' || i_cur_table::text end], null)
+$$ language sql immutable;
+
 create or replace function pgq.batch_event_tables(x_batch_id bigint)
 returns setof text as $$
 declare
-    b       record;
-    v_lo    bigint;
-    v_hi    bigint;
-    v_prev  int4;
+    v_tables text[];
 begin
-    select q.queue_data_pfx, q.queue_ntables, q.queue_cur_table,
-           q.queue_switch_step1, q.queue_switch_step2,
-           pt.tick_snapshot as prev_snap, ct.tick_snapshot as cur_snap
-      into b
+    select pgq._batch_tables(q.queue_data_pfx, q.queue_ntables, q.queue_cur_table,
+                             q.queue_switch_step1, q.queue_switch_step2,
+                             pt.tick_snapshot, ct.tick_snapshot)
+      into v_tables
       from pgq.subscription s
       join pgq.queue q on q.queue_id = s.sub_queue
       join pgq.tick pt on pt.tick_queue = s.sub_queue and pt.tick_id = s.sub_last_tick
@@ -165,18 +175,7 @@ begin
     if not found then
         raise exception 'batch not found';
     end if;
-
-    v_lo := txid_snapshot_xmin(b.prev_snap);
-    v_hi := txid_snapshot_xmax(b.cur_snap);
-    v_prev := (b.queue_cur_table + b.queue_ntables - 1) % b.queue_ntables;
-
-    if b.queue_switch_step2 is null or v_lo < b.queue_switch_step2 then
-        return next b.queue_data_pfx || '_' || v_prev::text;
-    end if;
-    if v_hi > b.queue_switch_step1 then
-        return next b.queue_data_pfx || '_' || b.queue_cur_table::text;
-    end if;
-    return;
+    return query select pg_catalog.unnest(v_tables);
 end;
 $$ language plpgsql set search_path = pg_catalog, pg_temp;
 
@@ -201,9 +200,18 @@ declare
     v_hi      bigint;
     v_min     bigint;
 begin
-    select s.sub_id, pt.tick_snapshot as prev_snap, ct.tick_snapshot as cur_snap
+    -- Everything in one query: the snapshots, the tables (batch_event_tables' rule) and
+    -- the older snapshot's in-progress txids that the newer one sees as committed.
+    select s.sub_id, pt.tick_snapshot as prev_snap, ct.tick_snapshot as cur_snap,
+           pgq._batch_tables(q.queue_data_pfx, q.queue_ntables, q.queue_cur_table,
+                             q.queue_switch_step1, q.queue_switch_step2,
+                             pt.tick_snapshot, ct.tick_snapshot) as tables,
+           (select pg_catalog.string_agg(x::text, ',' order by x)
+              from txid_snapshot_xip(pt.tick_snapshot) x
+             where txid_visible_in_snapshot(x, ct.tick_snapshot)) as xip
       into b
       from pgq.subscription s
+      join pgq.queue q on q.queue_id = s.sub_queue
       join pgq.tick pt on pt.tick_queue = s.sub_queue and pt.tick_id = s.sub_last_tick
       join pgq.tick ct on ct.tick_queue = s.sub_queue and ct.tick_id = s.sub_next_tick
      where s.sub_batch = x_batch_id;
@@ -230,17 +238,14 @@ begin
     end if;
     v_cond := '(' || v_cond || ')';
 
-    select pg_catalog.string_agg(x::text, ',' order by x)
-      into v_xip
-      from txid_snapshot_xip(b.prev_snap) x
-     where txid_visible_in_snapshot(x, b.cur_snap);
+    v_xip := b.xip;
     if v_xip is not null then
         v_cond := '(' || v_cond || ' or ev_txid in (' || v_xip || '))';
     end if;
 
     v_cond := v_cond || pg_catalog.format(' and (ev_owner is null or ev_owner = %s)', b.sub_id);
 
-    for v_tbl in select * from pgq.batch_event_tables(x_batch_id) loop
+    foreach v_tbl in array b.tables loop
         if v_sql <> '' then
             v_sql := v_sql || ' union all ';
         end if;

@@ -19,8 +19,9 @@ declare
         'get_batch_info', 'next_batch', 'next_batch_custom', 'next_batch_info',
         'register_consumer', 'register_consumer_at', 'unregister_consumer'];
     v_writer text[] := array['current_event_table', 'insert_event'];
+    -- (_batch_tables is a pure function that the SECURITY INVOKER batch readers call.)
     v_public text[] := array['get_consumer_info', 'get_queue_info', 'quote_fqname',
-        'seq_getval', 'version'];
+        'seq_getval', 'version', '_batch_tables'];
 begin
     for f in
         select p.oid::regprocedure::text as sig, p.proname
