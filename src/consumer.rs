@@ -785,17 +785,52 @@ impl Batch {
 }
 
 impl Batch {
-    /// [`finish`](Batch::finish), and in the same transaction ask for the consumer's next
-    /// batch (`pgq.next_batch_custom` without limits): one round trip and one commit fewer
-    /// than `finish` followed by [`Consumer::next_batch`]. The next batch is recorded by the
-    /// same commit that finishes this one; open it with [`Consumer::open_batch`].
+    /// [`finish`](Batch::finish), then [`consumer.next_batch()`](Consumer::next_batch), in one
+    /// round trip and one commit fewer: the next batch is taken in the transaction that
+    /// finishes this one (on libpgq's schema with one write of the subscription row,
+    /// `pgq.finish_and_next_batch`). `consumer` must be the one this batch came from.
     ///
-    /// Should the look-up fail, the finish is rolled back with it and this batch comes
-    /// again (at least once). Not for sub-consumers (`pgq_coop` finishes differently).
-    pub(crate) fn finish_and_next(mut self) -> Result<Option<NextBatch>> {
+    /// Should taking the next batch fail, the finish is rolled back with it and this batch
+    /// comes again (at least once). A sub-consumer's batch is finished and the next one
+    /// asked for separately.
+    ///
+    /// ```no_run
+    /// # fn main() -> pgq::Result<()> {
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let consumer = pgq::Consumer::new(&client, "orders", "mailer")?;
+    /// let mut next = consumer.next_batch()?;
+    /// while let Some(batch) = next {
+    ///     for ev in batch.events() {
+    ///         let ev = ev?;
+    ///         // handle ev ...
+    ///     }
+    ///     next = batch.finish_and_next(&consumer)?;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn finish_and_next(self, consumer: &Consumer) -> Result<Option<Batch>> {
+        if consumer.queue != self.queue || consumer.name != self.consumer {
+            return Err(Error::invalid_input(format!(
+                "batch {} is {}/{}'s, not {}/{}'s",
+                self.info.batch_id, self.queue, self.consumer, consumer.queue, consumer.name
+            )));
+        }
+        if self.coop.is_some() || consumer.coop.is_some() {
+            self.finish()?;
+            return consumer.next_batch();
+        }
+        match self.finish_and_next_info()? {
+            Some(info) => consumer.open_batch(info).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// [`finish_and_next`](Batch::finish_and_next) up to the next batch's id and ticks; open
+    /// it with [`Consumer::open_batch`]. Not for sub-consumers.
+    pub(crate) fn finish_and_next_info(mut self) -> Result<Option<NextBatch>> {
         debug_assert!(
             self.coop.is_none(),
-            "finish_and_next is not for sub-consumers"
+            "finish_and_next_info is not for sub-consumers"
         );
         self.stop_read_ahead();
         let batch_id = self.info.batch_id;

@@ -968,7 +968,7 @@ fn run_batch(ctx: &Ctx, batch: Batch, stop: &Receiver<()>) -> Outcome {
             // Finish and ask for the next batch in one transaction, unless stopping (no new
             // batch is taken then) or a sub-consumer (pgq_coop finishes its own way).
             let finished = if batch.coop.is_none() && !stopped(stop) {
-                batch.finish_and_next().map(Some)
+                batch.finish_and_next_info().map(Some)
             } else {
                 batch.finish().map(|()| None)
             };

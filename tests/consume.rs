@@ -255,6 +255,38 @@ both_backends! {
         }
     }
 
+    /// A pull loop over `Batch::finish_and_next` sees every event once, in order; a batch
+    /// handed to another consumer's `finish_and_next` is refused and comes again.
+    fn finish_and_next_pull_loop(db: &TestDb) {
+        setup(db, &["c", "other"]);
+        for b in 0..3 {
+            for i in 0..2 {
+                send(db, &format!("b{b}e{i}"));
+            }
+            db.tick("q");
+        }
+        let c = Consumer::new(&db.client, "q", "c").unwrap();
+        let other = Consumer::new(&db.client, "q", "other").unwrap();
+        let first = c.next_batch().unwrap().unwrap();
+        let id = first.id();
+        let e = first.finish_and_next(&other).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        let mut seen = Vec::new();
+        let mut batches = Vec::new();
+        let mut next = c.next_batch().unwrap();
+        while let Some(batch) = next {
+            batches.push(batch.id());
+            for ev in batch.events() {
+                seen.push(ev.unwrap().data.unwrap_or_default());
+            }
+            next = batch.finish_and_next(&c).unwrap();
+        }
+        assert_eq!(batches[0], id, "the refused batch came again");
+        assert_eq!(seen, ["b0e0", "b0e1", "b1e0", "b1e1", "b2e0", "b2e1"]);
+        assert!(c.next_batch().unwrap().is_none());
+        assert_eq!(datas(&db.consume_all("q", "other")).len(), 6);
+    }
+
     fn cursor_reads_interleave_with_client_work(db: &TestDb) {
         // The events stream from a cursor of the batch's transaction, fetch_size rows per
         // round trip; statements run through with_client between two fetches must neither

@@ -53,6 +53,27 @@ fn batch_datas(db: &TestDb, batch_id: i64) -> Vec<String> {
 }
 
 both_backends! {
+    /// A sub-consumer's pull loop over `Batch::finish_and_next` (finish and next batch
+    /// through pgq_coop, separately) sees every event once.
+    fn finish_and_next_for_a_subconsumer(db: &TestDb) {
+        setup(db);
+        db.client.register_subconsumer("q", "c", "a").unwrap();
+        for b in 0..3 {
+            send(db, &format!("b{b}"));
+            db.tick("q");
+        }
+        let a = sub(db, "a", HOUR);
+        let mut seen = Vec::new();
+        let mut next = a.next_batch().unwrap();
+        while let Some(batch) = next {
+            for ev in batch.events() {
+                seen.push(ev.unwrap().data.unwrap_or_default());
+            }
+            next = batch.finish_and_next(&a).unwrap();
+        }
+        assert_eq!(seen, ["b0", "b1", "b2"]);
+    }
+
     fn install_adds_pgq_coop_on_either_backend(db: &TestDb) {
         let outcome = db.client.install().unwrap();
         let mut conn = db.conn();
