@@ -976,6 +976,17 @@ pgq_status pgq_batch_retry(struct pgq_batch *batch,
 // the batch will be delivered again.
 pgq_status pgq_batch_finish(struct pgq_batch *batch, struct pgq_error **err);
 
+// Finishes the batch (as `pgq_batch_finish`) and takes `consumer`'s next one in the same
+// transaction: one round trip and one commit fewer than `pgq_batch_finish` followed by
+// `pgq_consumer_next_batch` with no wait. `consumer` must be the one the batch came from.
+// Frees `batch` in every case. On success `*out` is the next batch, or NULL when there is
+// none yet (then wait with `pgq_consumer_next_batch`); on failure `*out` is NULL, nothing
+// was committed and the batch will be delivered again.
+pgq_status pgq_batch_finish_next(struct pgq_batch *batch,
+                                 struct pgq_consumer *consumer,
+                                 struct pgq_batch **out,
+                                 struct pgq_error **err);
+
 // Frees a batch. Unfinished, it is rolled back and will be delivered again. NULL is a
 // no-op, and so is a worker's batch inside its handler (the worker owns it).
 void pgq_batch_free(struct pgq_batch *batch);

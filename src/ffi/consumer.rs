@@ -612,6 +612,42 @@ pub unsafe extern "C" fn pgq_batch_finish(
     })
 }
 
+/// Finishes the batch (as `pgq_batch_finish`) and takes `consumer`'s next one in the same
+/// transaction: one round trip and one commit fewer than `pgq_batch_finish` followed by
+/// `pgq_consumer_next_batch` with no wait. `consumer` must be the one the batch came from.
+/// Frees `batch` in every case. On success `*out` is the next batch, or NULL when there is
+/// none yet (then wait with `pgq_consumer_next_batch`); on failure `*out` is NULL, nothing
+/// was committed and the batch will be delivered again.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_batch_finish_next(
+    batch: *mut pgq_batch,
+    consumer: *mut pgq_consumer,
+    out: *mut *mut pgq_batch,
+    err: *mut *mut pgq_error,
+) -> pgq_status {
+    ffi_boundary!(err = err, {
+        if batch.is_null() {
+            return Err(FfiError::null("batch"));
+        }
+        if (*batch).is_lent() {
+            return Err(FfiError::state(
+                "this batch belongs to a worker, which finishes it when the handler returns 0",
+            ));
+        }
+        // Taken first: whatever fails below, the batch is freed (and rolled back).
+        let taken = Box::from_raw(batch).take_batch();
+        let out = out_arg("out", out)?;
+        out.write(std::ptr::null_mut());
+        let c = handle_mut("consumer", consumer)?;
+        if let Some(b) = taken {
+            if let Some(next) = b.finish_and_next(&c.consumer)? {
+                out.write(Box::into_raw(Box::new(pgq_batch::owned(next))));
+            }
+        }
+        Ok(())
+    })
+}
+
 /// Frees a batch. Unfinished, it is rolled back and will be delivered again. NULL is a
 /// no-op, and so is a worker's batch inside its handler (the worker owns it).
 #[no_mangle]

@@ -913,6 +913,52 @@ static void send_n(const char *q, int n, const char *type) {
     tick(q);
 }
 
+/* pgq_batch_finish_next: a pull loop that finishes each batch and takes the next in one
+ * call sees every event once; bad arguments free the batch, which then comes again. */
+static void test_finish_next(void) {
+    setup_queue("fnq", "c");
+    send_n("fnq", 2, "a");
+    send_n("fnq", 3, "b");
+    send_n("fnq", 1, "c");
+    pgq_consumer *c = NULL;
+    EXPECT(PGQ_STATUS_OK, pgq_consumer_new, CLIENT, S("fnq"), S("c"), &c);
+    if (!c)
+        return;
+    pgq_batch *b = NULL;
+    EXPECT(PGQ_STATUS_OK, pgq_consumer_next_batch, c, 0, &b);
+    CHECK(b != NULL);
+    int64_t first = b ? pgq_batch_id(b) : -1;
+    /* NULL out-pointer: the batch is freed (rolled back) and comes again. */
+    EXPECT(PGQ_STATUS_NULL_POINTER, pgq_batch_finish_next, b, c, NULL);
+    EXPECT(PGQ_STATUS_NULL_POINTER, pgq_batch_finish_next, NULL, c, &b);
+    b = NULL;
+    EXPECT(PGQ_STATUS_OK, pgq_consumer_next_batch, c, 0, &b);
+    CHECK(b != NULL && pgq_batch_id(b) == first);
+    long events = 0;
+    int batches = 0;
+    while (b) {
+        const pgq_event *e = NULL;
+        for (;;) {
+            EXPECT(PGQ_STATUS_OK, pgq_batch_next_event, b, &e);
+            if (!e)
+                break;
+            events++;
+        }
+        batches++;
+        pgq_batch *next = (pgq_batch *)&next; /* must be overwritten */
+        EXPECT(PGQ_STATUS_OK, pgq_batch_finish_next, b, c, &next);
+        b = next;
+        if (batches > 10)
+            break;
+    }
+    CHECK(events == 6);
+    CHECK(batches == 3);
+    b = (pgq_batch *)&b;
+    EXPECT(PGQ_STATUS_OK, pgq_consumer_next_batch, c, 0, &b);
+    CHECK(b == NULL);
+    pgq_consumer_free(c);
+}
+
 static void test_worker(void) {
     setup_queue("wq", "w");
     struct wstate st;
@@ -1228,6 +1274,7 @@ int main(int argc, char **argv) {
         {"out_of_range", test_out_of_range},
         {"admin_and_errors", test_admin_and_errors},
         {"produce_consume_retry", test_produce_consume_retry},
+        {"finish_next", test_finish_next},
         {"transactions", test_transactions},
         {"threads", test_threads},
         {"panic_boundary", test_panic_boundary},
