@@ -588,6 +588,20 @@ pub unsafe extern "C" fn pgq_batch_retry(
     })
 }
 
+/// Frees the handle `batch` and gives its batch to the caller, to finish; refused for NULL
+/// and for a worker's batch (the worker finishes it).
+unsafe fn take_owned(batch: *mut pgq_batch) -> Result<Option<Batch>, FfiError> {
+    if batch.is_null() {
+        return Err(FfiError::null("batch"));
+    }
+    if (*batch).is_lent() {
+        return Err(FfiError::state(
+            "this batch belongs to a worker, which finishes it when the handler returns 0",
+        ));
+    }
+    Ok(Box::from_raw(batch).take_batch())
+}
+
 /// Finishes the batch: queues the tagged retries, closes the batch and commits, so the
 /// consumer moves on. Frees `batch` in every case; if it fails nothing was committed and
 /// the batch will be delivered again.
@@ -597,15 +611,7 @@ pub unsafe extern "C" fn pgq_batch_finish(
     err: *mut *mut pgq_error,
 ) -> pgq_status {
     ffi_boundary!(err = err, {
-        if batch.is_null() {
-            return Err(FfiError::null("batch"));
-        }
-        if (*batch).is_lent() {
-            return Err(FfiError::state(
-                "this batch belongs to a worker, which finishes it when the handler returns 0",
-            ));
-        }
-        if let Some(b) = Box::from_raw(batch).take_batch() {
+        if let Some(b) = take_owned(batch)? {
             b.finish()?;
         }
         Ok(())
@@ -626,16 +632,8 @@ pub unsafe extern "C" fn pgq_batch_finish_next(
     err: *mut *mut pgq_error,
 ) -> pgq_status {
     ffi_boundary!(err = err, {
-        if batch.is_null() {
-            return Err(FfiError::null("batch"));
-        }
-        if (*batch).is_lent() {
-            return Err(FfiError::state(
-                "this batch belongs to a worker, which finishes it when the handler returns 0",
-            ));
-        }
         // Taken first: whatever fails below, the batch is freed (and rolled back).
-        let taken = Box::from_raw(batch).take_batch();
+        let taken = take_owned(batch)?;
         let out = out_arg("out", out)?;
         out.write(std::ptr::null_mut());
         let c = handle_mut("consumer", consumer)?;
