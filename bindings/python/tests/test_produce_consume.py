@@ -359,3 +359,20 @@ def test_both_ways_of_reading_events_agree(client: libpgq.Client) -> None:
     assert [r[4:] for r in fast] == [
         ("t", "d", "e1", None, "", "ü€😀"), (None, None, None, None, None, None),
         ("", "x" * 100_000, None, None, None, None), ("single", None, None, None, None, "last")]
+
+
+def test_batches_loop_takes_ready_batches_with_the_finish(client: libpgq.Client,
+                                                          queue: str) -> None:
+    # Batches that are ready one after another come through pgq_batch_finish_next (which
+    # this library has): every event comes once, in order.
+    assert libpgq._ffi.lib().pgq_batch_finish_next is not None
+    for i in range(4):
+        client.send(queue, "t", str(i))
+        cut(client, queue)
+    seen = []
+    with client.consumer(queue, "c") as consumer:
+        gen = consumer.batches(timeout=0.5)
+        for batch in gen:
+            seen.extend(e.ev_data for e in batch)
+        assert consumer.next_batch(timeout=0) is None
+    assert seen == ["0", "1", "2", "3"]

@@ -177,17 +177,37 @@ class Consumer(Handle):
         its end); when the loop ends early (``break``, an exception) the open batch is
         released unfinished and will be delivered again.
         """
-        while True:
-            batch = self.next_batch(timeout)
-            if batch is None:
-                return
+        batch = self.next_batch(timeout)
+        while batch is not None:
             try:
                 yield batch
             except GeneratorExit:
                 batch.close()
                 raise
-            if not batch.closed:
-                batch.finish()
+            # An open batch is finished and the next one taken in one call when there is
+            # one already; otherwise wait for it.
+            following = self._finish_and_next(batch) if not batch.closed else None
+            batch = following if following is not None else self.next_batch(timeout)
+
+    def _finish_and_next(self, batch: "Batch") -> Optional["Batch"]:
+        """Finish ``batch`` and take the next batch in the same transaction (one round trip
+        and one commit fewer than finish, then next_batch); ``None`` when there is none yet.
+        ``batch`` is consumed, also when this raises."""
+        lib = _ffi.lib()
+        fn = lib.pgq_batch_finish_next
+        if fn is None:  # an older library
+            batch.finish()
+            return None
+        out = c_void_p()
+        err = c_void_p()
+        with self._lock:
+            consumer = self._ptr()
+            with batch._lock:
+                ptr = batch._take()
+                check(fn(ptr, consumer, byref(out), byref(err)), err)
+                batch._done = True
+            self._batch = Batch(out.value) if out.value else None
+            return self._batch
 
     def close(self) -> None:
         """Release an open batch (unfinished: it comes again) and free the consumer."""

@@ -229,6 +229,8 @@ _PROTOTYPES: "dict[str, Tuple[Any, List[Any]]]" = {
     "pgq_batch_next_event_fields": (status, [_p, POINTER(_p), POINTER(pgq_event_fields), _err]),
     "pgq_batch_retry": (status, [_p, c_int64, c_uint64, _err]),
     "pgq_batch_finish": (status, [_p, _err]),
+    # optional: libpgq 0.1 builds before it lack it (then finish, then next_batch)
+    "pgq_batch_finish_next": (status, [_p, _p, POINTER(_p), _err]),
     "pgq_batch_free": (None, [_p]),
     "pgq_event_id": (c_int64, [_p]),
     "pgq_event_time_us": (c_int64, [_p]),
