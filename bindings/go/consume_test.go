@@ -222,6 +222,68 @@ func TestBatchCloseRedelivers(t *testing.T) {
 	}
 }
 
+func TestFinishAndNext(t *testing.T) {
+	c, _ := openClient(t)
+	setupQueue(t, c, "q", "c")
+	for i := 0; i < 3; i++ {
+		if _, err := c.Send("q", pgq.TextEvent("t", fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+		tick(t, c, "q")
+	}
+	co, err := c.NewConsumer("q", "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer co.Close()
+	var seen []string
+	b, err := co.NextBatch(time.Second)
+	for n := 0; b != nil && n < 10; n++ {
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, err := b.Events()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ev := range evs {
+			seen = append(seen, *ev.Data)
+		}
+		b, err = b.FinishAndNext(co)
+		if err != nil {
+			t.Fatalf("FinishAndNext: %v", err)
+		}
+	}
+	if strings.Join(seen, ",") != "0,1,2" {
+		t.Fatalf("seen %v", seen)
+	}
+	if b, err := co.NextBatch(0); err != nil || b != nil {
+		t.Fatalf("NextBatch after the last: %v %v", b, err)
+	}
+	// A closed consumer: the batch ends unfinished and comes again.
+	if _, err := c.Send("q", pgq.TextEvent("t", "again")); err != nil {
+		t.Fatal(err)
+	}
+	tick(t, c, "q")
+	b, err = co.NextBatch(time.Second)
+	if err != nil || b == nil {
+		t.Fatalf("NextBatch: %v %v", b, err)
+	}
+	co.Close()
+	if _, err := b.FinishAndNext(co); err == nil {
+		t.Fatal("FinishAndNext with a closed consumer succeeded")
+	}
+	co2, err := c.NewConsumer("q", "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer co2.Close()
+	got := consumeAll(t, co2)
+	if len(got) != 1 || *got[0].Data != "again" {
+		t.Fatalf("after FinishAndNext with a closed consumer: %v", got)
+	}
+}
+
 func TestRetry(t *testing.T) {
 	c, _ := openClient(t)
 	setupQueue(t, c, "q", "c")

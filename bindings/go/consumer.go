@@ -563,6 +563,37 @@ func (b *Batch) Finish() error {
 	return check(st, cerr)
 }
 
+// FinishAndNext is Finish followed by co.NextBatch(0) in one round trip and one commit fewer:
+// the next batch is taken in the transaction that finishes this one. It returns the next
+// batch, or nil when there is none yet (wait for it with NextBatch). co must be the
+// Consumer this batch came from. The Batch is ended afterwards, also when this fails (then
+// nothing was committed and the batch is delivered again).
+func (b *Batch) FinishAndNext(co *Consumer) (*Batch, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.ptr == nil {
+		return nil, errClosed("batch")
+	}
+	if !b.owned {
+		return nil, &Error{Status: ErrInvalidState, Message: "a handler's batch is finished by returning nil"}
+	}
+	var next *C.pgq_batch
+	consumed := false
+	err := co.call(func(p *C.pgq_consumer, e **C.pgq_error) C.pgq_status {
+		consumed = true
+		return C.pgq_batch_finish_next(b.ptr, p, &next, e)
+	})
+	if !consumed { // co is closed: end the batch unfinished
+		C.pgq_batch_free(b.ptr)
+	}
+	b.ptr = nil
+	runtime.SetFinalizer(b, nil)
+	if err != nil || next == nil {
+		return nil, err
+	}
+	return newBatch(next, true), nil
+}
+
 // Close ends the batch without finishing it: it is delivered again (to the next NextBatch of
 // this consumer name). It is idempotent and a no-op after Finish, so it can be deferred.
 func (b *Batch) Close() error {
