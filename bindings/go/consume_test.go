@@ -152,20 +152,33 @@ func TestSendManyInOneTransaction(t *testing.T) {
 	}
 }
 
-func TestBatchCloseRedelivers(t *testing.T) {
+// queueOf3 makes queue "q" with consumer "c", sends events "0", "1", "2" (one batch, or a
+// batch each when batchEach) and opens "c" on it (closed at cleanup).
+func queueOf3(t *testing.T, batchEach bool) (*pgq.Client, *pgq.Consumer) {
+	t.Helper()
 	c, _ := openClient(t)
 	setupQueue(t, c, "q", "c")
 	for i := 0; i < 3; i++ {
 		if _, err := c.Send("q", pgq.TextEvent("t", fmt.Sprint(i))); err != nil {
 			t.Fatal(err)
 		}
+		if batchEach {
+			tick(t, c, "q")
+		}
 	}
-	tick(t, c, "q")
+	if !batchEach {
+		tick(t, c, "q")
+	}
 	co, err := c.NewConsumer("q", "c")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer co.Close()
+	t.Cleanup(func() { co.Close() })
+	return c, co
+}
+
+func TestBatchCloseRedelivers(t *testing.T) {
+	c, co := queueOf3(t, false)
 
 	b1, err := co.NextBatch(time.Second)
 	if err != nil || b1 == nil {
@@ -223,19 +236,7 @@ func TestBatchCloseRedelivers(t *testing.T) {
 }
 
 func TestFinishAndNext(t *testing.T) {
-	c, _ := openClient(t)
-	setupQueue(t, c, "q", "c")
-	for i := 0; i < 3; i++ {
-		if _, err := c.Send("q", pgq.TextEvent("t", fmt.Sprint(i))); err != nil {
-			t.Fatal(err)
-		}
-		tick(t, c, "q")
-	}
-	co, err := c.NewConsumer("q", "c")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer co.Close()
+	c, co := queueOf3(t, true)
 	var seen []string
 	b, err := co.NextBatch(time.Second)
 	for n := 0; b != nil && n < 10; n++ {
