@@ -214,24 +214,37 @@ func TestBatchCloseRedelivers(t *testing.T) {
 		t.Fatalf("Close after Finish: %v", err)
 	}
 	// A closed consumer leaves its batch for redelivery too: nothing is lost.
+	b3 := againBatch(t, c, co)
+	co.Close()
+	b3.Close()
+	wantOnlyAgain(t, c, "after closing consumer and batch")
+}
+
+// againBatch sends event "again" to "q", ticks, and returns co's batch holding it.
+func againBatch(t *testing.T, c *pgq.Client, co *pgq.Consumer) *pgq.Batch {
+	t.Helper()
 	if _, err := c.Send("q", pgq.TextEvent("t", "again")); err != nil {
 		t.Fatal(err)
 	}
 	tick(t, c, "q")
-	b3, err := co.NextBatch(time.Second)
-	if err != nil || b3 == nil {
-		t.Fatalf("NextBatch: %v %v", b3, err)
+	b, err := co.NextBatch(time.Second)
+	if err != nil || b == nil {
+		t.Fatalf("NextBatch: %v %v", b, err)
 	}
-	co.Close()
-	b3.Close()
-	co2, err := c.NewConsumer("q", "c")
+	return b
+}
+
+// wantOnlyAgain checks that consumer "c", opened afresh, gets event "again" and nothing else.
+func wantOnlyAgain(t *testing.T, c *pgq.Client, when string) {
+	t.Helper()
+	co, err := c.NewConsumer("q", "c")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer co2.Close()
-	got := consumeAll(t, co2)
+	defer co.Close()
+	got := consumeAll(t, co)
 	if len(got) != 1 || *got[0].Data != "again" {
-		t.Fatalf("after closing consumer and batch: %v", got)
+		t.Fatalf("%s: %v", when, got)
 	}
 }
 
@@ -262,27 +275,12 @@ func TestFinishAndNext(t *testing.T) {
 		t.Fatalf("NextBatch after the last: %v %v", b, err)
 	}
 	// A closed consumer: the batch ends unfinished and comes again.
-	if _, err := c.Send("q", pgq.TextEvent("t", "again")); err != nil {
-		t.Fatal(err)
-	}
-	tick(t, c, "q")
-	b, err = co.NextBatch(time.Second)
-	if err != nil || b == nil {
-		t.Fatalf("NextBatch: %v %v", b, err)
-	}
+	b = againBatch(t, c, co)
 	co.Close()
 	if _, err := b.FinishAndNext(co); err == nil {
 		t.Fatal("FinishAndNext with a closed consumer succeeded")
 	}
-	co2, err := c.NewConsumer("q", "c")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer co2.Close()
-	got := consumeAll(t, co2)
-	if len(got) != 1 || *got[0].Data != "again" {
-		t.Fatalf("after FinishAndNext with a closed consumer: %v", got)
-	}
+	wantOnlyAgain(t, c, "after FinishAndNext with a closed consumer")
 }
 
 func TestRetry(t *testing.T) {
