@@ -89,8 +89,6 @@ impl Target {
 /// What one pooled connection knows (kept in its r2d2 extensions).
 #[derive(Default)]
 struct DirectCache {
-    /// Whether the database has our schema at a revision that allows direct inserts.
-    schema: Option<bool>,
     /// Our schema's revision on this connection's database (`Some(None)`: not ours, or not
     /// readable); see [`schema_revision`].
     revision: Option<Option<u32>>,
@@ -108,26 +106,16 @@ enum Entry {
 pub(crate) fn target(conn: &mut PooledConnection, queue: &str) -> Result<Option<Target>> {
     let cached = PooledConnection::extensions(conn)
         .get::<DirectCache>()
-        .map(|c| {
-            (
-                c.schema,
-                match c.queues.get(queue) {
-                    Some(Entry::Direct(t)) => Some(Some(t.clone())),
-                    Some(Entry::Unfit(at)) if at.elapsed() < RECHECK_UNFIT => Some(None),
-                    _ => None,
-                },
-            )
+        .and_then(|c| match c.queues.get(queue) {
+            Some(Entry::Direct(t)) => Some(Some(t.clone())),
+            Some(Entry::Unfit(at)) if at.elapsed() < RECHECK_UNFIT => Some(None),
+            _ => None,
         });
-    let schema = match cached {
-        Some((_, Some(hit))) => return Ok(hit),
-        Some((Some(schema), None)) => schema,
-        _ => {
-            let ok = schema_revision(conn)?.is_some_and(|rev| rev >= DIRECT_SINCE_REVISION);
-            cache(conn).schema = Some(ok);
-            ok
-        }
-    };
-    if !schema {
+    if let Some(hit) = cached {
+        return Ok(hit);
+    }
+    // (Cached per connection after the first look.)
+    if !schema_revision(conn)?.is_some_and(|rev| rev >= DIRECT_SINCE_REVISION) {
         return Ok(None);
     }
     let found = lookup(conn, queue)?;
