@@ -137,13 +137,23 @@ impl Client {
     /// `query("...", ..)` makes) only inside a transaction, dropped before it ends, or
     /// `query_typed` / `simple_query` anywhere.
     pub fn get(&self) -> Result<PooledConnection> {
+        self.get_within(None)
+    }
+
+    /// [`get`](Client::get), waiting at most `wait` (instead of the connect timeout) for a
+    /// connection to be handed back or opened.
+    pub(crate) fn get_within(&self, wait: Option<Duration>) -> Result<PooledConnection> {
         // Each failed probe closes (and so discards) one connection: at most every pooled
         // connection can fail, and the next one is then newly opened.
         let attempts = self.pool.max_size() + 1;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut conn = self.pool.get().map_err(|e| {
+            let got = match wait {
+                Some(wait) => self.pool.get_timeout(wait),
+                None => self.pool.get(),
+            };
+            let mut conn = got.map_err(|e| {
                 Error::from(e).context(format_args!("database {}", describe_target(&self.config)))
             })?;
             if self.transaction_pooling {
@@ -177,6 +187,14 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// Whether [`get`](Client::get) would not wait for another user of the pool to hand a
+    /// connection back: one is idle, or the pool may open another. For work worth doing
+    /// only while a connection is spare (reading the next batch ahead).
+    pub(crate) fn has_spare_connection(&self) -> bool {
+        let state = self.pool.state();
+        state.idle_connections > 0 || state.connections < self.pool.max_size()
     }
 
     /// The underlying r2d2 pool.

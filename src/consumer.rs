@@ -46,6 +46,7 @@ use crate::admin::interval_text;
 use crate::client::{check_name, pooled_query_one, Client, PooledConnection};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::{Event, EventColumns};
+use crate::look_ahead::LookAhead;
 
 /// Events fetched per round trip by [`Batch::events`] unless set with
 /// [`Consumer::fetch_size`] (or [`WorkerBuilder::fetch_size`](crate::worker::WorkerBuilder::fetch_size)).
@@ -60,7 +61,7 @@ use crate::event::{Event, EventColumns};
 /// ```
 pub const DEFAULT_FETCH_SIZE: usize = 1000;
 
-const CURSOR_NAME: &str = "pgq_batch_events";
+pub(crate) const CURSOR_NAME: &str = "pgq_batch_events";
 
 /// The result of `pgq.next_batch_info`: a batch id and the two ticks it spans.
 ///
@@ -374,6 +375,7 @@ pub struct Consumer {
     queue: String,
     name: String,
     fetch_size: usize,
+    read_ahead: bool,
     wait: crate::wakeup::WaitState,
 }
 
@@ -395,6 +397,7 @@ impl Consumer {
             queue: queue.to_string(),
             name: consumer.to_string(),
             fetch_size: DEFAULT_FETCH_SIZE,
+            read_ahead: true,
             wait: crate::wakeup::WaitState {
                 poll_only: client.transaction_pooling(),
                 ..Default::default()
@@ -404,8 +407,9 @@ impl Consumer {
 
     /// Events fetched per round trip while streaming a batch (default
     /// [`DEFAULT_FETCH_SIZE`], at least 1). Memory use is bounded by twice this many
-    /// events: in a batch bigger than one fetch, the next chunk is read ahead (on a thread
-    /// of the batch's own) while one is handled.
+    /// events (plus the first 100 of the next batch, see [`read_ahead`](Consumer::read_ahead)):
+    /// in a batch bigger than one fetch, the next chunk is read ahead (on a thread of the
+    /// batch's own) while one is handled.
     ///
     /// ```no_run
     /// # let client = pgq::Client::connect("dbname=app")?;
@@ -414,6 +418,29 @@ impl Consumer {
     /// ```
     pub fn fetch_size(mut self, n: usize) -> Consumer {
         self.fetch_size = n.clamp(1, i32::MAX as usize);
+        self
+    }
+
+    /// Whether to read ahead while the caller handles events (default on). It matters only
+    /// for batches bigger than one [`fetch_size`](Consumer::fetch_size):
+    /// - in such a batch, a thread of the batch's own runs the next FETCH while the caller
+    ///   handles the chunk before;
+    /// - on libpgq's schema (revision 7), when the batch was taken with
+    ///   [`Batch::finish_and_next`], the server also reads and sorts the *next* batch
+    ///   meanwhile, in a transaction on another pooled connection (when the pool has one
+    ///   idle or may open one), and the next `finish_and_next` takes that over. Otherwise
+    ///   opening a big batch waits for that sort.
+    ///
+    /// Off, every FETCH runs on the caller's thread when the caller needs it, and only the
+    /// batch's own connection is used.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let c = pgq::Consumer::new(&client, "orders", "mailer")?.read_ahead(false);
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn read_ahead(mut self, on: bool) -> Consumer {
+        self.read_ahead = on;
         self
     }
 
@@ -480,6 +507,13 @@ impl Consumer {
     /// # Ok::<(), pgq::Error>(())
     /// ```
     pub fn next_batch(&self) -> Result<Option<Batch>> {
+        self.next_batch_chained(false)
+    }
+
+    /// [`next_batch`](Consumer::next_batch); `chained`: the caller will take the batch
+    /// after it with [`Batch::finish_and_next`] (the worker does), so it is worth reading
+    /// ahead.
+    pub(crate) fn next_batch_chained(&self, chained: bool) -> Result<Option<Batch>> {
         let mut conn = self.client.get()?;
         let info = match &self.coop {
             Some(sub) => sub.next_batch(&mut *conn, &self.queue, &self.name)?,
@@ -492,19 +526,29 @@ impl Consumer {
             })?,
         };
         match info {
-            Some(info) => self.open_on(conn, info).map(Some),
+            Some(info) => self.open_on(conn, info, chained).map(Some),
             None => Ok(None),
         }
     }
 
     /// Opens a batch that `pgq.next_batch_custom` already returned (see
-    /// [`Batch::finish_and_next`]) on a pooled connection.
-    pub(crate) fn open_batch(&self, info: NextBatch) -> Result<Batch> {
+    /// [`Batch::finish_and_next`]): from the previous batch's look-ahead when that read
+    /// this very batch, else on a pooled connection.
+    pub(crate) fn open_batch(&self, next: Upcoming) -> Result<Batch> {
+        let Upcoming { info, look_ahead } = next;
+        if let Some(ready) = look_ahead.and_then(|la| la.take(&info)) {
+            let crate::look_ahead::Ready { conn, first, .. } = ready;
+            let mut batch = self.batch(conn, info, first, true);
+            batch.looked_ahead = true;
+            return Ok(batch);
+        }
         let conn = self.client.get()?;
-        self.open_on(conn, info)
+        self.open_on(conn, info, true)
     }
 
-    fn open_on(&self, mut conn: PooledConnection, info: NextBatch) -> Result<Batch> {
+    /// Opens batch `info` on `conn`; `chained`: taken by [`Batch::finish_and_next`], so
+    /// its successor is worth reading ahead.
+    fn open_on(&self, mut conn: PooledConnection, info: NextBatch, chained: bool) -> Result<Batch> {
         // The batch's transaction, and in it the cursor over its events (declared, not yet
         // run), in one round trip. The cursor is a server-side portal of the transaction, so
         // the connection stays free for other statements between fetches (with_client).
@@ -537,8 +581,20 @@ impl Consumer {
                 return Err(e.context(format_args!("open batch {batch_id}")));
             }
         };
-        Ok(Batch {
-            first: RefCell::new(Some((first, quick))),
+        Ok(self.batch(conn, info, (first, quick), chained))
+    }
+
+    /// The batch `info`, whose transaction is open on `conn` with the cursor declared and
+    /// `first` read from it.
+    fn batch(
+        &self,
+        conn: PooledConnection,
+        info: NextBatch,
+        first: (Vec<Event>, usize),
+        chained: bool,
+    ) -> Batch {
+        Batch {
+            first: RefCell::new(Some(first)),
             conn: Box::new(RefCell::new(conn)),
             info,
             queue: self.queue.clone(),
@@ -547,12 +603,24 @@ impl Consumer {
             fetch_size: self.fetch_size,
             retries: RefCell::new(Vec::new()),
             cursor_used: Cell::new(false),
+            read_ahead_on: self.read_ahead,
             read_ahead: RefCell::new(None),
+            look_ahead: RefCell::new(None),
+            look_ahead_wanted: Cell::new(chained && self.read_ahead && self.coop.is_none()),
+            client: self.client.clone(),
+            looked_ahead: false,
             stash: RefCell::new(VecDeque::new()),
             finished: false,
             coop: self.coop.clone(),
-        })
+        }
     }
+}
+
+/// The next batch as [`Batch::finish_and_next`] learnt it, with the look-ahead that may
+/// have read it already; open it with [`Consumer::open_batch`].
+pub(crate) struct Upcoming {
+    info: NextBatch,
+    look_ahead: Option<LookAhead>,
 }
 
 /// One batch of events for one consumer, read inside one transaction.
@@ -588,8 +656,18 @@ pub struct Batch {
     retries: RefCell<Vec<(i64, Duration)>>,
     /// Rows have been fetched from the cursor: a new [`Batch::events`] declares it again.
     cursor_used: Cell<bool>,
+    /// [`Consumer::read_ahead`].
+    read_ahead_on: bool,
     /// The read-ahead thread, while one runs (see [`ReadAhead`]).
     read_ahead: RefCell<Option<ReadAhead>>,
+    /// The next batch, read ahead on another connection (see [`crate::look_ahead`]).
+    look_ahead: RefCell<Option<LookAhead>>,
+    /// A look-ahead is still to be started once the batch proves bigger than one fetch.
+    look_ahead_wanted: Cell<bool>,
+    /// Where the look-ahead takes its connection from.
+    client: Client,
+    /// This batch was opened from the previous one's look-ahead.
+    looked_ahead: bool,
     /// Chunks a stopped read-ahead had fetched already, in cursor order.
     stash: RefCell<VecDeque<FetchResult>>,
     /// The batch's first events, read when it was opened, and how many were asked for
@@ -646,6 +724,19 @@ impl Batch {
     /// ```
     pub fn prev_tick_id(&self) -> Option<i64> {
         self.info.prev_tick_id
+    }
+
+    /// Whether the server read and sorted this batch while the batch before it was being
+    /// handled, so that opening it did not wait for that (see [`Consumer::read_ahead`]).
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// # let batch = pgq::Consumer::new(&client, "q", "c")?.next_batch()?.unwrap();
+    /// println!("read ahead: {}", batch.looked_ahead());
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn looked_ahead(&self) -> bool {
+        self.looked_ahead
     }
 
     /// Everything `pgq.next_batch_info` returned.
@@ -820,14 +911,14 @@ impl Batch {
             return consumer.next_batch();
         }
         match self.finish_and_next_info()? {
-            Some(info) => consumer.open_batch(info).map(Some),
+            Some(next) => consumer.open_batch(next).map(Some),
             None => Ok(None),
         }
     }
 
     /// [`finish_and_next`](Batch::finish_and_next) up to the next batch's id and ticks; open
     /// it with [`Consumer::open_batch`]. Not for sub-consumers.
-    pub(crate) fn finish_and_next_info(mut self) -> Result<Option<NextBatch>> {
+    pub(crate) fn finish_and_next_info(mut self) -> Result<Option<Upcoming>> {
         debug_assert!(
             self.coop.is_none(),
             "finish_and_next_info is not for sub-consumers"
@@ -875,12 +966,16 @@ impl Batch {
                 "pgq.next_batch_custom returned no row",
             ));
         };
-        next_batch_from_text(row).map_err(|e| {
+        let info = next_batch_from_text(row).map_err(|e| {
             e.context(format_args!(
                 "next batch for {}/{}",
                 self.queue, self.consumer
             ))
-        })
+        })?;
+        Ok(info.map(|info| Upcoming {
+            info,
+            look_ahead: self.look_ahead.get_mut().take(),
+        }))
     }
 }
 
@@ -932,7 +1027,7 @@ fn retry_all(
 
 /// `s` as an SQL string literal that reads the same whatever `standard_conforming_strings`
 /// is (an `E''` literal when it has a backslash).
-fn sql_literal(s: &str) -> String {
+pub(crate) fn sql_literal(s: &str) -> String {
     let quoted = s.replace('\'', "''");
     if s.contains('\\') {
         format!("E'{}'", quoted.replace('\\', "\\\\"))
@@ -1024,8 +1119,28 @@ struct ConnPtr(*mut PooledConnection);
 unsafe impl Send for ConnPtr {}
 
 impl Batch {
-    /// Starts reading ahead on the batch's connection (no other borrow of it may be live).
+    /// Starts reading ahead on the batch's connection (no other borrow of it may be live),
+    /// unless [`Consumer::read_ahead`] is off; the first time, also the look-ahead of the
+    /// next batch when wanted.
     fn start_read_ahead(&self) {
+        if !self.read_ahead_on {
+            return;
+        }
+        // Only where pgq.look_ahead_cursor is known to exist (the revision is usually known
+        // for the connection by now; if not, this batch is not read ahead).
+        if self.look_ahead_wanted.replace(false)
+            && crate::direct::known_schema_revision(&self.conn.borrow())
+                .flatten()
+                .is_some_and(|r| r >= crate::look_ahead::REVISION)
+        {
+            *self.look_ahead.borrow_mut() = LookAhead::start(
+                &self.client,
+                &self.queue,
+                &self.consumer,
+                self.info.cur_tick_id,
+                QUICK_ROWS.min(self.fetch_size),
+            );
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = crossbeam_channel::bounded::<FetchResult>(0);
         let conn = ConnPtr(self.conn.as_ptr());

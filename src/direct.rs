@@ -206,6 +206,13 @@ pub(crate) fn schema_revision(conn: &mut PooledConnection) -> Result<Option<u32>
     Ok(rev)
 }
 
+/// [`schema_revision`] if it is known for this connection already (no round trip).
+pub(crate) fn known_schema_revision(conn: &PooledConnection) -> Option<Option<u32>> {
+    PooledConnection::extensions(conn)
+        .get::<DirectCache>()
+        .and_then(|c| c.revision)
+}
+
 /// The queue's current table, if the queue exists, takes plain inserts and this role may
 /// insert into the table.
 fn lookup(conn: &mut PooledConnection, queue: &str) -> Result<Option<Target>> {

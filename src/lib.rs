@@ -7,6 +7,7 @@ mod direct;
 pub mod error;
 pub mod event;
 pub mod ffi;
+mod look_ahead;
 pub mod producer;
 pub mod schema;
 pub mod ticker;

@@ -69,7 +69,7 @@ use crossbeam_channel::{bounded, never, select, Receiver, Sender, TryRecvError};
 use parking_lot::Mutex;
 
 use crate::client::Client;
-use crate::consumer::{Batch, Consumer, Events, NextBatch, DEFAULT_FETCH_SIZE};
+use crate::consumer::{Batch, Consumer, Events, NextBatch, Upcoming, DEFAULT_FETCH_SIZE};
 use crate::error::{Error, ErrorKind, Result};
 use crate::event::Event;
 use crate::wakeup::{Backoff, Listener, DEFAULT_POLL_INTERVAL, DEFAULT_POLL_ONLY_INTERVAL};
@@ -180,6 +180,7 @@ pub struct WorkerBuilder {
     consumer: String,
     workers: usize,
     fetch_size: usize,
+    read_ahead: bool,
     max_events_per_call: Option<usize>,
     poll_interval: Option<Duration>,
     poll_only: bool,
@@ -196,6 +197,7 @@ impl fmt::Debug for WorkerBuilder {
             .field("consumer", &self.consumer)
             .field("workers", &self.workers)
             .field("fetch_size", &self.fetch_size)
+            .field("read_ahead", &self.read_ahead)
             .field("max_events_per_call", &self.max_events_per_call)
             .field("poll_interval", &self.poll_interval)
             .field("poll_only", &self.poll_only)
@@ -225,7 +227,8 @@ impl WorkerBuilder {
 
     /// Events fetched per round trip while a handler streams a batch (default
     /// [`DEFAULT_FETCH_SIZE`], at least 1). At most twice this many events are in memory
-    /// at once: the chunk being handled and the next one, read ahead while it is.
+    /// at once: the chunk being handled and the next one, read ahead while it is (and the
+    /// first 100 of the next batch; see [`read_ahead`](WorkerBuilder::read_ahead)).
     ///
     /// ```no_run
     /// # let client = pgq::Client::connect("dbname=app")?;
@@ -234,6 +237,21 @@ impl WorkerBuilder {
     /// ```
     pub fn fetch_size(mut self, n: usize) -> WorkerBuilder {
         self.fetch_size = n.clamp(1, i32::MAX as usize);
+        self
+    }
+
+    /// Whether to read ahead while the handler works (default on): the next chunk of a
+    /// batch bigger than one fetch, and on libpgq's schema the next batch, on a spare pooled
+    /// connection when one is idle; see [`Consumer::read_ahead`]. A pool of at least two
+    /// connections per worker thread lets every batch be read ahead.
+    ///
+    /// ```no_run
+    /// # let client = pgq::Client::connect("dbname=app")?;
+    /// let b = pgq::Worker::builder(&client, "orders", "loader").read_ahead(false);
+    /// # Ok::<(), pgq::Error>(())
+    /// ```
+    pub fn read_ahead(mut self, on: bool) -> WorkerBuilder {
+        self.read_ahead = on;
         self
     }
 
@@ -396,7 +414,8 @@ impl WorkerBuilder {
         let mut consumers = Vec::with_capacity(self.workers);
         for i in 0..self.workers {
             let mut c = Consumer::new(&self.client, &self.queue, &self.consumer)?
-                .fetch_size(self.fetch_size);
+                .fetch_size(self.fetch_size)
+                .read_ahead(self.read_ahead);
             if let Some((sub, dead)) = &self.subconsumer {
                 let sub = if self.workers == 1 {
                     sub.clone()
@@ -549,6 +568,7 @@ impl Worker {
             consumer: consumer.to_string(),
             workers: 1,
             fetch_size: DEFAULT_FETCH_SIZE,
+            read_ahead: true,
             max_events_per_call: None,
             poll_interval: None,
             poll_only: false,
@@ -688,6 +708,10 @@ pub struct WorkerStats {
     pub wakeups: u64,
     /// Times a worker asked for a batch and there was none.
     pub empty_polls: u64,
+    /// Batches the server had read and sorted while the batch before was handled (see
+    /// [`WorkerBuilder::read_ahead`]); in a backlog of batches bigger than one fetch, few
+    /// of these against `batches` means the pool had no spare connection.
+    pub looked_ahead: u64,
     /// Consumer lag at the last finished batch: how old the batch's end tick was then
     /// (measured on this machine's clock).
     pub lag: Option<Duration>,
@@ -712,6 +736,7 @@ struct Counters {
     reconnects: AtomicU64,
     wakeups: AtomicU64,
     empty_polls: AtomicU64,
+    looked_ahead: AtomicU64,
     threads: AtomicUsize,
     listening: AtomicBool,
     last: Mutex<Last>,
@@ -742,6 +767,7 @@ impl Counters {
             reconnects: get(&self.reconnects),
             wakeups: get(&self.wakeups),
             empty_polls: get(&self.empty_polls),
+            looked_ahead: get(&self.looked_ahead),
             lag: last.lag,
             last_batch_time: last.batch_time,
             last_error: last.error.clone(),
@@ -820,7 +846,7 @@ fn is_connection_error(e: &Error) -> bool {
 enum Outcome {
     /// The batch was finished; with the consumer's next batch when the finish asked for it
     /// in the same transaction (`Some(None)`: there was none yet).
-    Finished(Option<Option<NextBatch>>),
+    Finished(Option<Option<Upcoming>>),
     /// The database failed (connection lost, server restart): reconnect with backoff.
     Database(Error),
     /// The handler failed: the policy decides.
@@ -848,19 +874,20 @@ fn work_loop(
     // unregistering it while the worker runs is not undone behind the administrator's back.
     let mut registered = consumer.subconsumer_name().is_none();
     // What the last finish learnt about the next batch (see Batch::finish_and_next).
-    let mut carried: Option<Option<NextBatch>> = None;
+    let mut carried: Option<Option<Upcoming>> = None;
     loop {
         if stopped(stop) {
             return Ok(());
         }
         let next = if let Some(known) = carried.take() {
-            known.map(|info| consumer.open_batch(info)).transpose()
+            known.map(|next| consumer.open_batch(next)).transpose()
         } else if registered {
-            consumer.next_batch()
+            // The worker takes each next batch with finish_and_next: worth reading ahead.
+            consumer.next_batch_chained(true)
         } else {
             consumer.register_subconsumer().and_then(|_| {
                 registered = true;
-                consumer.next_batch()
+                consumer.next_batch_chained(true)
             })
         };
         let outcome = match next {
@@ -942,6 +969,9 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 fn run_batch(ctx: &Ctx, batch: Batch, stop: &Receiver<()>) -> Outcome {
     let counters = &ctx.shared.counters;
     let batch_id = batch.id();
+    if batch.looked_ahead() {
+        counters.looked_ahead.fetch_add(1, Ordering::Relaxed);
+    }
     let tally = Tally::default();
     let result = {
         let mut wb = WorkBatch {

@@ -150,24 +150,45 @@ fn produce_pooled(db: &TestDb, p: usize, shared: &Shared) {
     }
 }
 
-/// One consumer: takes batches as they come until told to stop; returns what it saw.
-fn consume(db: &TestDb, name: &str, shared: &Shared) -> Vec<String> {
+/// One consumer: takes batches as they come until told to stop; returns what it saw and
+/// how many batches were read ahead. Consumer "b" chains its batches with a small fetch
+/// size, so that the next batch is read ahead (libpgq's schema) while rotations happen.
+fn consume(db: &TestDb, name: &str, shared: &Shared) -> (Vec<String>, usize) {
+    let chained = name == "b";
     let consumer = Consumer::new(&db.client, "q", name)
         .expect("consumer")
-        .fetch_size(50);
+        .fetch_size(if chained { 25 } else { 50 });
     let mut seen = Vec::new();
+    let mut looked_ahead = 0;
+    let mut next = None;
     while !shared.stop.load(Ordering::SeqCst) {
-        match consumer.next_batch().expect("next_batch") {
-            Some(batch) => {
-                for ev in batch.events() {
-                    seen.push(ev.expect("read event").data.unwrap_or_default());
+        let batch = match next.take() {
+            Some(batch) => batch,
+            None => match consumer.next_batch().expect("next_batch") {
+                Some(batch) => batch,
+                None => {
+                    std::thread::sleep(Duration::from_millis(1));
+                    continue;
                 }
-                batch.finish().expect("finish");
-            }
-            None => std::thread::sleep(Duration::from_millis(1)),
+            },
+        };
+        looked_ahead += usize::from(batch.looked_ahead());
+        for ev in batch.events() {
+            seen.push(ev.expect("read event").data.unwrap_or_default());
+        }
+        if chained {
+            next = batch.finish_and_next(&consumer).expect("finish_and_next");
+        } else {
+            batch.finish().expect("finish");
         }
     }
-    seen
+    if let Some(batch) = next {
+        for ev in batch.events() {
+            seen.push(ev.expect("read event").data.unwrap_or_default());
+        }
+        batch.finish().expect("finish");
+    }
+    (seen, looked_ahead)
 }
 
 /// Ticks and forces rotation (step 1 and step 2 in separate transactions) until enough
@@ -250,7 +271,16 @@ both_backends! {
             rolled_back: Mutex::new(Vec::new()),
         });
 
+        /// Stops the threads however the scope's body ends: a panic in it would otherwise
+        /// leave them running, and the scope waiting for them, for ever.
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::SeqCst);
+            }
+        }
         let (rotations, seen) = std::thread::scope(|s| {
+            let _stop = StopOnDrop(&shared.stop);
             let producers: Vec<_> = (0..PRODUCERS)
                 .map(|p| {
                     let shared = &shared;
@@ -273,10 +303,17 @@ both_backends! {
             for p in producers {
                 p.join().expect("producer panicked");
             }
-            let seen: Vec<Vec<String>> = consumers
+            let (seen, looked_ahead): (Vec<Vec<String>>, Vec<usize>) = consumers
                 .into_iter()
                 .map(|c| c.join().expect("consumer panicked"))
-                .collect();
+                .unzip();
+            eprintln!("{:?}: batches read ahead per consumer: {looked_ahead:?}", db.backend);
+            if db.backend == common::Backend::Official {
+                assert_eq!(looked_ahead, [0, 0], "the official schema has no look-ahead");
+            } else {
+                assert_eq!(looked_ahead[0], 0, "a pull loop of finish + next_batch");
+                assert!(looked_ahead[1] > 0, "consumer b never read a batch ahead");
+            }
             (rotations, seen)
         });
 

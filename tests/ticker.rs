@@ -7,29 +7,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
-use common::{datas, wait_until, Backend, TestDb};
+use common::{datas, threads_named, wait_until, Backend, TestDb};
 use pgq::{Consumer, NewEvent, Ticker, TickerState};
 use postgres::fallible_iterator::FallibleIterator;
 
 const DEADLINE: Duration = Duration::from_secs(20);
-
-/// Names of this process's threads that start with `prefix` (Linux truncates a thread's
-/// name to 15 bytes in /proc, so prefixes are kept short).
-fn threads_named(prefix: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return names;
-    };
-    for entry in dir.flatten() {
-        if let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) {
-            let comm = comm.trim_end().to_string();
-            if comm.starts_with(prefix) {
-                names.push(comm);
-            }
-        }
-    }
-    names
-}
 
 /// A ticker tuned for tests: fast rounds, fast takeover and reconnects, and no full rounds
 /// after the first, so ticks come from the cheap due pre-check alone.

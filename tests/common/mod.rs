@@ -333,6 +333,24 @@ macro_rules! both_backends {
     };
 }
 
+/// Names of this process's threads that start with `prefix` (Linux truncates a thread's
+/// name to 15 bytes in /proc, so prefixes are kept short).
+pub fn threads_named(prefix: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+        return names;
+    };
+    for entry in dir.flatten() {
+        if let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) {
+            let comm = comm.trim_end().to_string();
+            if comm.starts_with(prefix) {
+                names.push(comm);
+            }
+        }
+    }
+    names
+}
+
 /// Waits for `cond` with a deadline instead of sleeping a fixed time.
 pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + timeout;

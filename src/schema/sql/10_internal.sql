@@ -179,19 +179,23 @@ begin
 end;
 $$ language plpgsql set search_path = pg_catalog, pg_temp;
 
--- The SELECT that returns one batch's events for its consumer, ordered by ev_id.
+-- The SELECT that returns the events of one consumer's tick range, ordered by ev_id, from
+-- values the caller already read: the consumer's subscription id, the two ticks'
+-- snapshots, the tables (_batch_tables) and the older snapshot's in-progress txids that the
+-- newer one sees as committed (comma-separated, or null). Shared by batch_event_sql and
+-- look_ahead_cursor; it reads no table, so PUBLIC may call it.
 --
--- An event belongs to the batch when its transaction is visible in the newer tick's
+-- An event belongs to the range when its transaction is visible in the newer tick's
 -- snapshot and was not visible in the older one's. Only two kinds of transaction qualify:
 -- those at or above the older snapshot's xmax, and those the older snapshot listed as in
 -- progress. The first kind is an ev_txid range scan, the second an explicit list, so the
 -- ev_txid index is used and rows committed long before the batch are never visited.
-create or replace function pgq.batch_event_sql(x_batch_id bigint)
+create or replace function pgq._event_sql(
+    i_sub_id int4, i_prev_snap txid_snapshot, i_cur_snap txid_snapshot, i_tables text[],
+    i_xip text)
 returns text as $$
 declare
-    b         record;
     v_cond    text;
-    v_xip     text;
     v_tbl     text;
     v_sql     text := '';
     v_cols    text := 'ev_id, ev_time, ev_txid, ev_retry, ev_type, ev_data, '
@@ -199,6 +203,52 @@ declare
     v_lo      bigint;
     v_hi      bigint;
     v_min     bigint;
+begin
+    -- The range scan: [older xmax, newer xmax). A txid there that is below the newer
+    -- snapshot's xmin is visible in it without asking, so the visibility function runs
+    -- only for txids at or above that xmin, and not at all when the newer snapshot had
+    -- nothing in progress (the usual case; it is a call per row otherwise).
+    v_lo := txid_snapshot_xmax(i_prev_snap);
+    v_hi := txid_snapshot_xmax(i_cur_snap);
+    v_min := txid_snapshot_xmin(i_cur_snap);
+    v_cond := pg_catalog.format('ev_txid >= %s and ev_txid < %s', v_lo, v_hi);
+    if v_min < v_hi then
+        if v_min > v_lo then
+            v_cond := v_cond || pg_catalog.format(' and (ev_txid < %s or', v_min);
+        else
+            v_cond := v_cond || ' and (';
+        end if;
+        v_cond := v_cond || pg_catalog.format(
+            ' txid_visible_in_snapshot(ev_txid, %L::txid_snapshot))', i_cur_snap::text);
+    end if;
+    v_cond := '(' || v_cond || ')';
+
+    if i_xip is not null then
+        v_cond := '(' || v_cond || ' or ev_txid in (' || i_xip || '))';
+    end if;
+
+    v_cond := v_cond || pg_catalog.format(' and (ev_owner is null or ev_owner = %s)', i_sub_id);
+
+    foreach v_tbl in array i_tables loop
+        if v_sql <> '' then
+            v_sql := v_sql || ' union all ';
+        end if;
+        v_sql := v_sql || 'select ' || v_cols || ' from ' || v_tbl || ' where ' || v_cond;
+    end loop;
+    if v_sql = '' then
+        -- No table can hold events of this range (cannot happen with a sane rotation
+        -- state); return an empty result of the right shape.
+        v_sql := 'select ' || v_cols || ' from pgq.event_template where false';
+    end if;
+    return v_sql || ' order by 1';
+end;
+$$ language plpgsql stable set search_path = pg_catalog, pg_temp;
+
+-- The SELECT that returns one batch's events for its consumer, ordered by ev_id.
+create or replace function pgq.batch_event_sql(x_batch_id bigint)
+returns text as $$
+declare
+    b         record;
 begin
     -- Everything in one query: the snapshots, the tables (batch_event_tables' rule) and
     -- the older snapshot's in-progress txids that the newer one sees as committed.
@@ -218,45 +268,7 @@ begin
     if not found then
         raise exception 'batch not found';
     end if;
-
-    -- The range scan: [older xmax, newer xmax). A txid there that is below the newer
-    -- snapshot's xmin is visible in it without asking, so the visibility function runs
-    -- only for txids at or above that xmin, and not at all when the newer snapshot had
-    -- nothing in progress (the usual case; it is a call per row otherwise).
-    v_lo := txid_snapshot_xmax(b.prev_snap);
-    v_hi := txid_snapshot_xmax(b.cur_snap);
-    v_min := txid_snapshot_xmin(b.cur_snap);
-    v_cond := pg_catalog.format('ev_txid >= %s and ev_txid < %s', v_lo, v_hi);
-    if v_min < v_hi then
-        if v_min > v_lo then
-            v_cond := v_cond || pg_catalog.format(' and (ev_txid < %s or', v_min);
-        else
-            v_cond := v_cond || ' and (';
-        end if;
-        v_cond := v_cond || pg_catalog.format(
-            ' txid_visible_in_snapshot(ev_txid, %L::txid_snapshot))', b.cur_snap::text);
-    end if;
-    v_cond := '(' || v_cond || ')';
-
-    v_xip := b.xip;
-    if v_xip is not null then
-        v_cond := '(' || v_cond || ' or ev_txid in (' || v_xip || '))';
-    end if;
-
-    v_cond := v_cond || pg_catalog.format(' and (ev_owner is null or ev_owner = %s)', b.sub_id);
-
-    foreach v_tbl in array b.tables loop
-        if v_sql <> '' then
-            v_sql := v_sql || ' union all ';
-        end if;
-        v_sql := v_sql || 'select ' || v_cols || ' from ' || v_tbl || ' where ' || v_cond;
-    end loop;
-    if v_sql = '' then
-        -- No table can hold events of this batch (cannot happen with a sane rotation
-        -- state); return an empty result of the right shape.
-        v_sql := 'select ' || v_cols || ' from pgq.event_template where false';
-    end if;
-    return v_sql || ' order by 1';
+    return pgq._event_sql(b.sub_id, b.prev_snap, b.cur_snap, b.tables, b.xip);
 end;
 $$ language plpgsql set search_path = pg_catalog, pg_temp;
 

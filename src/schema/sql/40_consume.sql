@@ -325,6 +325,61 @@ end;
 -- SECURITY INVOKER like the 4-argument form it calls.
 $$ language plpgsql strict set search_path = pg_catalog, pg_temp;
 
+-- libpgq only (revision 7). Declares i_cursor_name over the events of the batch that
+-- follows the consumer's open batch, before that one is finished: the events after tick
+-- i_after_tick (where the open batch ends) up to the next tick, which is the batch
+-- next_batch will then return. Returns that tick, or NULL (and declares nothing) when there
+-- is none yet, the consumer is already past i_after_tick, or the transaction is not READ
+-- COMMITTED.
+--
+-- A client runs it on a second connection while it still handles the open batch, so that
+-- the server reads and sorts the next batch meanwhile; once next_batch returned the batch
+-- (i_after_tick, result], the client reads it from this cursor and finishes it in this
+-- transaction. That is sound because a tick range's events are fixed once its end tick
+-- exists (their transactions committed before it), and no rotation can remove them while
+-- the consumer has not passed them. READ COMMITTED, because the transaction must see the
+-- other connection's commit of the open batch's finish.
+create or replace function pgq.look_ahead_cursor(
+    i_queue_name text, i_consumer_name text, i_after_tick bigint, i_cursor_name text)
+returns bigint as $$
+declare
+    b record;
+begin
+    if pg_catalog.current_setting('transaction_isolation') <> 'read committed' then
+        return null;
+    end if;
+    select s.sub_id, pt.tick_snapshot as prev_snap, ct.tick_id, ct.tick_snapshot as cur_snap,
+           pgq._batch_tables(q.queue_data_pfx, q.queue_ntables, q.queue_cur_table,
+                             q.queue_switch_step1, q.queue_switch_step2,
+                             pt.tick_snapshot, ct.tick_snapshot) as tables,
+           (select pg_catalog.string_agg(x::text, ',' order by x)
+              from txid_snapshot_xip(pt.tick_snapshot) x
+             where txid_visible_in_snapshot(x, ct.tick_snapshot)) as xip
+      into b
+      from pgq.queue q
+      join pgq.consumer c on c.co_name = i_consumer_name
+      join pgq.subscription s on s.sub_queue = q.queue_id and s.sub_consumer = c.co_id
+      join pgq.tick pt on pt.tick_queue = q.queue_id and pt.tick_id = i_after_tick
+      cross join lateral (
+          select t.tick_id, t.tick_snapshot
+            from pgq.tick t
+           where t.tick_queue = q.queue_id and t.tick_id > i_after_tick
+           order by t.tick_id
+           limit 1) ct
+     where q.queue_name = i_queue_name
+       -- Not past the range: the open batch ends at i_after_tick, or was finished there
+       -- already (by the other connection, since this began).
+       and s.sub_last_tick <= i_after_tick;
+    if not found then
+        return null;
+    end if;
+    execute 'declare ' || pg_catalog.quote_ident(i_cursor_name) || ' no scroll cursor for '
+         || pgq._event_sql(b.sub_id, b.prev_snap, b.cur_snap, b.tables, b.xip);
+    return b.tick_id;
+end;
+-- SECURITY INVOKER like get_batch_cursor: the caller reads the event tables itself.
+$$ language plpgsql set search_path = pg_catalog, pg_temp;
+
 -- Put one event of a batch into the consumer's retry queue, to come back to this consumer
 -- only, at i_retry_time, with ev_retry counting the attempt. Returns 1, or 0 when the
 -- event is already queued for retry.
