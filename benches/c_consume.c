@@ -41,7 +41,8 @@ int main(int argc, char **argv) {
 
     double t0 = now_secs();
     pgq_client_options *opts = pgq_client_options_new();
-    pgq_client_options_set_pool_size(opts, 1, NULL);
+    /* Two: the next batch is read ahead on the second while one is handled. */
+    pgq_client_options_set_pool_size(opts, 2, NULL);
     if (pgq_client_connect(dsn, strlen(dsn), opts, &client, &err) != PGQ_STATUS_OK)
         return fail("connect", err);
     if (pgq_consumer_new(client, queue, strlen(queue), name, strlen(name), &consumer, &err) !=
@@ -51,12 +52,10 @@ int main(int argc, char **argv) {
         return fail("fetch size", err);
 
     uint64_t events = 0, batches = 0, sink = 0;
-    for (;;) {
-        pgq_batch *batch = NULL;
-        if (pgq_consumer_next_batch(consumer, 0, &batch, &err) != PGQ_STATUS_OK)
-            return fail("next batch", err);
-        if (!batch)
-            break;
+    pgq_batch *batch = NULL;
+    if (pgq_consumer_next_batch(consumer, 0, &batch, &err) != PGQ_STATUS_OK)
+        return fail("next batch", err);
+    while (batch) {
         const pgq_event *ev = NULL;
         for (;;) {
             if (pgq_batch_next_event(batch, &ev, &err) != PGQ_STATUS_OK)
@@ -70,8 +69,11 @@ int main(int argc, char **argv) {
                     pgq_event_extra2(ev).len + pgq_event_extra3(ev).len + pgq_event_extra4(ev).len;
             events++;
         }
-        if (pgq_batch_finish(batch, &err) != PGQ_STATUS_OK)
+        /* Finishes and frees this batch, and takes the next one (NULL: none yet). */
+        pgq_batch *next = NULL;
+        if (pgq_batch_finish_next(batch, consumer, &next, &err) != PGQ_STATUS_OK)
             return fail("finish", err);
+        batch = next;
         batches++;
     }
     double secs = now_secs() - t0;

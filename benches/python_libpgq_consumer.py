@@ -26,13 +26,15 @@ def main():
     dsn, queue, consumer, fetch = sys.argv[1:5]
     events = batches = 0
     t0 = time.monotonic()
-    client = libpgq.Client(dsn, pool_size=1)
+    # Two connections: batches() reads the next batch ahead on the second.
+    client = libpgq.Client(dsn, pool_size=2)
     with client.consumer(queue, consumer, fetch_size=int(fetch)) as c:
+        # The body leaves each batch open: batches() finishes it and takes the next one in
+        # one call (which is what lets the next one be read ahead).
         for batch in c.batches(timeout=0):
-            with batch:
-                for ev in batch:
-                    ev.id, ev.type, ev.data  # noqa: B018 - touch the fields
-                    events += 1
+            for ev in batch:
+                ev.id, ev.type, ev.data  # noqa: B018 - touch the fields
+                events += 1
             batches += 1
         secs = time.monotonic() - t0
         ru = resource.getrusage(resource.RUSAGE_SELF)

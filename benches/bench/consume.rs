@@ -22,7 +22,7 @@ pub const BIG_QUEUE: &str = "bench_big";
 pub enum Kind {
     /// SkyTools' python3-pgq `pgq.Consumer` (pgq_lazy_fetch = 300, its default).
     Python,
-    /// libpgq's pull API, `Consumer::next_batch` + `Batch::events` with this fetch size.
+    /// libpgq's pull API, `Batch::events` + `Batch::finish_and_next` with this fetch size.
     Pull(usize),
     /// `pgq.get_batch_events(batch)` read in full into a Vec, from Rust.
     GetBatchEvents,
@@ -329,24 +329,28 @@ pub fn child(args: &[String]) -> Res<()> {
     let mut d = Drained::default();
     let backend_pid: i32;
     const WORKER_APP: &str = "pgq_bench_worker";
+    const PULL_APP: &str = "pgq_bench_pull";
     match kind.as_str() {
         "pull" => {
-            // Pool of one: the batches use the connection whose backend is measured.
-            let client = Client::builder(dsn).pool_size(1).build()?;
-            backend_pid = client
-                .get()?
-                .query_one("select pg_backend_pid()", &[])?
-                .get(0);
+            // The recommended loop: finish_and_next, so that each batch is read ahead while
+            // the one before is handled (on our schema, on a second pooled connection). The
+            // backends measured are the pool's, found by application name.
+            let mut config = postgres::Config::from_str(dsn)?;
+            config.application_name(PULL_APP);
+            let client = pgq::ClientBuilder::from_config(config)
+                .pool_size(2)
+                .build()?;
             let c = Consumer::new(&client, queue, consumer)?.fetch_size(fetch);
-            while let Some(batch) = c.next_batch()? {
+            let mut next = c.next_batch()?;
+            while let Some(batch) = next {
                 for ev in batch.events() {
                     std::hint::black_box(ev?);
                     d.events += 1;
                 }
-                batch.finish()?;
+                next = batch.finish_and_next(&c)?;
                 d.batches += 1;
             }
-            d.backend_cpu_secs = backend_cpu(backend_pid);
+            d.backend_cpu_secs = backend_cpu_of(dsn, PULL_APP)?;
         }
         "gbe" => {
             let mut conn = connect(dsn)?;
@@ -424,16 +428,7 @@ pub fn child(args: &[String]) -> Res<()> {
             let stats = worker.stats();
             d.events = seen.load(Ordering::Relaxed);
             d.batches = stats.batches;
-            let mut admin = connect(dsn)?;
-            let pids: Vec<i32> = admin
-                .query(
-                    "select pid from pg_stat_activity where application_name = $1",
-                    &[&WORKER_APP],
-                )?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
-            d.backend_cpu_secs = pids.into_iter().map(backend_cpu).sum();
+            d.backend_cpu_secs = backend_cpu_of(dsn, WORKER_APP)?;
             worker.stop();
             worker.join()?;
             d.cpu_secs = cpu_time().as_secs_f64();
@@ -479,6 +474,20 @@ fn decode(
 
 fn backend_cpu(pid: i32) -> f64 {
     proc_cpu_time(&format!("/proc/{pid}/stat")).as_secs_f64()
+}
+
+/// CPU seconds of the server backends whose sessions have this application name.
+fn backend_cpu_of(dsn: &str, app: &str) -> Res<f64> {
+    let mut admin = connect(dsn)?;
+    let pids: Vec<i32> = admin
+        .query(
+            "select pid from pg_stat_activity where application_name = $1",
+            &[&app],
+        )?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    Ok(pids.into_iter().map(backend_cpu).sum())
 }
 
 /// The consumers of the backlog benchmark: python3-pgq first, get_batch_events fourth (the

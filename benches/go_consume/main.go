@@ -45,7 +45,8 @@ func main() {
 		fail("fetch size", err)
 	}
 	start := time.Now()
-	client, err := pgq.Open(dsn, pgq.WithPoolSize(1))
+	// Two connections: the next batch is read ahead on the second while one is handled.
+	client, err := pgq.Open(dsn, pgq.WithPoolSize(2))
 	if err != nil {
 		fail("connect", err)
 	}
@@ -54,14 +55,11 @@ func main() {
 		fail("consumer", err)
 	}
 	var events, batches, sink int64
-	for {
-		b, err := co.NextBatch(0)
-		if err != nil {
-			fail("next batch", err)
-		}
-		if b == nil {
-			break
-		}
+	b, err := co.NextBatch(0)
+	if err != nil {
+		fail("next batch", err)
+	}
+	for b != nil {
 		for {
 			ev, err := b.Next()
 			if err != nil {
@@ -76,7 +74,7 @@ func main() {
 					strLen(ev.Extra3)+strLen(ev.Extra4))
 			events++
 		}
-		if err := b.Finish(); err != nil {
+		if b, err = b.FinishAndNext(co); err != nil {
 			fail("finish", err)
 		}
 		batches++
