@@ -858,7 +858,7 @@ pgq_status pgq_consumer_register(const struct pgq_consumer *consumer,
 pgq_status pgq_consumer_unregister(const struct pgq_consumer *consumer, struct pgq_error **err);
 
 // How many events `pgq_batch_next_event` fetches from the server per round trip (at least
-// 1; default 100). Applies to batches taken after the call.
+// 1; default 1000). Applies to batches taken after the call.
 pgq_status pgq_consumer_set_fetch_size(struct pgq_consumer *consumer,
                                        uint32_t n,
                                        struct pgq_error **err);
@@ -902,6 +902,17 @@ pgq_status pgq_consumer_next_batch(struct pgq_consumer *consumer,
                                    struct pgq_batch **out,
                                    struct pgq_error **err);
 
+// Whether to read ahead while the caller handles events (default true); it matters only for
+// batches bigger than one fetch. A thread of the batch's own then runs the next FETCH
+// while the caller handles the events before; and on libpgq's schema, for a batch taken
+// with `pgq_batch_finish_next`, the server also reads and sorts the next batch meanwhile,
+// on a spare pooled connection, which the next `pgq_batch_finish_next` takes over. False:
+// every FETCH runs when `pgq_batch_next_event` needs it, on the batch's connection only.
+// Applies to batches taken after the call.
+pgq_status pgq_consumer_set_read_ahead(struct pgq_consumer *consumer,
+                                       bool read_ahead,
+                                       struct pgq_error **err);
+
 // Poll-only mode for `pgq_consumer_next_batch`: never `LISTEN`, only poll (needed behind
 // PgBouncer in transaction pooling mode). Default false; always on for a client with
 // `pgq_client_options_set_transaction_pooling`.
@@ -917,6 +928,10 @@ pgq_status pgq_consumer_set_poll_interval_ms(struct pgq_consumer *consumer,
 
 // The batch id.
 int64_t pgq_batch_id(const struct pgq_batch *batch);
+
+// Whether the server read and sorted this batch while the batch before it was handled (see
+// `pgq_consumer_set_read_ahead`); false for NULL.
+bool pgq_batch_looked_ahead(const struct pgq_batch *batch);
 
 // The tick that ends the batch.
 int64_t pgq_batch_tick_id(const struct pgq_batch *batch);
@@ -1051,6 +1066,13 @@ pgq_status pgq_worker_options_set_poll_interval_ms(struct pgq_worker_options *op
 pgq_status pgq_worker_options_set_poll_only(struct pgq_worker_options *opts,
                                             bool poll_only,
                                             struct pgq_error **err);
+
+// Whether to read ahead while the handler works (default true): the next chunk of a batch
+// bigger than one fetch, and on libpgq's schema the next batch, on a spare pooled
+// connection (see `pgq_consumer_set_read_ahead`).
+pgq_status pgq_worker_options_set_read_ahead(struct pgq_worker_options *opts,
+                                             bool read_ahead,
+                                             struct pgq_error **err);
 
 // Cooperative mode: the worker consumes as subconsumer `sub` of its consumer (with
 // several threads: `sub-0`, `sub-1`, ...), sharing the consumer's batches with other

@@ -99,7 +99,7 @@ pub unsafe extern "C" fn pgq_consumer_unregister(
 }
 
 /// How many events `pgq_batch_next_event` fetches from the server per round trip (at least
-/// 1; default 100). Applies to batches taken after the call.
+/// 1; default 1000). Applies to batches taken after the call.
 #[no_mangle]
 pub unsafe extern "C" fn pgq_consumer_set_fetch_size(
     consumer: *mut pgq_consumer,
@@ -208,6 +208,26 @@ pub unsafe extern "C" fn pgq_consumer_next_batch(
             Box::into_raw(Box::new(pgq_batch::owned(b)))
         });
         out.write(handle);
+        Ok(())
+    })
+}
+
+/// Whether to read ahead while the caller handles events (default true); it matters only for
+/// batches bigger than one fetch. A thread of the batch's own then runs the next FETCH
+/// while the caller handles the events before; and on libpgq's schema, for a batch taken
+/// with `pgq_batch_finish_next`, the server also reads and sorts the next batch meanwhile,
+/// on a spare pooled connection, which the next `pgq_batch_finish_next` takes over. False:
+/// every FETCH runs when `pgq_batch_next_event` needs it, on the batch's connection only.
+/// Applies to batches taken after the call.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_consumer_set_read_ahead(
+    consumer: *mut pgq_consumer,
+    read_ahead: bool,
+    err: *mut *mut pgq_error,
+) -> pgq_status {
+    ffi_boundary!(err = err, {
+        let c = handle_mut("consumer", consumer)?;
+        c.consumer = c.consumer.clone().read_ahead(read_ahead);
         Ok(())
     })
 }
@@ -363,6 +383,15 @@ impl Drop for pgq_batch {
 pub unsafe extern "C" fn pgq_batch_id(batch: *const pgq_batch) -> i64 {
     ffi_boundary!(default = -1, {
         batch.as_ref().map_or(-1, |b| b.batch().id())
+    })
+}
+
+/// Whether the server read and sorted this batch while the batch before it was handled (see
+/// `pgq_consumer_set_read_ahead`); false for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn pgq_batch_looked_ahead(batch: *const pgq_batch) -> bool {
+    ffi_boundary!(default = false, {
+        batch.as_ref().is_some_and(|b| b.batch().looked_ahead())
     })
 }
 

@@ -50,6 +50,7 @@ pub struct pgq_worker_options {
     fetch_size: Option<u32>,
     poll_interval: Option<Duration>,
     poll_only: bool,
+    read_ahead: bool,
     subconsumer: Option<(String, Option<Duration>)>,
     stop_on_error: bool,
     retry_backoff: Option<(Duration, Duration)>,
@@ -147,6 +148,7 @@ pub extern "C" fn pgq_worker_options_new() -> *mut pgq_worker_options {
             fetch_size: None,
             poll_interval: None,
             poll_only: false,
+            read_ahead: true,
             subconsumer: None,
             stop_on_error: false,
             retry_backoff: None,
@@ -228,6 +230,21 @@ pub unsafe extern "C" fn pgq_worker_options_set_poll_only(
 ) -> pgq_status {
     ffi_boundary!(err = err, {
         handle_mut("opts", opts)?.poll_only = poll_only;
+        Ok(())
+    })
+}
+
+/// Whether to read ahead while the handler works (default true): the next chunk of a batch
+/// bigger than one fetch, and on libpgq's schema the next batch, on a spare pooled
+/// connection (see `pgq_consumer_set_read_ahead`).
+#[no_mangle]
+pub unsafe extern "C" fn pgq_worker_options_set_read_ahead(
+    opts: *mut pgq_worker_options,
+    read_ahead: bool,
+    err: *mut *mut pgq_error,
+) -> pgq_status {
+    ffi_boundary!(err = err, {
+        handle_mut("opts", opts)?.read_ahead = read_ahead;
         Ok(())
     })
 }
@@ -356,7 +373,7 @@ pub unsafe extern "C" fn pgq_worker_start(
             if let Some(d) = o.poll_interval {
                 builder = builder.poll_interval(d);
             }
-            builder = builder.poll_only(o.poll_only);
+            builder = builder.poll_only(o.poll_only).read_ahead(o.read_ahead);
             if let Some((sub, dead)) = &o.subconsumer {
                 builder = builder.subconsumer(sub, *dead);
             }

@@ -899,6 +899,8 @@ static pgq_worker_options *fast_options(void) {
     EXPECT(PGQ_STATUS_OK, pgq_worker_options_set_poll_interval_ms, o, 10);
     EXPECT(PGQ_STATUS_OK, pgq_worker_options_set_retry_backoff_ms, o, 1, 20);
     EXPECT(PGQ_STATUS_OK, pgq_worker_options_set_fetch_size, o, 3);
+    EXPECT(PGQ_STATUS_OK, pgq_worker_options_set_read_ahead, o, true);
+    EXPECT(PGQ_STATUS_NULL_POINTER, pgq_worker_options_set_read_ahead, NULL, false);
     return o;
 }
 
@@ -924,6 +926,10 @@ static void test_finish_next(void) {
     EXPECT(PGQ_STATUS_OK, pgq_consumer_new, CLIENT, S("fnq"), S("c"), &c);
     if (!c)
         return;
+    /* One event per fetch: the second batch (3 events) reads the third one ahead. */
+    EXPECT(PGQ_STATUS_OK, pgq_consumer_set_fetch_size, c, 1);
+    EXPECT(PGQ_STATUS_NULL_POINTER, pgq_consumer_set_read_ahead, NULL, true);
+    CHECK(!pgq_batch_looked_ahead(NULL));
     pgq_batch *b = NULL;
     EXPECT(PGQ_STATUS_OK, pgq_consumer_next_batch, c, 0, &b);
     CHECK(b != NULL);
@@ -945,6 +951,8 @@ static void test_finish_next(void) {
             events++;
         }
         batches++;
+        /* From the third batch on, each was read ahead by the one before. */
+        CHECK(pgq_batch_looked_ahead(b) == (batches >= 3));
         pgq_batch *next = (pgq_batch *)&next; /* must be overwritten */
         EXPECT(PGQ_STATUS_OK, pgq_batch_finish_next, b, c, &next);
         b = next;
