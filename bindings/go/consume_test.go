@@ -283,6 +283,65 @@ func TestFinishAndNext(t *testing.T) {
 	wantOnlyAgain(t, c, "after FinishAndNext with a closed consumer")
 }
 
+// TestReadAhead chains batches bigger than one fetch with FinishAndNext: from the third on,
+// each was read ahead while the one before was handled (libpgq's schema); WithReadAhead(false)
+// reads none ahead. Every event comes once, in order, either way.
+func TestReadAhead(t *testing.T) {
+	c, _ := openClient(t)
+	setupQueue(t, c, "q", "ahead")
+	if _, err := c.RegisterConsumer("q", "plain"); err != nil {
+		t.Fatal(err)
+	}
+	var want []string
+	for b := 0; b < 5; b++ {
+		var evs []pgq.NewEvent
+		for i := 0; i < 7; i++ {
+			d := fmt.Sprintf("%d-%d", b, i)
+			evs = append(evs, pgq.TextEvent("t", d))
+			want = append(want, d)
+		}
+		if err := c.SendMany("q", evs); err != nil {
+			t.Fatal(err)
+		}
+		tick(t, c, "q")
+	}
+	for _, on := range []bool{true, false} {
+		name := map[bool]string{true: "ahead", false: "plain"}[on]
+		co, err := c.NewConsumer("q", name, pgq.WithFetchSize(3), pgq.WithReadAhead(on))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var seen []string
+		var looked []bool
+		b, err := co.NextBatch(0)
+		for n := 0; b != nil && n < 10; n++ {
+			if err != nil {
+				t.Fatal(err)
+			}
+			looked = append(looked, b.LookedAhead())
+			evs, err := b.Events()
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, ev := range evs {
+				seen = append(seen, *ev.Data)
+			}
+			b, err = b.FinishAndNext(co)
+			if err != nil {
+				t.Fatalf("FinishAndNext: %v", err)
+			}
+		}
+		co.Close()
+		if strings.Join(seen, ",") != strings.Join(want, ",") {
+			t.Fatalf("%s: seen %v", name, seen)
+		}
+		wantLooked := fmt.Sprint([]bool{false, false, on, on, on})
+		if fmt.Sprint(looked) != wantLooked {
+			t.Fatalf("%s: read ahead per batch %v, want %v", name, looked, wantLooked)
+		}
+	}
+}
+
 func TestRetry(t *testing.T) {
 	c, _ := openClient(t)
 	setupQueue(t, c, "q", "c")

@@ -114,6 +114,7 @@ type consumerOptions struct {
 	sub          *string
 	deadInterval time.Duration
 	fetchSize    *uint32
+	readAhead    *bool
 	pollOnly     *bool
 	pollInterval *time.Duration
 }
@@ -127,6 +128,15 @@ func WithFetchSize(n int) ConsumerOption {
 		}
 		o.fetchSize = &v
 	}
+}
+
+// WithReadAhead sets whether to read ahead while the caller handles events (default true).
+// It matters only for batches bigger than one fetch: their next chunk is fetched while the
+// one before is handled, and on libpgq's schema, for a batch taken with Batch.FinishAndNext,
+// the server also reads and sorts the next batch meanwhile, on a spare pooled connection.
+// False: every fetch happens when Next needs it, on the batch's connection only.
+func WithReadAhead(on bool) ConsumerOption {
+	return func(o *consumerOptions) { o.readAhead = &on }
 }
 
 // WithConsumerPollOnly makes NextBatch only poll, without LISTENing for tick notifications
@@ -186,6 +196,11 @@ func (c *Client) NewConsumer(queue, name string, opts ...ConsumerOption) (*Consu
 		setters = append(setters, func(p *C.pgq_consumer, e **C.pgq_error) C.pgq_status {
 			s, sl := strArg(*o.sub)
 			return C.pgq_consumer_set_subconsumer(p, s, sl, ms, e)
+		})
+	}
+	if o.readAhead != nil {
+		setters = append(setters, func(p *C.pgq_consumer, e **C.pgq_error) C.pgq_status {
+			return C.pgq_consumer_set_read_ahead(p, C.bool(*o.readAhead), e)
 		})
 	}
 	if o.pollOnly != nil {
@@ -336,6 +351,7 @@ type Batch struct {
 	id       int64
 	tickID   int64
 	prevID   int64
+	looked   bool // read ahead by the batch before (pgq_batch_looked_ahead)
 	tickTime time.Time
 	queue    string
 	consumer string
@@ -365,6 +381,7 @@ func newBatch(ptr *C.pgq_batch, owned bool) *Batch {
 		id:     int64(C.pgq_batch_id(ptr)),
 		tickID: int64(C.pgq_batch_tick_id(ptr)),
 		prevID: int64(C.pgq_batch_prev_tick_id(ptr)),
+		looked: bool(C.pgq_batch_looked_ahead(ptr)),
 	}
 	b.tickTime = time.UnixMicro(int64(C.pgq_batch_tick_time_us(ptr)))
 	b.queue, _ = goStr(C.pgq_batch_queue(ptr))
@@ -378,6 +395,10 @@ func newBatch(ptr *C.pgq_batch, owned bool) *Batch {
 
 // ID returns the batch id.
 func (b *Batch) ID() int64 { return b.id }
+
+// LookedAhead reports whether the server read and sorted this batch while the batch before it
+// was handled (see WithReadAhead).
+func (b *Batch) LookedAhead() bool { return b.looked }
 
 // TickID returns the id of the tick that ends the batch.
 func (b *Batch) TickID() int64 { return b.tickID }

@@ -120,6 +120,17 @@ func WithWorkerPollInterval(d time.Duration) WorkerOption {
 	}
 }
 
+// WithWorkerReadAhead sets whether the worker reads ahead while the handler works (default
+// true): the next chunk of a batch bigger than one fetch, and on libpgq's schema the next
+// batch, on a spare pooled connection.
+func WithWorkerReadAhead(on bool) WorkerOption {
+	return func(wc *workerConfig) {
+		wc.set(func(o *C.pgq_worker_options, e **C.pgq_error) C.pgq_status {
+			return C.pgq_worker_options_set_read_ahead(o, C.bool(on), e)
+		})
+	}
+}
+
 // WithWorkerPollOnly makes the worker only poll, without a LISTEN connection (for PgBouncer in
 // transaction pooling mode; a client opened WithTransactionPooling always polls only).
 func WithWorkerPollOnly(pollOnly bool) WorkerOption {

@@ -376,3 +376,23 @@ def test_batches_loop_takes_ready_batches_with_the_finish(client: libpgq.Client,
             seen.extend(e.ev_data for e in batch)
         assert consumer.next_batch(timeout=0) is None
     assert seen == ["0", "1", "2", "3"]
+
+
+def test_batches_loop_reads_the_next_batch_ahead(client: libpgq.Client, queue: str) -> None:
+    # Batches bigger than one fetch, taken through batches(): from the third on, each was
+    # read ahead while the one before was handled (libpgq's schema); with read_ahead=False
+    # none is. Every event comes once, in order, either way.
+    for name in ("ahead", "plain"):
+        client.register_consumer(queue, name)
+    for b in range(5):
+        client.send_many(queue, [("t", f"{b}-{i}") for i in range(7)])
+        cut(client, queue)
+    want = [f"{b}-{i}" for b in range(5) for i in range(7)]
+    for name, on in (("ahead", True), ("plain", False)):
+        seen, looked = [], []
+        with client.consumer(queue, name, fetch_size=3, read_ahead=on) as consumer:
+            for batch in consumer.batches(timeout=0):
+                looked.append(batch.looked_ahead)
+                seen.extend(e.ev_data for e in batch)
+        assert seen == want
+        assert looked == ([False, False, True, True, True] if on else [False] * 5), name

@@ -357,16 +357,19 @@ class Client(Handle):
                  fetch_size: Optional[int] = None, poll_only: Optional[bool] = None,
                  poll_interval: Optional[Union[float, datetime.timedelta]] = None,
                  subconsumer: Optional[Text] = None,
-                 dead_interval: Optional[Union[float, datetime.timedelta]] = None
-                 ) -> Consumer:
+                 dead_interval: Optional[Union[float, datetime.timedelta]] = None,
+                 read_ahead: Optional[bool] = None) -> Consumer:
         """A pull :class:`Consumer` (``register=True`` registers it on the queue first).
 
         ``fetch_size``: events read per round trip; ``poll_only``: never LISTEN for the
         ticker's wake-ups (e.g. behind PgBouncer); ``poll_interval``: seconds between polls
         while waiting; ``subconsumer`` (and ``dead_interval``): a cooperative consumer, see
-        :class:`Consumer`."""
+        :class:`Consumer`; ``read_ahead=False``: fetch only when events are needed, and never
+        read the next batch ahead on another pooled connection (default on: a batch bigger
+        than one fetch has its next chunk, and under :meth:`Consumer.batches` on libpgq's
+        schema the next batch, read while its events are handled)."""
         c = Consumer(self, queue, name, fetch_size, poll_only, poll_interval, subconsumer,
-                     dead_interval)
+                     dead_interval, read_ahead)
         if register:
             try:
                 c.register()

@@ -62,7 +62,8 @@ class Consumer(Handle):
                  fetch_size: Optional[int] = None, poll_only: Optional[bool] = None,
                  poll_interval: Optional[Union[float, datetime.timedelta]] = None,
                  subconsumer: Optional[Text] = None,
-                 dead_interval: Optional[Union[float, datetime.timedelta]] = None) -> None:
+                 dead_interval: Optional[Union[float, datetime.timedelta]] = None,
+                 read_ahead: Optional[bool] = None) -> None:
         lib = _ffi.lib()
         q = encode(queue, "queue")
         n = encode(name, "consumer name")
@@ -87,6 +88,10 @@ class Consumer(Handle):
             raise ValueError("dead_interval needs a subconsumer")
         if fetch_size is not None:
             self.set_fetch_size(fetch_size)
+        if read_ahead is not None:
+            err = c_void_p()
+            check(lib.require("pgq_consumer_set_read_ahead")(self._ptr(), bool(read_ahead),
+                                                              byref(err)), err)
         if poll_only is not None or poll_interval is not None:
             err = c_void_p()
             if poll_only is not None:
@@ -244,6 +249,15 @@ class Batch(Handle):
         prev = lib.pgq_batch_prev_tick_id(ptr)
         self.prev_tick_id: Optional[int] = None if prev < 0 else prev
         self._done = False
+
+    @property
+    def looked_ahead(self) -> bool:
+        """Whether the server read and sorted this batch while the batch before it was
+        handled (``read_ahead``, on by default; a batch :meth:`Consumer.batches` took after
+        a batch bigger than one fetch). False with a library that cannot do that."""
+        ptr = self._handle
+        fn = _ffi.lib().pgq_batch_looked_ahead
+        return bool(ptr is not None and fn is not None and fn(ptr))
 
     @property
     def is_stopping(self) -> bool:

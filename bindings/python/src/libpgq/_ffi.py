@@ -231,6 +231,9 @@ _PROTOTYPES: "dict[str, Tuple[Any, List[Any]]]" = {
     "pgq_batch_finish": (status, [_p, _err]),
     # optional: libpgq 0.1 builds before it lack it (then finish, then next_batch)
     "pgq_batch_finish_next": (status, [_p, _p, POINTER(_p), _err]),
+    # optional: libpgq 0.1 builds before reading ahead into the next batch lack these
+    "pgq_batch_looked_ahead": (c_bool, [_p]),
+    "pgq_consumer_set_read_ahead": (status, [_p, c_bool, _err]),
     "pgq_batch_free": (None, [_p]),
     "pgq_event_id": (c_int64, [_p]),
     "pgq_event_time_us": (c_int64, [_p]),
@@ -256,7 +259,7 @@ def _quick(name: str) -> bool:
                             "pgq_error_", "pgq_status_name")) or name in (
         "pgq_batch_id", "pgq_batch_tick_id", "pgq_batch_prev_tick_id", "pgq_batch_queue",
         "pgq_batch_consumer", "pgq_batch_subconsumer", "pgq_batch_tick_time_us",
-        "pgq_batch_is_stopping", "pgq_version",
+        "pgq_batch_is_stopping", "pgq_batch_looked_ahead", "pgq_version",
         "pgq_abi_version", "pgq_queue_list_len", "pgq_queue_list_at",
         "pgq_consumer_list_len", "pgq_consumer_list_at")
 

@@ -207,6 +207,8 @@ class Worker(Handle):
 
     Options: ``fetch_size`` (events read per round trip), ``poll_interval`` (seconds between
     polls when no wake-up came), ``poll_only`` (never LISTEN, e.g. behind PgBouncer),
+    ``read_ahead`` (default True: read the next chunk, and on libpgq's schema the next
+    batch, while the handler works; the latter on a spare pooled connection),
     ``subconsumer`` (cooperative mode: the worker consumes as that subconsumer of its
     consumer, sharing the batches with the other subconsumers) with ``workers`` threads
     (each its own subconsumer ``<sub>-0``, ``<sub>-1``, ...; more than one thread needs a
@@ -229,6 +231,7 @@ class Worker(Handle):
                  *, on_error: str = "stop", workers: Optional[int] = None,
                  fetch_size: Optional[int] = None, poll_interval: Optional[Seconds] = None,
                  poll_only: Optional[bool] = None,
+                 read_ahead: Optional[bool] = None,
                  retry_backoff: Optional[Tuple[Seconds, Seconds]] = None,
                  subconsumer: Optional[Text] = None,
                  dead_interval: Optional[Seconds] = None) -> None:
@@ -257,6 +260,8 @@ class Worker(Handle):
                               delay_ms(poll_interval, "poll_interval"))
                 if poll_only is not None:
                     self._opt(opts, "poll_only", [c_bool], bool(poll_only))
+                if read_ahead is not None:
+                    self._opt(opts, "read_ahead", [c_bool], bool(read_ahead))
                 if subconsumer is not None:
                     sub = encode(subconsumer, "subconsumer")
                     ms = (0 if dead_interval is None
