@@ -400,6 +400,10 @@ typedef struct pgq_worker_stats {
     int64_t last_batch_time_us;
     // Whether the tick listener is connected.
     bool listening;
+    // Batches the server had read and sorted while the batch before was handled (see
+    // `pgq_worker_options_set_read_ahead`). Added after the first release of this struct: a
+    // caller compiled with the struct without it gets the fields before it.
+    uint64_t looked_ahead;
 } pgq_worker_stats;
 
 // A snapshot of a ticker's counters, filled by `pgq_ticker_stats_get`. Set `struct_size` to
@@ -429,6 +433,10 @@ typedef struct pgq_ticker_stats {
     uint64_t reconnects;
     // When the last tick was created, microseconds since the Unix epoch; -1 if never.
     int64_t last_tick_us;
+    // Rounds that ran the full `pgq.ticker()` (not only the cheap checks). Added in
+    // libpgq 0.1 after the first release of this struct: a caller compiled with the
+    // struct without it gets the fields before it.
+    uint64_t full_rounds;
 } pgq_ticker_stats;
 
 // No records (as `max_level`: logging off).

@@ -194,6 +194,7 @@ type TickerStats struct {
 	Errors           uint64    // errors (each retried after a backoff)
 	Reconnects       uint64    // reconnections after errors
 	LastTick         time.Time // when the last tick was created; zero if never
+	FullRounds       uint64    // rounds that ran the full pgq.ticker(), not only the cheap checks
 }
 
 // Stats returns the ticker's counters.
@@ -222,6 +223,7 @@ func (t *Ticker) Stats() (TickerStats, error) {
 		TablesVacuumed:   uint64(cs.tables_vacuumed),
 		Errors:           uint64(cs.errors),
 		Reconnects:       uint64(cs.reconnects),
+		FullRounds:       uint64(cs.full_rounds),
 	}
 	if cs.last_tick_us >= 0 {
 		s.LastTick = time.UnixMicro(int64(cs.last_tick_us))

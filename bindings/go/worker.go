@@ -341,6 +341,7 @@ type WorkerStats struct {
 	Lag           time.Duration // lag of the last finished batch; negative before the first
 	LastBatch     time.Time     // when the last batch was finished; zero before the first
 	Listening     bool          // whether the tick listener is connected
+	LookedAhead   uint64        // batches read ahead while the one before was handled
 }
 
 // Stats returns the worker's counters.
@@ -371,6 +372,7 @@ func (w *Worker) Stats() (WorkerStats, error) {
 		EmptyPolls:    uint64(cs.empty_polls),
 		Lag:           msDuration(cs.lag_ms),
 		Listening:     bool(cs.listening),
+		LookedAhead:   uint64(cs.looked_ahead),
 	}
 	if cs.last_batch_time_us >= 0 {
 		s.LastBatch = time.UnixMicro(int64(cs.last_batch_time_us))

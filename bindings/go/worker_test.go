@@ -100,7 +100,8 @@ func TestWorkerAndTicker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.Batches == 0 || st.HandlerErrors != 0 || st.LastBatch.IsZero() || st.Threads < 1 {
+	if st.Batches == 0 || st.HandlerErrors != 0 || st.LastBatch.IsZero() || st.Threads < 1 ||
+		st.LookedAhead > st.Batches {
 		t.Fatalf("worker stats %+v", st)
 	}
 	mu.Lock()
@@ -118,7 +119,8 @@ func TestWorkerAndTicker(t *testing.T) {
 	}
 
 	ts, err := tk.Stats()
-	if err != nil || ts.Ticks == 0 || ts.Rounds == 0 || ts.LastTick.IsZero() || ts.Active != 1 {
+	if err != nil || ts.Ticks == 0 || ts.Rounds == 0 || ts.LastTick.IsZero() || ts.Active != 1 ||
+		ts.FullRounds == 0 || ts.FullRounds > ts.Rounds {
 		t.Fatalf("ticker stats %+v, %v", ts, err)
 	}
 

@@ -67,6 +67,10 @@ pub struct pgq_ticker_stats {
     pub reconnects: u64,
     /// When the last tick was created, microseconds since the Unix epoch; -1 if never.
     pub last_tick_us: i64,
+    /// Rounds that ran the full `pgq.ticker()` (not only the cheap checks). Added in
+    /// libpgq 0.1 after the first release of this struct: a caller compiled with the
+    /// struct without it gets the fields before it.
+    pub full_rounds: u64,
 }
 
 /// New ticker options with pgqd's defaults. NULL only if Rust panicked.
@@ -302,15 +306,16 @@ pub unsafe extern "C" fn pgq_ticker_stats_get(
         let t = handle("ticker", ticker)?;
         let out = out_arg("out", out)?;
         let size = (*out).struct_size as usize;
+        // The struct's first version ended before full_rounds.
         check_struct_size(
             "pgq_ticker_stats",
             size,
-            std::mem::size_of::<pgq_ticker_stats>(),
+            std::mem::offset_of!(pgq_ticker_stats, full_rounds),
         )?;
         let s: TickerStats = t.ticker.lock().stats();
         let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         let full = pgq_ticker_stats {
-            struct_size: std::mem::size_of::<pgq_ticker_stats>() as u32,
+            struct_size: size.min(std::mem::size_of::<pgq_ticker_stats>()) as u32,
             active: count(s.active),
             standby: count(s.standby),
             ticks: s.ticks,
@@ -322,6 +327,7 @@ pub unsafe extern "C" fn pgq_ticker_stats_get(
             errors: s.errors,
             reconnects: s.reconnects,
             last_tick_us: s.last_tick.map_or(-1, time_us),
+            full_rounds: s.full_rounds,
         };
         write_prefix(out, &full, size);
         Ok(())

@@ -102,6 +102,10 @@ pub struct pgq_worker_stats {
     pub last_batch_time_us: i64,
     /// Whether the tick listener is connected.
     pub listening: bool,
+    /// Batches the server had read and sorted while the batch before was handled (see
+    /// `pgq_worker_options_set_read_ahead`). Added after the first release of this struct: a
+    /// caller compiled with the struct without it gets the fields before it.
+    pub looked_ahead: u64,
 }
 
 struct HandlerCtx {
@@ -467,14 +471,15 @@ pub unsafe extern "C" fn pgq_worker_stats_get(
         let w = handle("worker", worker)?;
         let out = out_arg("out", out)?;
         let size = (*out).struct_size as usize;
+        // The struct's first version ended before looked_ahead.
         check_struct_size(
             "pgq_worker_stats",
             size,
-            std::mem::size_of::<pgq_worker_stats>(),
+            std::mem::offset_of!(pgq_worker_stats, looked_ahead),
         )?;
         let s: WorkerStats = w.worker.as_ref().map(Worker::stats).unwrap_or_default();
         let full = pgq_worker_stats {
-            struct_size: std::mem::size_of::<pgq_worker_stats>() as u32,
+            struct_size: size.min(std::mem::size_of::<pgq_worker_stats>()) as u32,
             threads: u32::try_from(s.threads).unwrap_or(u32::MAX),
             events: s.events,
             batches: s.batches,
@@ -488,6 +493,7 @@ pub unsafe extern "C" fn pgq_worker_stats_get(
             lag_ms: opt_ms(s.lag),
             last_batch_time_us: s.last_batch_time.map_or(-1, time_us),
             listening: s.listening,
+            looked_ahead: s.looked_ahead,
         };
         write_prefix(out, &full, size);
         Ok(())

@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 #include <time.h>
 
@@ -996,6 +997,20 @@ static void test_worker(void) {
     EXPECT(PGQ_STATUS_OUT_OF_RANGE, pgq_worker_stats_get, w, &s); /* struct_size unset */
     s.struct_size = sizeof s;
     EXPECT(PGQ_STATUS_OK, pgq_worker_stats_get, w, &s);
+    CHECK(s.struct_size == sizeof s);
+    CHECK(s.looked_ahead <= s.batches);
+    {
+        /* A caller compiled before looked_ahead existed gets the fields it knows. */
+        pgq_worker_stats old;
+        memset(&old, 0xAB, sizeof old);
+        old.struct_size = offsetof(pgq_worker_stats, looked_ahead);
+        EXPECT(PGQ_STATUS_OK, pgq_worker_stats_get, w, &old);
+        CHECK(old.struct_size == offsetof(pgq_worker_stats, looked_ahead));
+        CHECK(old.events >= 8);
+        CHECK(old.looked_ahead == 0xABABABABABABABABull);
+        old.struct_size = offsetof(pgq_worker_stats, looked_ahead) - 1;
+        EXPECT(PGQ_STATUS_OUT_OF_RANGE, pgq_worker_stats_get, w, &old);
+    }
     CHECK(s.events >= 8);
     CHECK(s.batches >= 2);
     CHECK(s.retries >= 1);
@@ -1213,8 +1228,18 @@ static void test_ticker(void) {
     EXPECT(PGQ_STATUS_OUT_OF_RANGE, pgq_ticker_stats_get, t, &s);
     s.struct_size = sizeof s;
     EXPECT(PGQ_STATUS_OK, pgq_ticker_stats_get, t, &s);
+    CHECK(s.struct_size == sizeof s);
     CHECK(s.ticks > 0);
     CHECK(s.last_tick_us > 0);
+    CHECK(s.full_rounds >= 1); /* the first round is a full one */
+    /* A caller compiled before full_rounds existed gets the fields it knows, and no more. */
+    pgq_ticker_stats old;
+    memset(&old, 0xAB, sizeof old);
+    old.struct_size = offsetof(pgq_ticker_stats, full_rounds);
+    EXPECT(PGQ_STATUS_OK, pgq_ticker_stats_get, t, &old);
+    CHECK(old.struct_size == offsetof(pgq_ticker_stats, full_rounds));
+    CHECK(old.ticks > 0);
+    CHECK(old.full_rounds == 0xABABABABABABABABull);
     EXPECT(PGQ_STATUS_OK, pgq_ticker_stop, t);
     EXPECT(PGQ_STATUS_OK, pgq_ticker_join, t);
     EXPECT(PGQ_STATUS_OK, pgq_ticker_join, t);

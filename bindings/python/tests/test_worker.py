@@ -42,7 +42,8 @@ def test_worker_runs_the_handler_on_its_threads(client: libpgq.Client,
                 lambda s: s if s.events >= 25 else None)(worker.stats()))
             assert stats.batches >= 1 and stats.handler_errors == 0
         assert worker.closed
-        assert ticker.stats().ticks >= 1
+        tstats = ticker.stats()
+        assert tstats.ticks >= 1 and 1 <= tstats.full_rounds <= tstats.rounds
     assert [d for _, d in got] == [str(i) for i in range(25)]
     assert threading.main_thread().ident not in threads
     # Everything was finished: nothing comes again.
@@ -298,3 +299,25 @@ def test_ticker_eager_and_by_the_queue_rules(client: libpgq.Client) -> None:
         with client.ticker(period=0.02, eager=False):
             client.send_many("q", [("t", "a"), ("t", "b"), ("t", "c")])
             assert [e.ev_data for e in drain(consumer, timeout=30)] == ["a", "b", "c"]
+
+
+def test_worker_reads_batches_ahead(client: libpgq.Client, queue: str) -> None:
+    # A backlog of batches bigger than one fetch: the worker reads the next batch ahead
+    # (libpgq's schema) and counts it; with read_ahead=False it does not. Every event once.
+    client.register_consumer(queue, "off")
+    for b in range(6):
+        client.send_many(queue, [("t", f"{b}-{i}") for i in range(7)])
+        cut(client, queue)
+    for name, on in (("c", True), ("off", False)):
+        got: List[Any] = []
+        lock = threading.Lock()
+
+        def handle(batch: libpgq.Batch) -> None:
+            with lock:
+                got.extend(ev.ev_data for ev in batch)
+
+        with client.worker(queue, name, handle, fetch_size=3, read_ahead=on) as worker:
+            stats = wait_until("the backlog", lambda: (
+                lambda s: s if s.events >= 42 else None)(worker.stats()))
+        assert sorted(got) == sorted(f"{b}-{i}" for b in range(6) for i in range(7))
+        assert (stats.looked_ahead >= 1) if on else (stats.looked_ahead == 0), (name, stats)

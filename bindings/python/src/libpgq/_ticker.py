@@ -46,6 +46,9 @@ class _CTickerStats(Structure):
         ("errors", c_uint64),
         ("reconnects", c_uint64),
         ("last_tick_us", c_int64),
+        # Later fields: a library older than them fills only what comes before; they then
+        # stay 0.
+        ("full_rounds", c_uint64),
     ]
 
 
@@ -65,6 +68,9 @@ class TickerStats:
     errors: int
     reconnects: int
     last_tick_time: Optional[datetime.datetime]
+    #: Rounds that ran the full ``pgq.ticker()`` (not only the cheap checks); 0 with a
+    #: library that does not count them.
+    full_rounds: int = 0
 
 
 _live: "weakref.WeakSet[Ticker]" = weakref.WeakSet()
@@ -165,6 +171,7 @@ class Ticker(Handle):
             maintenance_calls=s.maintenance_calls, tables_vacuumed=s.tables_vacuumed,
             errors=s.errors, reconnects=s.reconnects,
             last_tick_time=None if s.last_tick_us < 0 else from_us(s.last_tick_us),
+            full_rounds=s.full_rounds,
         )
 
     def close(self) -> None:

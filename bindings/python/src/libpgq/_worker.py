@@ -145,6 +145,9 @@ class _CWorkerStats(Structure):
         ("lag_ms", c_int64),
         ("last_batch_time_us", c_int64),
         ("listening", c_bool),
+        # Later fields: a library older than them fills only what comes before (and says
+        # so in struct_size); they then stay 0.
+        ("looked_ahead", c_uint64),
     ]
 
 
@@ -167,6 +170,9 @@ class WorkerStats:
     last_batch_time: Optional[datetime.datetime]
     #: Whether the worker is listening for the ticker's wake-ups (else it polls).
     listening: bool
+    #: Batches the server had read and sorted while the batch before was handled
+    #: (``read_ahead``); 0 with a library that cannot do that.
+    looked_ahead: int = 0
 
 
 # Workers still running at interpreter exit are stopped first: their threads must not call
@@ -403,6 +409,7 @@ class Worker(Handle):
             lag=None if s.lag_ms < 0 else datetime.timedelta(milliseconds=s.lag_ms),
             last_batch_time=None if s.last_batch_time_us < 0 else from_us(s.last_batch_time_us),
             listening=bool(s.listening),
+            looked_ahead=s.looked_ahead,
         )
 
     def close(self) -> None:
