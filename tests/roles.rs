@@ -134,5 +134,25 @@ both_backends! {
         drop(c);
         assert_eq!(datas(&common::consume_all(&admin.client, "a", "c")), ["by admin"]);
         admin.client.drop_queue("a", true).unwrap();
+
+        // reader: a loop of finish_and_next reads the next batch ahead (our schema) with the
+        // reader's rights alone
+        db.client.register_consumer("q", "ahead").unwrap();
+        for b in 0..3 {
+            let evs: Vec<_> = (0..5).map(|i| NewEvent::new("t", format!("{b}{i}"))).collect();
+            db.client.send_many("q", &evs).unwrap();
+            db.tick("q");
+        }
+        let consumer = Consumer::new(&reader.client, "q", "ahead").unwrap().fetch_size(2);
+        let (mut seen, mut looked) = (Vec::new(), Vec::new());
+        let mut next = consumer.next_batch().unwrap();
+        while let Some(batch) = next {
+            looked.push(batch.looked_ahead());
+            seen.extend(batch.events().map(|e| e.unwrap().data.unwrap()));
+            next = batch.finish_and_next(&consumer).unwrap();
+        }
+        assert_eq!(seen.len(), 15);
+        let ours = db.backend == common::Backend::Ours;
+        assert_eq!(looked, [false, false, ours], "read ahead per batch");
     }
 }
