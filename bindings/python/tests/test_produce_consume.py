@@ -396,3 +396,30 @@ def test_batches_loop_reads_the_next_batch_ahead(client: libpgq.Client, queue: s
                 seen.extend(e.ev_data for e in batch)
         assert seen == want
         assert looked == ([False, False, True, True, True] if on else [False] * 5), name
+
+
+def test_finish_and_next_by_hand(client: libpgq.Client, queue: str) -> None:
+    # The public finish_and_next: a manual loop sees every event once, in order; a batch
+    # that is already closed is refused without touching the consumer.
+    for i in range(3):
+        client.send(queue, "t", str(i))
+        cut(client, queue)
+    seen = []
+    with client.consumer(queue, "c") as consumer:
+        batch = consumer.next_batch(timeout=0)
+        while batch is not None:
+            seen.extend(e.ev_data for e in batch)
+            batch = consumer.finish_and_next(batch)
+        assert consumer.next_batch(timeout=0) is None
+        client.send(queue, "t", "late")
+        cut(client, queue)
+        late = consumer.next_batch(timeout=0)
+        assert late is not None
+        late.close()
+        with pytest.raises(libpgq.InvalidStateError):
+            consumer.finish_and_next(late)
+        again = consumer.next_batch(timeout=0)
+        assert again is not None and again.id == late.id
+        assert [e.ev_data for e in again] == ["late"]
+        again.finish()
+    assert seen == ["0", "1", "2"]

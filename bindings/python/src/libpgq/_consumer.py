@@ -191,13 +191,25 @@ class Consumer(Handle):
                 raise
             # An open batch is finished and the next one taken in one call when there is
             # one already; otherwise wait for it.
-            following = self._finish_and_next(batch) if not batch.closed else None
+            following = self.finish_and_next(batch) if not batch.closed else None
             batch = following if following is not None else self.next_batch(timeout)
 
-    def _finish_and_next(self, batch: "Batch") -> Optional["Batch"]:
-        """Finish ``batch`` and take the next batch in the same transaction (one round trip
-        and one commit fewer than finish, then next_batch); ``None`` when there is none yet.
-        ``batch`` is consumed, also when this raises."""
+    def finish_and_next(self, batch: "Batch") -> Optional["Batch"]:
+        """Finish ``batch`` (one of this consumer's) and take the next batch in the same
+        transaction: one round trip and one commit fewer than :meth:`Batch.finish` followed
+        by :meth:`next_batch`, and with ``read_ahead`` (the default) the next batch may
+        already have been read while ``batch`` was handled. Returns ``None`` when there is
+        no next batch yet (wait for it with :meth:`next_batch`). ``batch`` is consumed, also
+        when this raises (then nothing was committed and it comes again).
+
+        ::
+
+            batch = consumer.next_batch(timeout=None)
+            while batch is not None:
+                for ev in batch:
+                    handle(ev)
+                batch = consumer.finish_and_next(batch) or consumer.next_batch(timeout=None)
+        """
         lib = _ffi.lib()
         fn = lib.pgq_batch_finish_next
         if fn is None:  # an older library
