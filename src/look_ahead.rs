@@ -6,12 +6,13 @@
 //! after the current one is finished. A consumer that chains its batches
 //! ([`Batch::finish_and_next`](crate::consumer::Batch::finish_and_next), the worker) does
 //! not wait for that: once a batch turns out bigger than one fetch, a thread of its own
-//! takes a spare pooled connection (only an idle one: it never waits for the pool), opens a
-//! transaction and declares a cursor over the events the next batch will hold
-//! (`pgq.look_ahead_cursor`, libpgq's schema revision 7), reading its first rows. When
-//! `pgq.next_batch_custom` then returns exactly that batch (the same two ticks), the batch
-//! is read from that cursor and finished in that transaction; otherwise, or when anything
-//! failed, the look-ahead is rolled back and the batch opened as usual.
+//! takes a spare pooled connection (when one is idle or the pool may open another; it
+//! waits at most [`SPARE_WAIT`] for it), opens a transaction and declares a cursor over the
+//! events the next batch will hold (`pgq.look_ahead_cursor`, libpgq's schema revision 7),
+//! reading its first rows. When `pgq.next_batch_custom` then returns exactly that batch (the
+//! same two ticks), the batch is read from that cursor and finished in that transaction;
+//! otherwise, or when anything failed, the look-ahead is rolled back and the batch opened
+//! as usual. A look-ahead that nobody takes is waited for and rolled back.
 //!
 //! This changes no guarantee. A tick range's events are fixed once its end tick exists,
 //! and no rotation can remove them while the consumer has not passed them; the batch is
@@ -151,9 +152,27 @@ impl Drop for LookAhead {
 impl Ready {
     /// Rolls the look-ahead's transaction back; the connection returns to the pool.
     fn release(mut self) {
-        if let Err(e) = self.conn.batch_execute("rollback") {
-            log::debug!("rolling back a look-ahead failed: {e}");
-            mark_suspect(&mut self.conn);
+        roll_back(&mut self.conn);
+    }
+}
+
+/// Ends the look-ahead's transaction on `conn`, which then may go back to the pool (if that
+/// fails, the pool checks it before its next use).
+fn roll_back(conn: &mut PooledConnection) {
+    if let Err(e) = conn.batch_execute("rollback") {
+        log::debug!("rolling back a look-ahead failed: {e}");
+        mark_suspect(conn);
+    }
+}
+
+/// A connection that may be inside the look-ahead's transaction: rolled back when dropped
+/// (also when the thread unwinds), unless taken.
+struct InTransaction(Option<PooledConnection>);
+
+impl Drop for InTransaction {
+    fn drop(&mut self) {
+        if let Some(conn) = &mut self.0 {
+            roll_back(conn);
         }
     }
 }
@@ -165,20 +184,18 @@ fn run(mut conn: PooledConnection, sql: &str, quick: usize) -> Result<Option<Rea
     if !crate::direct::schema_revision(&mut conn)?.is_some_and(|r| r >= REVISION) {
         return Ok(None);
     }
-    match declare_and_read(&mut conn, sql, quick) {
-        Ok(Some((cur_tick_id, first))) => Ok(Some(Ready {
+    let mut open = InTransaction(Some(conn));
+    let Some(conn) = open.0.as_mut() else {
+        return Ok(None);
+    };
+    let read = declare_and_read(conn, sql, quick)?;
+    Ok(read.and_then(|(cur_tick_id, first)| {
+        open.0.take().map(|conn| Ready {
             conn,
             cur_tick_id,
             first: (first, quick),
-        })),
-        other => {
-            if let Err(e) = conn.batch_execute("rollback") {
-                log::debug!("rolling back a look-ahead failed: {e}");
-                mark_suspect(&mut conn);
-            }
-            other.map(|_| None)
-        }
-    }
+        })
+    }))
 }
 
 fn declare_and_read(
