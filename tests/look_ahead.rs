@@ -8,6 +8,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::cluster::Cluster;
 use common::{wait_until, Backend, TestDb};
 use pgq::{Consumer, Event, NewEvent, Worker};
 
@@ -371,4 +372,79 @@ fn worker_reads_batches_ahead() {
     wait_until("no transaction left open", WAIT, || {
         open_transactions(&db) == 0
     });
+}
+
+/// The server restarts while a batch is open and the next one has been read ahead: the
+/// finish fails, nothing is lost or skipped, and consuming goes on once the server is back
+/// (the open batch comes again).
+#[test]
+fn server_restart_with_a_look_ahead_pending() {
+    let cluster = Cluster::start("look-ahead-restart");
+    let (_, client) = cluster.database("app", Backend::Ours);
+    client.create_queue("q").unwrap();
+    client.register_consumer("q", "c").unwrap();
+    let mut want = Vec::new();
+    for b in 0..4 {
+        let evs: Vec<NewEvent> = (0..12)
+            .map(|i| NewEvent::new("t", format!("{b}-{i}")))
+            .collect();
+        want.extend(evs.iter().map(|e| e.data.clone().unwrap()));
+        client.send_many("q", &evs).unwrap();
+        let mut conn = client.get().unwrap();
+        pgq::ticker::force_tick(&mut *conn, "q").unwrap();
+        pgq::ticker::tick_queue(&mut *conn, "q").unwrap();
+    }
+    let in_transaction = || -> i64 {
+        cluster
+            .superuser("app")
+            .query_one(
+                "select count(*) from pg_stat_activity where datname = 'app' \
+                   and backend_type = 'client backend' and xact_start is not null \
+                   and pid <> pg_backend_pid()",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    };
+    let consumer = Consumer::new(&client, "q", "c").unwrap().fetch_size(5);
+    let mut seen: Vec<String> = Vec::new();
+    let read =
+        |b: &pgq::Batch| -> Vec<String> { b.events().map(|e| e.unwrap().data.unwrap()).collect() };
+    let first = consumer.next_batch().unwrap().unwrap();
+    seen.extend(read(&first));
+    let second = first.finish_and_next(&consumer).unwrap().unwrap();
+    let second_id = second.id();
+    let second_events = read(&second);
+    // The second batch's transaction and the third's look-ahead are both open.
+    wait_until("the look-ahead to be ready", WAIT, || in_transaction() == 2);
+    // The test cluster commits asynchronously: make what was committed durable before the
+    // immediate stop, so that the server comes back where the consumer left it.
+    cluster
+        .superuser("app")
+        .batch_execute("checkpoint")
+        .unwrap();
+    cluster.restart();
+    let e = second.finish_and_next(&consumer).unwrap_err();
+    assert_eq!(e.kind(), pgq::ErrorKind::ConnectionLost, "{e}");
+    // Back: the unfinished batch comes again (a few tries while the pool finds out that
+    // its connections broke), then the rest.
+    let mut next = None;
+    for _ in 0..10 {
+        match consumer.next_batch() {
+            Ok(b) => {
+                next = b;
+                break;
+            }
+            Err(e) => assert_eq!(e.kind(), pgq::ErrorKind::ConnectionLost, "{e}"),
+        }
+    }
+    let again = next.expect("the open batch again");
+    assert_eq!(again.id(), second_id);
+    let mut next = Some(again);
+    while let Some(batch) = next {
+        seen.extend(read(&batch));
+        next = batch.finish_and_next(&consumer).unwrap();
+    }
+    assert_eq!(seen, want, "every event once, in order, after the restart");
+    assert_eq!(second_events, want[12..24]);
 }
