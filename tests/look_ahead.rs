@@ -59,7 +59,9 @@ fn open_transactions(db: &TestDb) -> usize {
     in_transaction(db).len()
 }
 
-/// Reads a batch whole and checks it against `pgq.get_batch_events` on another connection.
+/// Reads a batch whole and checks it against `pgq.get_batch_events` on another connection;
+/// then reads it again from the start (a new cursor in the batch's transaction), which must
+/// give the same.
 fn read_and_check(conn: &mut postgres::Client, batch: &pgq::Batch) -> Vec<Event> {
     let got: Vec<Event> = batch.events().map(|e| e.unwrap()).collect();
     let want = pgq::consumer::get_batch_events(conn, batch.id()).unwrap();
@@ -70,6 +72,8 @@ fn read_and_check(conn: &mut postgres::Client, batch: &pgq::Batch) -> Vec<Event>
         batch.id(),
         batch.looked_ahead()
     );
+    let again: Vec<Event> = batch.events().map(|e| e.unwrap()).collect();
+    assert_eq!(again, want, "batch {} read again", batch.id());
     got
 }
 
