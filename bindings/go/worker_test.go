@@ -198,9 +198,11 @@ func TestWorkerHandlerPanicIsRecoveredAndRedelivered(t *testing.T) {
 	if w.Err() == nil {
 		t.Fatal("Worker.Err is nil after a panic")
 	}
+	// The first two calls had the same batch; later calls (the ticker's next, empty
+	// batches) may have come meanwhile.
 	mu.Lock()
-	if len(attempts) != 2 || attempts[0] != attempts[1] {
-		t.Fatalf("handler calls for batches %v: want the same batch twice", attempts)
+	if len(attempts) < 2 || attempts[0] != attempts[1] {
+		t.Fatalf("handler calls for batches %v: want the same batch twice first", attempts)
 	}
 	mu.Unlock()
 	st, err := w.Stats()
