@@ -31,8 +31,11 @@ use crate::event::{Event, EventColumns};
 /// The schema revision that has `pgq.look_ahead_cursor`.
 pub(crate) const REVISION: u32 = 7;
 
-/// How long a look-ahead waits for a pooled connection at most.
-const SPARE_WAIT: Duration = Duration::from_millis(250);
+/// How long a look-ahead waits for a pooled connection at most: enough to open one on a
+/// loaded server, short because the consumer may be waiting for the look-ahead (only when
+/// other threads drained the pool after the check for a spare connection, the wait is for
+/// one of theirs to come back).
+const SPARE_WAIT: Duration = Duration::from_secs(1);
 
 /// A running or finished look-ahead of the batch after tick `after_tick`.
 pub(crate) struct LookAhead {

@@ -39,6 +39,13 @@ fn fill(db: &TestDb, batch: usize, n: usize) {
     db.client.send_many("q", &evs).unwrap();
 }
 
+/// Opens `n` pooled connections at once and hands them back, so that a look-ahead finds a
+/// spare one idle instead of opening one (which a loaded machine may make slow).
+fn warm(client: &pgq::Client, n: usize) {
+    let held: Vec<_> = (0..n).map(|_| client.get().unwrap()).collect();
+    drop(held);
+}
+
 /// Client sessions of the test database that are inside a transaction (the one asking is
 /// not), described by their state and last statement.
 fn in_transaction(db: &TestDb) -> Vec<String> {
@@ -88,6 +95,7 @@ both_backends! {
             fill(db, b, 10 + 7 * b);
             db.tick("q");
         }
+        warm(&db.client, 3);
         let consumer = Consumer::new(&db.client, "q", "c").unwrap().fetch_size(4);
         let mut conn = db.conn();
         let mut seen = Vec::new();
@@ -150,6 +158,7 @@ fn look_ahead_not_taken_leaves_nothing_behind() {
         fill(&db, b, 12);
         db.tick("q");
     }
+    warm(&db.client, 3);
     let consumer = Consumer::new(&db.client, "q", "c").unwrap().fetch_size(5);
     let mut conn = db.conn();
     let first = consumer.next_batch().unwrap().unwrap();
@@ -410,6 +419,7 @@ fn server_restart_with_a_look_ahead_pending() {
             .unwrap()
             .get(0)
     };
+    warm(&client, 3);
     let consumer = Consumer::new(&client, "q", "c").unwrap().fetch_size(5);
     let mut seen: Vec<String> = Vec::new();
     let read =

@@ -143,6 +143,8 @@ both_backends! {
             db.client.send_many("q", &evs).unwrap();
             db.tick("q");
         }
+        // Spare connections in the reader's pool, idle (a look-ahead then opens none).
+        drop((0..2).map(|_| reader.client.get().unwrap()).collect::<Vec<_>>());
         let consumer = Consumer::new(&reader.client, "q", "ahead").unwrap().fetch_size(2);
         let (mut seen, mut looked) = (Vec::new(), Vec::new());
         let mut next = consumer.next_batch().unwrap();
