@@ -37,6 +37,10 @@
 //! - **Bounded memory.** Events are streamed from a cursor, [`fetch_size`](WorkerBuilder::fetch_size)
 //!   per round trip (the next chunk is read ahead while one is handled, so at most two
 //!   chunks are in memory); a backlog or one huge transaction never sits in memory at once.
+//! - **Reading ahead.** On libpgq's schema, while the handler works on a batch bigger than
+//!   one fetch, the server already reads and sorts the next batch on a spare pooled
+//!   connection, so a backlog drains without waiting for that at each batch
+//!   ([`read_ahead`](WorkerBuilder::read_ahead), [`WorkerStats::looked_ahead`]).
 //! - **Failures are not fatal.** A lost connection or a server restart is logged through
 //!   `log`, counted in [`WorkerStats`], and retried with capped exponential backoff and
 //!   jitter; the worker then resumes at its open batch, so nothing is lost or skipped. What a
