@@ -180,10 +180,7 @@ fn cache(conn: &mut PooledConnection) -> &mut DirectCache {
 /// not read it (revision 3 lets everyone read it; an older one is too old for what the
 /// callers ask anyway).
 pub(crate) fn schema_revision(conn: &mut PooledConnection) -> Result<Option<u32>> {
-    if let Some(rev) = PooledConnection::extensions(conn)
-        .get::<DirectCache>()
-        .and_then(|c| c.revision)
-    {
+    if let Some(rev) = known_schema_revision(conn) {
         return Ok(rev);
     }
     // Unnamed statements (query_typed): these run once per connection, and a transaction

@@ -301,16 +301,7 @@ fn drain_external(
             return Err(format!("{program} printed no report ({status})").into());
         }
     };
-    let mut admin = connect(dsn)?;
-    let pids: Vec<i32> = admin
-        .query(
-            "select pid from pg_stat_activity where application_name = $1",
-            &[&EXTERNAL_APP],
-        )?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    d.backend_cpu_secs = pids.into_iter().map(backend_cpu).sum();
+    d.backend_cpu_secs = backend_cpu_of(dsn, EXTERNAL_APP)?;
     drop(child.stdin.take());
     let status = child.wait()?;
     if !status.success() {

@@ -248,14 +248,17 @@ func wantOnlyAgain(t *testing.T, c *pgq.Client, when string) {
 	}
 }
 
-func TestFinishAndNext(t *testing.T) {
-	c, co := queueOf3(t, true)
-	var seen []string
-	b, err := co.NextBatch(time.Second)
+// chainBatches reads co's batches one after another with FinishAndNext (at most 10; the
+// first waits up to wait) and returns every event's data and, per batch, whether it was read
+// ahead.
+func chainBatches(t *testing.T, co *pgq.Consumer, wait time.Duration) (seen []string, looked []bool) {
+	t.Helper()
+	b, err := co.NextBatch(wait)
 	for n := 0; b != nil && n < 10; n++ {
 		if err != nil {
 			t.Fatal(err)
 		}
+		looked = append(looked, b.LookedAhead())
 		evs, err := b.Events()
 		if err != nil {
 			t.Fatal(err)
@@ -268,6 +271,15 @@ func TestFinishAndNext(t *testing.T) {
 			t.Fatalf("FinishAndNext: %v", err)
 		}
 	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seen, looked
+}
+
+func TestFinishAndNext(t *testing.T) {
+	c, co := queueOf3(t, true)
+	seen, _ := chainBatches(t, co, time.Second)
 	if strings.Join(seen, ",") != "0,1,2" {
 		t.Fatalf("seen %v", seen)
 	}
@@ -275,7 +287,7 @@ func TestFinishAndNext(t *testing.T) {
 		t.Fatalf("NextBatch after the last: %v %v", b, err)
 	}
 	// A closed consumer: the batch ends unfinished and comes again.
-	b = againBatch(t, c, co)
+	b := againBatch(t, c, co)
 	co.Close()
 	if _, err := b.FinishAndNext(co); err == nil {
 		t.Fatal("FinishAndNext with a closed consumer succeeded")
@@ -311,26 +323,7 @@ func TestReadAhead(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var seen []string
-		var looked []bool
-		b, err := co.NextBatch(0)
-		for n := 0; b != nil && n < 10; n++ {
-			if err != nil {
-				t.Fatal(err)
-			}
-			looked = append(looked, b.LookedAhead())
-			evs, err := b.Events()
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, ev := range evs {
-				seen = append(seen, *ev.Data)
-			}
-			b, err = b.FinishAndNext(co)
-			if err != nil {
-				t.Fatalf("FinishAndNext: %v", err)
-			}
-		}
+		seen, looked := chainBatches(t, co, 0)
 		co.Close()
 		if strings.Join(seen, ",") != strings.Join(want, ",") {
 			t.Fatalf("%s: seen %v", name, seen)
