@@ -321,6 +321,15 @@ fn look_ahead_cursor_sql() {
         call(&mut conn, "nobody", b.cur_tick_id, false),
         (None, None)
     );
+    // NULL arguments: nothing declared, no error.
+    let none: Option<i64> = conn
+        .query_one(
+            "select pgq.look_ahead_cursor('q', 'c', $1, null)",
+            &[&b.cur_tick_id],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(none, None);
     // Once the batch is finished (by another connection while a look-ahead starts), the
     // same; what it declared is the batch next_batch gives next.
     pgq::consumer::finish_batch(&mut conn, b.batch_id).unwrap();

@@ -329,8 +329,8 @@ $$ language plpgsql strict set search_path = pg_catalog, pg_temp;
 -- follows the consumer's open batch, before that one is finished: the events after tick
 -- i_after_tick (where the open batch ends) up to the next tick, which is the batch
 -- next_batch will then return. Returns that tick, or NULL (and declares nothing) when there
--- is none yet, the consumer is already past i_after_tick, or the transaction is not READ
--- COMMITTED.
+-- is none yet, the consumer is already past i_after_tick, the transaction is not READ
+-- COMMITTED, or an argument is NULL.
 --
 -- A client runs it on a second connection while it still handles the open batch, so that
 -- the server reads and sorts the next batch meanwhile; once next_batch returned the batch
@@ -377,8 +377,9 @@ begin
          || pgq._event_sql(b.sub_id, b.prev_snap, b.cur_snap, b.tables, b.xip);
     return b.tick_id;
 end;
--- SECURITY INVOKER like get_batch_cursor: the caller reads the event tables itself.
-$$ language plpgsql set search_path = pg_catalog, pg_temp;
+-- SECURITY INVOKER like get_batch_cursor: the caller reads the event tables itself. STRICT:
+-- a NULL argument declares nothing.
+$$ language plpgsql strict set search_path = pg_catalog, pg_temp;
 
 -- Put one event of a batch into the consumer's retry queue, to come back to this consumer
 -- only, at i_retry_time, with ev_retry counting the attempt. Returns 1, or 0 when the
