@@ -128,7 +128,7 @@ impl NewEvent {
             ("ev_extra4", &self.extra4),
         ];
         for (name, value) in fields {
-            crate::client::check_text(&format!("event field {name}"), value.as_deref())?;
+            crate::client::check_text(format_args!("event field {name}"), value.as_deref())?;
         }
         Ok(())
     }

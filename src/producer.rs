@@ -327,7 +327,7 @@ impl Client {
         // Validate before taking a connection: bad input costs no round trip.
         check_name("queue", queue)?;
         event.validate()?;
-        let mut conn = self.get()?;
+        let mut conn = self.get_sticky()?;
         // On our schema: one plain INSERT into the current table (see crate::direct).
         if let Some(id) = direct::attempt(&mut conn, queue, |c, t| direct::insert_one(c, t, event))
             .map_err(|e| e.context(format_args!("insert event into {queue:?}")))?
@@ -358,7 +358,7 @@ impl Client {
         if events.is_empty() {
             return Ok(0);
         }
-        let mut conn = self.get()?;
+        let mut conn = self.get_sticky()?;
         if let Some(n) = send_many_direct(&mut conn, queue, events)? {
             return Ok(n);
         }
@@ -372,10 +372,10 @@ impl Client {
                 pooled_query_opt(&mut conn, EVENT_TABLE_SQL, params)
             })?;
             let n = if unnamed_only(&conn) {
-                copy_events(&mut *conn, copy_sql(&table).as_str(), &now, queue, events)?
+                copy_events(&mut **conn, copy_sql(&table).as_str(), &now, queue, events)?
             } else {
                 let copy = cached_statement(&mut conn, &copy_sql(&table))?;
-                copy_events(&mut *conn, &copy, &now, queue, events)?
+                copy_events(&mut **conn, &copy, &now, queue, events)?
             };
             conn.batch_execute("commit")?;
             Ok(n)

@@ -444,3 +444,123 @@ both_backends! {
         assert_eq!(got[6000..], ["new1", "new2", "new3", "new4"]);
     }
 }
+
+/// Makes every event inserted into `queue`'s tables carry the inserting backend's pid in
+/// `ev_extra4` (a trigger on each event table).
+fn record_inserting_backend(db: &TestDb, queue: &str) {
+    let mut su = db.superuser();
+    let (pfx, ntables): (String, i32) = {
+        let r = su
+            .query_one(
+                "select queue_data_pfx, queue_ntables from pgq.queue where queue_name = $1",
+                &[&queue],
+            )
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    su.batch_execute(
+        "create or replace function public.record_backend() returns trigger \
+         language plpgsql as $$ begin \
+             new.ev_extra4 := pg_catalog.pg_backend_pid()::text; return new; end $$",
+    )
+    .unwrap();
+    for n in 0..ntables {
+        su.batch_execute(&format!(
+            "create trigger record_backend before insert on {pfx}_{n} \
+             for each row execute function public.record_backend()"
+        ))
+        .unwrap();
+    }
+}
+
+both_backends! {
+    /// Threads that share a client and send in turns each keep talking to one server
+    /// backend (the connection a thread used is kept for it between sends).
+    fn sending_threads_keep_their_connections(db: &TestDb) {
+        setup(db);
+        record_inserting_backend(db, "q");
+        const THREADS: usize = 4;
+        const WARM_UP: usize = 5;
+        const ROUNDS: usize = 60;
+        let client = db.new_client(THREADS as u32);
+        let barrier = std::sync::Barrier::new(THREADS);
+        std::thread::scope(|s| {
+            for t in 0..THREADS {
+                let (client, barrier) = (&client, &barrier);
+                s.spawn(move || {
+                    for r in 0..ROUNDS {
+                        barrier.wait();
+                        client
+                            .send("q", &NewEvent::new(format!("t{t}"), r.to_string()))
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        db.tick("q");
+        let events = db.consume_all("q", "c");
+        assert_eq!(events.len(), THREADS * ROUNDS);
+        for t in 0..THREADS {
+            let mut per_backend = std::collections::HashMap::<String, usize>::new();
+            for ev in &events {
+                let round: usize = ev.data.as_deref().unwrap().parse().unwrap();
+                if ev.ev_type.as_deref() == Some(format!("t{t}").as_str()) && round >= WARM_UP {
+                    *per_backend.entry(ev.extra4.clone().unwrap()).or_default() += 1;
+                }
+            }
+            let most = per_backend.values().copied().max().unwrap();
+            // All of them but for a stall of more than a second on a loaded machine.
+            assert!(
+                most * 10 >= (ROUNDS - WARM_UP) * 9,
+                "thread {t} sent through these backends: {per_backend:?}"
+            );
+        }
+    }
+
+    /// A connection kept for one thread is lent to another that needs one: with a pool of
+    /// one, another thread gets it at once (not after the kept time), and threads sending
+    /// at once through that one connection all get through.
+    fn a_kept_connection_goes_to_whoever_needs_it(db: &TestDb) {
+        setup(db);
+        let client = pgq::ClientBuilder::from_config(db.config.clone())
+            .pool_size(1)
+            .min_idle(0)
+            // Shorter than the time a connection is kept for its thread: a thread that had
+            // to wait for it would fail.
+            .connect_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap();
+        client.send("q", &NewEvent::new("t", "main")).unwrap();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut conn = client.get().unwrap();
+                conn.batch_execute("select 1").unwrap();
+            })
+            .join()
+            .unwrap();
+        });
+        client.send("q", &NewEvent::new("t", "main again")).unwrap();
+
+        let client = pgq::ClientBuilder::from_config(db.config.clone())
+            .pool_size(1)
+            .min_idle(0)
+            .build()
+            .unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let client = &client;
+                s.spawn(move || {
+                    for i in 0..50 {
+                        client.send("q", &NewEvent::new("t", format!("{t}.{i}"))).unwrap();
+                        if i % 10 == 0 {
+                            // A plain check-out in between.
+                            client.get().unwrap().batch_execute("select 1").unwrap();
+                        }
+                    }
+                });
+            }
+        });
+        db.tick("q");
+        assert_eq!(db.consume_all("q", "c").len(), 2 + 4 * 50);
+    }
+}
