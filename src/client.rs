@@ -169,12 +169,12 @@ impl Client {
                 None => Duration::ZERO,                // just opened
             };
             if idle < IDLE_PROBE_AFTER {
-                PooledConnection::extensions_mut(&mut conn).insert(LastUsed(Some(now)));
+                set_last_used(&mut conn, now);
                 return Ok(conn);
             }
             match conn.simple_query("") {
                 Ok(_) => {
-                    PooledConnection::extensions_mut(&mut conn).insert(LastUsed(Some(now)));
+                    set_last_used(&mut conn, now);
                     return Ok(conn);
                 }
                 Err(e) => {
@@ -572,6 +572,17 @@ impl Drop for Sticky<'_> {
 /// When a pooled connection was last checked out (kept in its r2d2 extensions); `None`:
 /// suspect, check it before the next use.
 struct LastUsed(Option<Instant>);
+
+/// Records that `conn` was checked out at `now` (in place: this runs on every check-out).
+fn set_last_used(conn: &mut PooledConnection, now: Instant) {
+    let exts = PooledConnection::extensions_mut(conn);
+    match exts.get_mut::<LastUsed>() {
+        Some(last) => last.0 = Some(now),
+        None => {
+            exts.insert(LastUsed(Some(now)));
+        }
+    }
+}
 
 /// Marks a pooled connection suspect after an error that may have left it out of step with
 /// the server: the next [`Client::get`] checks it with a round trip and discards it if that

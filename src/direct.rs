@@ -32,6 +32,7 @@
 //! the event table, use `pgq.insert_event` too, which applies those rules.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use postgres::types::{ToSql, Type};
@@ -97,17 +98,17 @@ struct DirectCache {
 }
 
 enum Entry {
-    Direct(Target),
+    Direct(Arc<Target>),
     Unfit(Instant),
 }
 
 /// The queue's direct target on `conn`, or `None` when `pgq.insert_event` must be used
 /// (another schema, an unknown queue — whose error insert_event reports —, an unfit queue).
-pub(crate) fn target(conn: &mut PooledConnection, queue: &str) -> Result<Option<Target>> {
+pub(crate) fn target(conn: &mut PooledConnection, queue: &str) -> Result<Option<Arc<Target>>> {
     let cached = PooledConnection::extensions(conn)
         .get::<DirectCache>()
         .and_then(|c| match c.queues.get(queue) {
-            Some(Entry::Direct(t)) => Some(Some(t.clone())),
+            Some(Entry::Direct(t)) => Some(Some(Arc::clone(t))),
             Some(Entry::Unfit(at)) if at.elapsed() < RECHECK_UNFIT => Some(None),
             _ => None,
         });
@@ -118,9 +119,9 @@ pub(crate) fn target(conn: &mut PooledConnection, queue: &str) -> Result<Option<
     if !schema_revision(conn)?.is_some_and(|rev| rev >= DIRECT_SINCE_REVISION) {
         return Ok(None);
     }
-    let found = lookup(conn, queue)?;
+    let found = lookup(conn, queue)?.map(Arc::new);
     let entry = match &found {
-        Some(t) => Entry::Direct(t.clone()),
+        Some(t) => Entry::Direct(Arc::clone(t)),
         None => Entry::Unfit(Instant::now()),
     };
     let c = cache(conn);
