@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use parking_lot::Mutex;
 use postgres::types::{ToSql, Type};
 use postgres::{NoTls, Row};
 use r2d2_postgres::PostgresConnectionManager;
+use scheduled_thread_pool::ScheduledThreadPool;
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -77,6 +78,8 @@ pub struct Client {
     /// Connections the hot paths handed back, kept a moment for the thread that used them
     /// (see [`Client::get_sticky`]).
     parked: Arc<Mutex<Parked>>,
+    /// The pool's timer threads (r2d2's), which also hand parked connections back.
+    timers: Arc<ScheduledThreadPool>,
 }
 
 impl fmt::Debug for Client {
@@ -448,7 +451,16 @@ impl ClientBuilder {
             }
         }
         let manager = PostgresConnectionManager::new(config.clone(), NoTls);
+        // r2d2's default timer threads, made here so that parked connections can be handed
+        // back on them too (see `Sticky`).
+        let timers = Arc::new(
+            ScheduledThreadPool::builder()
+                .num_threads(3)
+                .thread_name_pattern("r2d2-worker-{}")
+                .build(),
+        );
         let pool = r2d2::Pool::builder()
+            .thread_pool(Arc::clone(&timers))
             .max_size(self.pool_size)
             // `Client::get` probes only connections that sat idle; see there.
             .test_on_check_out(false)
@@ -478,6 +490,7 @@ impl ClientBuilder {
             config,
             transaction_pooling: self.transaction_pooling,
             parked: Arc::default(),
+            timers,
         })
     }
 }
@@ -500,6 +513,8 @@ struct Parked {
     conns: Vec<(ThreadId, Instant, PooledConnection)>,
     /// Threads waiting in r2d2 for a connection; while there are any, nothing is parked.
     waiters: usize,
+    /// A timer job that hands expired connections back to r2d2 is scheduled.
+    reaper_due: bool,
 }
 
 impl Parked {
@@ -567,10 +582,46 @@ impl Drop for Sticky<'_> {
             parked
                 .conns
                 .push((thread::current().id(), Instant::now(), conn));
+            if !parked.reaper_due {
+                parked.reaper_due = true;
+                schedule_reaper(&self.client.parked, &self.client.timers, PARK_FOR);
+            }
         } else {
             drop(parked);
             drop(conn);
         }
+    }
+}
+
+/// Hands the connections parked for longer than [`PARK_FOR`] back to r2d2 after `delay`,
+/// on the pool's timer threads, and again for the rest until none is left: a client that
+/// goes quiet then keeps none parked, and r2d2's idle handling applies to all of them. The
+/// job holds only weak references, so it keeps neither the client nor the threads alive.
+fn schedule_reaper(
+    parked: &Arc<Mutex<Parked>>,
+    timers: &Arc<ScheduledThreadPool>,
+    delay: Duration,
+) {
+    let (parked, weak_timers) = (Arc::downgrade(parked), Arc::downgrade(timers));
+    timers.execute_after(delay, move || reap(&parked, &weak_timers));
+}
+
+fn reap(parked: &Weak<Mutex<Parked>>, timers: &Weak<ScheduledThreadPool>) {
+    let Some(parked) = parked.upgrade() else {
+        return;
+    };
+    let mut guard = parked.lock();
+    let expired = guard.take_expired();
+    let next = guard
+        .conns
+        .first()
+        .map(|(_, at, _)| PARK_FOR.saturating_sub(at.elapsed()));
+    let timers = timers.upgrade();
+    guard.reaper_due = next.is_some() && timers.is_some();
+    drop(guard);
+    drop(expired);
+    if let (Some(delay), Some(timers)) = (next, timers) {
+        schedule_reaper(&parked, &timers, delay);
     }
 }
 

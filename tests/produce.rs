@@ -517,6 +517,32 @@ both_backends! {
         }
     }
 
+    /// Connections kept for their threads go back to the pool within about a second when
+    /// the client goes quiet, so r2d2's idle handling applies to them again.
+    fn kept_connections_go_back_to_the_pool(db: &TestDb) {
+        setup(db);
+        let client = db.new_client(4);
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let client = &client;
+                s.spawn(move || {
+                    for i in 0..20 {
+                        client.send("q", &NewEvent::new("t", format!("{t}.{i}"))).unwrap();
+                    }
+                });
+            }
+        });
+        common::wait_until(
+            "every connection idle in the pool",
+            Duration::from_secs(20),
+            || {
+                let state = client.pool().state();
+                state.idle_connections == state.connections
+            },
+        );
+        assert!(client.pool().state().connections >= 1);
+    }
+
     /// A connection kept for one thread is lent to another that needs one: with a pool of
     /// one, another thread gets it at once (not after the kept time), and threads sending
     /// at once through that one connection all get through.
