@@ -210,13 +210,6 @@ impl Client {
         let me = thread::current().id();
         {
             let mut parked = self.parked.lock();
-            if parked.has_expired() {
-                // Back to r2d2 (outside the lock: a broken one is closed on the way).
-                let expired = parked.take_expired();
-                drop(parked);
-                drop(expired);
-                parked = self.parked.lock();
-            }
             if let Some(conn) = parked.take(me) {
                 return Ok(conn);
             }
@@ -518,12 +511,6 @@ struct Parked {
 }
 
 impl Parked {
-    fn has_expired(&self) -> bool {
-        self.conns
-            .first()
-            .is_some_and(|(_, at, _)| at.elapsed() >= PARK_FOR)
-    }
-
     fn take_expired(&mut self) -> Vec<PooledConnection> {
         let n = self
             .conns

@@ -473,6 +473,16 @@ fn record_inserting_backend(db: &TestDb, queue: &str) {
     }
 }
 
+/// Runs `body(t)` on `n` threads at once, `t` = 0..n, and waits for all of them.
+fn in_threads(n: usize, body: impl Fn(usize) + Sync) {
+    std::thread::scope(|s| {
+        for t in 0..n {
+            let body = &body;
+            s.spawn(move || body(t));
+        }
+    });
+}
+
 both_backends! {
     /// Threads that share a client and send in turns each keep talking to one server
     /// backend (the connection a thread used is kept for it between sends).
@@ -484,17 +494,12 @@ both_backends! {
         const ROUNDS: usize = 60;
         let client = db.new_client(THREADS as u32);
         let barrier = std::sync::Barrier::new(THREADS);
-        std::thread::scope(|s| {
-            for t in 0..THREADS {
-                let (client, barrier) = (&client, &barrier);
-                s.spawn(move || {
-                    for r in 0..ROUNDS {
-                        barrier.wait();
-                        client
-                            .send("q", &NewEvent::new(format!("t{t}"), r.to_string()))
-                            .unwrap();
-                    }
-                });
+        in_threads(THREADS, |t| {
+            for r in 0..ROUNDS {
+                barrier.wait();
+                client
+                    .send("q", &NewEvent::new(format!("t{t}"), r.to_string()))
+                    .unwrap();
             }
         });
         db.tick("q");
@@ -522,14 +527,9 @@ both_backends! {
     fn kept_connections_go_back_to_the_pool(db: &TestDb) {
         setup(db);
         let client = db.new_client(4);
-        std::thread::scope(|s| {
-            for t in 0..4 {
-                let client = &client;
-                s.spawn(move || {
-                    for i in 0..20 {
-                        client.send("q", &NewEvent::new("t", format!("{t}.{i}"))).unwrap();
-                    }
-                });
+        in_threads(4, |t| {
+            for i in 0..20 {
+                client.send("q", &NewEvent::new("t", format!("{t}.{i}"))).unwrap();
             }
         });
         common::wait_until(
@@ -557,13 +557,9 @@ both_backends! {
             .build()
             .unwrap();
         client.send("q", &NewEvent::new("t", "main")).unwrap();
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                let mut conn = client.get().unwrap();
-                conn.batch_execute("select 1").unwrap();
-            })
-            .join()
-            .unwrap();
+        in_threads(1, |_| {
+            let mut conn = client.get().unwrap();
+            conn.batch_execute("select 1").unwrap();
         });
         client.send("q", &NewEvent::new("t", "main again")).unwrap();
 
@@ -572,18 +568,13 @@ both_backends! {
             .min_idle(0)
             .build()
             .unwrap();
-        std::thread::scope(|s| {
-            for t in 0..4 {
-                let client = &client;
-                s.spawn(move || {
-                    for i in 0..50 {
-                        client.send("q", &NewEvent::new("t", format!("{t}.{i}"))).unwrap();
-                        if i % 10 == 0 {
-                            // A plain check-out in between.
-                            client.get().unwrap().batch_execute("select 1").unwrap();
-                        }
-                    }
-                });
+        in_threads(4, |t| {
+            for i in 0..50 {
+                client.send("q", &NewEvent::new("t", format!("{t}.{i}"))).unwrap();
+                if i % 10 == 0 {
+                    // A plain check-out in between.
+                    client.get().unwrap().batch_execute("select 1").unwrap();
+                }
             }
         });
         db.tick("q");
