@@ -308,6 +308,27 @@ fn look_ahead_cursor_sql() {
         .get(0);
     let (first, first_rows) = call(&mut conn, "c", at, false);
     assert_eq!(first_rows.unwrap(), ["b0e0", "b0e1", "b0e2"]);
+    // The cursor has every column of the event tables, in their order, so the server sorts
+    // the rows as stored, without building new ones.
+    let stored: Vec<String> = conn
+        .query(
+            "select attname::text from pg_attribute \
+              where attrelid = 'pgq.event_template'::regclass and attnum > 0 \
+                and not attisdropped order by attnum",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(stored.len(), 11, "{stored:?}");
+    let mut tx = conn.transaction().unwrap();
+    tx.execute("select pgq.look_ahead_cursor('q', 'c', $1, 'la')", &[&at])
+        .unwrap();
+    let columns = tx.prepare("fetch all from la").unwrap();
+    let columns: Vec<&str> = columns.columns().iter().map(|c| c.name()).collect();
+    assert_eq!(columns, stored);
+    tx.rollback().unwrap();
     let b = pgq::consumer::next_batch(&mut conn, "q", "c")
         .unwrap()
         .unwrap();

@@ -330,7 +330,8 @@ $$ language plpgsql strict set search_path = pg_catalog, pg_temp;
 -- i_after_tick (where the open batch ends) up to the next tick, which is the batch
 -- next_batch will then return. Returns that tick, or NULL (and declares nothing) when there
 -- is none yet, the consumer is already past i_after_tick, the transaction is not READ
--- COMMITTED, or an argument is NULL.
+-- COMMITTED, or an argument is NULL. Since revision 8 the cursor has every column of the
+-- event table (ev_owner too, see _event_select), not only batch_event_sql's ten.
 --
 -- A client runs it on a second connection while it still handles the open batch, so that
 -- the server reads and sorts the next batch meanwhile; once next_batch returned the batch
@@ -373,8 +374,11 @@ begin
     if not found then
         return null;
     end if;
+    -- Every column of the event table, in table order (ev_owner too; see _event_select).
     execute 'declare ' || pg_catalog.quote_ident(i_cursor_name) || ' no scroll cursor for '
-         || pgq._event_sql(b.sub_id, b.prev_snap, b.cur_snap, b.tables, b.xip);
+         || pgq._event_select('ev_id, ev_time, ev_txid, ev_owner, ev_retry, ev_type, ev_data, '
+                              'ev_extra1, ev_extra2, ev_extra3, ev_extra4',
+                              b.sub_id, b.prev_snap, b.cur_snap, b.tables, b.xip);
     return b.tick_id;
 end;
 -- SECURITY INVOKER like get_batch_cursor: the caller reads the event tables itself. STRICT:

@@ -19,10 +19,10 @@ declare
         'get_batch_info', 'look_ahead_cursor', 'next_batch', 'next_batch_custom', 'next_batch_info',
         'register_consumer', 'register_consumer_at', 'unregister_consumer'];
     v_writer text[] := array['current_event_table', 'insert_event'];
-    -- (_batch_tables and _event_sql are pure functions that the SECURITY INVOKER batch
-    -- readers call.)
+    -- (_batch_tables, _event_select and _event_sql are pure functions that the SECURITY
+    -- INVOKER batch readers call.)
     v_public text[] := array['get_consumer_info', 'get_queue_info', 'quote_fqname',
-        'seq_getval', 'version', '_batch_tables', '_event_sql'];
+        'seq_getval', 'version', '_batch_tables', '_event_select', '_event_sql'];
 begin
     for f in
         select p.oid::regprocedure::text as sig, p.proname
