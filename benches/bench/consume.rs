@@ -592,32 +592,31 @@ pub fn backlog(report: &mut Report, s: &Settings, backends: &[(&str, &str)]) -> 
         let py = med[0].rate();
         let gbe = med[3].rate();
         let py_cpu = med[0].cpu_us_per_event();
-        let (ref_py, ref_gbe) = match reference {
-            Some(r) if r != bi => (best[r][0].rate(), best[r][3].rate()),
-            _ => (py, gbe),
-        };
-        let other_backend = reference.is_some_and(|r| r != bi);
+        // The reference's rates, when measured on another backend than this one.
+        let reference = reference
+            .filter(|&r| r != bi)
+            .map(|r| (best[r][0].rate(), best[r][3].rate()));
         for (ki, kind) in kinds.iter().enumerate() {
             let d = &med[ki];
-            let cmps = match kind {
-                Kind::Python => vec![],
-                Kind::Pull(_) | Kind::Worker if other_backend => vec![
+            let cmps = match (kind, reference) {
+                (Kind::Python, _) => vec![],
+                (Kind::Pull(_) | Kind::Worker, Some((ref_py, ref_gbe))) => vec![
                     Cmp::target(ref_py, "python3-pgq on the official ext", 5.0),
                     Cmp::target(ref_gbe, "the official ext's get_batch_events", 2.0),
                     Cmp::new(py, "python3-pgq on this schema"),
                     Cmp::new(gbe, "this schema's get_batch_events"),
                 ],
-                Kind::Pull(_) | Kind::Worker => vec![
+                (Kind::Pull(_) | Kind::Worker, _) => vec![
                     Cmp::target(py, "python3-pgq", 5.0),
                     Cmp::target(gbe, "get_batch_events", 2.0),
                 ],
-                Kind::GetBatchEvents => vec![Cmp::new(py, "python3-pgq")],
-                Kind::Stream => vec![
+                (Kind::GetBatchEvents, _) => vec![Cmp::new(py, "python3-pgq")],
+                (Kind::Stream, _) => vec![
                     Cmp::new(py, "python3-pgq"),
                     Cmp::new(gbe, "get_batch_events"),
                 ],
-                Kind::PyLibpgq(_) => vec![Cmp::new(py, "python3-pgq")],
-                Kind::Go(_) => {
+                (Kind::PyLibpgq(_), _) => vec![Cmp::new(py, "python3-pgq")],
+                (Kind::Go(_), _) => {
                     let rate_of = |want: Kind| {
                         kinds
                             .iter()
@@ -632,7 +631,7 @@ pub fn backlog(report: &mut Report, s: &Settings, backends: &[(&str, &str)]) -> 
                         Cmp::new(py, "python3-pgq"),
                     ]
                 }
-                Kind::C(n) => {
+                (Kind::C(n), _) => {
                     // The same pull consumer in Rust, same fetch size.
                     let rust = kinds
                         .iter()
