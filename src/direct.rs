@@ -5,8 +5,30 @@
 //! PL/pgSQL function can insert into a table whose name changes only through `EXECUTE`,
 //! which plans the INSERT again on every call: most of the cost of a one-event transaction.
 //! On a pooled connection the library can do better. It remembers, per connection and queue,
-//! the current table, and inserts into it with one plain statement whose own `WHERE` checks
-//! that the table is still the current one and that the queue takes plain inserts:
+//! the current table, and inserts into it with one plain statement whose own `WHERE` makes
+//! sure that the remembered table may still be written.
+//!
+//! From schema revision 9 that check reads no table. `pgq._direct_lease` returns the table
+//! together with a *lease*, a range of transaction ids, and the statement is
+//!
+//! ```sql
+//! insert into pgq.event_1_2 (ev_type, ev_data, ...) select $1, $2, ...
+//!  where txid_current() >= $7 and txid_current() < $8
+//! returning ev_id
+//! ```
+//!
+//! Whatever changes where or whether direct inserts may go (rotation step 1, a change of
+//! `queue_disable_insert` or `queue_per_tx_limit`) ends every lease before it commits: a
+//! trigger on `pgq.queue` assigns a lease's span of transaction ids right after the update,
+//! so every transaction that starts after the change has a txid past every older lease. The
+//! lookup reads the queue row `FOR SHARE` (and drops that lock at once), so it never grants a
+//! lease from a row whose change is still in progress. `src/schema/sql/30_produce.sql` gives
+//! the whole argument. A lease also runs out by itself after the span (1000 transaction ids
+//! of the whole server); the statement then inserts nothing and the library looks the queue
+//! up again, as after a rotation.
+//!
+//! Before revision 9 (and for [`Client::send_many`](crate::Client::send_many)'s chunks,
+//! whose cost is per statement, not per event) the check reads the queue row itself:
 //!
 //! ```sql
 //! insert into pgq.event_1_2 (ev_type, ev_data, ...) select $1, $2, ...
@@ -17,7 +39,8 @@
 //!
 //! The check is an uncorrelated sub-select, evaluated once before any row is inserted. When
 //! it fails (the tables rotated, the queue changed) nothing is inserted, the statement
-//! returns no row, and the library looks the queue up again and retries.
+//! returns no row, and the library looks the queue up again and retries. It costs a plain
+//! INSERT about 8% at four threads: it is one more relation to lock and read.
 //!
 //! Why this is safe under rotation: the check reads the queue row in the statement's
 //! snapshot, and the statement's txid is assigned only when it inserts, after that
@@ -25,8 +48,9 @@
 //! a rotation. Revision 3 of our schema makes `pgq.maint_rotate_tables_step2` wait until no
 //! session of the database holds a snapshot older than step 1 (see its comment), so such a
 //! writer's txid is always below the step-2 mark and readers still search the old table for
-//! it. The official extension does not wait there, so on it (and on revisions before 3) the
-//! library calls `pgq.insert_event` as before.
+//! it. (A leased insert's txid is below the first txid after step 1's burn, so below the
+//! mark too.) The official extension does not wait there, so on it (and on revisions before
+//! 3) the library calls `pgq.insert_event` as before.
 //!
 //! Queues with `queue_disable_insert` or `queue_per_tx_limit`, and roles without INSERT on
 //! the event table, use `pgq.insert_event` too, which applies those rules.
@@ -43,6 +67,8 @@ use crate::event::NewEvent;
 
 /// The first schema revision whose rotation step 2 waits for old snapshots.
 const DIRECT_SINCE_REVISION: u32 = 3;
+/// The first schema revision that grants leases (`pgq._direct_lease`).
+const LEASE_SINCE_REVISION: u32 = 9;
 
 /// How long a queue found unfit for the direct path (inserts disabled, a per-transaction
 /// limit, no INSERT privilege) keeps using `pgq.insert_event` before it is looked at again.
@@ -58,31 +84,51 @@ const CHUNK_BYTES: usize = 16 << 20;
 /// Where direct inserts for one queue go on one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Target {
-    /// `insert … select $1..$6 where <check> returning ev_id`.
+    /// One event: `insert … select $1..$6 where <check> returning ev_id`; with a lease,
+    /// the check is `txid_current()` within `$7..$8` (see [`Lease`]).
     one: String,
-    /// `insert … select from unnest($1..$6) where <check>`.
+    /// `insert … select from unnest($1..$6) where <check on pgq.queue>`.
     many: String,
+    /// The lease the single-event statement is checked against (schema revision 9 on).
+    lease: Option<Lease>,
+}
+
+/// A range of transaction ids in which the queue's remembered table may be written
+/// without reading `pgq.queue` again: `pgq._direct_lease` grants it, and any change of the
+/// queue's table or insert rules ends it at once (schema revision 9, `30_produce.sql`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Lease {
+    from: i64,
+    until: i64,
 }
 
 impl Target {
-    fn new(queue_id: i32, cur_table: i32, table: &str) -> Target {
+    fn new(queue_id: i32, cur_table: i32, table: &str, lease: Option<Lease>) -> Target {
         let columns = "(ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4)";
         let check = format!(
             "where exists (select 1 from pgq.queue q where q.queue_id = {queue_id} \
              and q.queue_cur_table = {cur_table} and not q.queue_disable_insert \
              and q.queue_per_tx_limit is null)"
         );
+        let one_check = match lease {
+            // Both bounds: a lease also never fits another cluster's ids by chance.
+            Some(_) => "where pg_catalog.txid_current() >= $7::int8 \
+                        and pg_catalog.txid_current() < $8::int8"
+                .to_string(),
+            None => check.clone(),
+        };
         Target {
             one: format!(
                 "insert into {table} {columns} \
                  select $1::text, $2::text, $3::text, $4::text, $5::text, $6::text \
-                 {check} returning ev_id"
+                 {one_check} returning ev_id"
             ),
             many: format!(
                 "insert into {table} {columns} \
                  select * from unnest($1::text[], $2::text[], $3::text[], $4::text[], \
                  $5::text[], $6::text[]) {check}"
             ),
+            lease,
         }
     }
 }
@@ -116,10 +162,10 @@ pub(crate) fn target(conn: &mut PooledConnection, queue: &str) -> Result<Option<
         return Ok(hit);
     }
     // (Cached per connection after the first look.)
-    if !schema_revision(conn)?.is_some_and(|rev| rev >= DIRECT_SINCE_REVISION) {
+    let Some(revision) = schema_revision(conn)?.filter(|rev| *rev >= DIRECT_SINCE_REVISION) else {
         return Ok(None);
-    }
-    let found = lookup(conn, queue)?.map(Arc::new);
+    };
+    let found = lookup(conn, queue, revision >= LEASE_SINCE_REVISION)?.map(Arc::new);
     let entry = match &found {
         Some(t) => Entry::Direct(Arc::clone(t)),
         None => Entry::Unfit(Instant::now()),
@@ -212,8 +258,24 @@ pub(crate) fn known_schema_revision(conn: &PooledConnection) -> Option<Option<u3
 }
 
 /// The queue's current table, if the queue exists, takes plain inserts and this role may
-/// insert into the table.
-fn lookup(conn: &mut PooledConnection, queue: &str) -> Result<Option<Target>> {
+/// insert into the table; with `leased`, together with a lease on it.
+fn lookup(conn: &mut PooledConnection, queue: &str, leased: bool) -> Result<Option<Target>> {
+    if leased {
+        let row = pooled_query_opt(
+            conn,
+            "select l.queue_id, l.cur_table, l.table_name, l.lease_from, l.lease_until \
+               from pgq._direct_lease($1) l \
+              where pg_catalog.has_table_privilege(l.table_name, 'INSERT')",
+            &[(&queue, Type::TEXT)],
+        )?;
+        return Ok(row.map(|r| {
+            let lease = Lease {
+                from: r.get(3),
+                until: r.get(4),
+            };
+            Target::new(r.get(0), r.get(1), r.get::<_, &str>(2), Some(lease))
+        }));
+    }
     let row = pooled_query_opt(
         conn,
         "select q.queue_id, q.queue_cur_table, q.queue_data_pfx || '_' || q.queue_cur_table \
@@ -224,7 +286,7 @@ fn lookup(conn: &mut PooledConnection, queue: &str) -> Result<Option<Target>> {
                     q.queue_data_pfx || '_' || q.queue_cur_table, 'INSERT')",
         &[(&queue, Type::TEXT)],
     )?;
-    Ok(row.map(|r| Target::new(r.get(0), r.get(1), r.get::<_, String>(2).as_str())))
+    Ok(row.map(|r| Target::new(r.get(0), r.get(1), r.get::<_, &str>(2), None)))
 }
 
 /// Whether an error of a direct statement means "use insert_event instead": the table is
@@ -233,24 +295,41 @@ fn fall_back_after(err: &Error) -> bool {
     matches!(err.sqlstate(), Some("42P01" | "42501"))
 }
 
-/// Inserts one event directly; `Ok(None)` when the check failed (nothing was inserted).
+/// Inserts one event directly; `Ok(None)` when the check failed (nothing was inserted: the
+/// lease ran out, or the tables rotated).
 pub(crate) fn insert_one(
     conn: &mut PooledConnection,
     target: &Target,
     ev: &NewEvent,
 ) -> Result<Option<i64>> {
-    let row = pooled_query_opt(
-        conn,
-        &target.one,
-        &[
-            (&ev.ev_type, Type::TEXT),
-            (&ev.data, Type::TEXT),
-            (&ev.extra1, Type::TEXT),
-            (&ev.extra2, Type::TEXT),
-            (&ev.extra3, Type::TEXT),
-            (&ev.extra4, Type::TEXT),
-        ],
-    )?;
+    let fields = [
+        (&ev.ev_type as &(dyn ToSql + Sync), Type::TEXT),
+        (&ev.data, Type::TEXT),
+        (&ev.extra1, Type::TEXT),
+        (&ev.extra2, Type::TEXT),
+        (&ev.extra3, Type::TEXT),
+        (&ev.extra4, Type::TEXT),
+    ];
+    let row = match &target.lease {
+        Some(lease) => {
+            let [a, b, c, d, e, f] = fields;
+            pooled_query_opt(
+                conn,
+                &target.one,
+                &[
+                    a,
+                    b,
+                    c,
+                    d,
+                    e,
+                    f,
+                    (&lease.from, Type::INT8),
+                    (&lease.until, Type::INT8),
+                ],
+            )?
+        }
+        None => pooled_query_opt(conn, &target.one, &fields)?,
+    };
     Ok(row.map(|r| r.get(0)))
 }
 
@@ -338,10 +417,23 @@ mod tests {
 
     #[test]
     fn target_statements_name_the_table_and_the_check() {
-        let t = Target::new(7, 2, "pgq.event_7_2");
+        let t = Target::new(7, 2, "pgq.event_7_2", None);
         assert!(t.one.starts_with("insert into pgq.event_7_2 "));
         assert!(t.one.contains("q.queue_id = 7 and q.queue_cur_table = 2"));
         assert!(t.one.ends_with("returning ev_id"));
         assert!(t.many.contains("unnest($1::text[]"));
+
+        let lease = Lease {
+            from: 10,
+            until: 1010,
+        };
+        let t = Target::new(7, 2, "pgq.event_7_2", Some(lease));
+        assert!(t.one.starts_with("insert into pgq.event_7_2 "));
+        assert!(t.one.contains("txid_current() >= $7::int8"));
+        assert!(
+            !t.one.contains("pgq.queue"),
+            "a leased insert reads no other table"
+        );
+        assert!(t.many.contains("q.queue_id = 7 and q.queue_cur_table = 2"));
     }
 }

@@ -421,6 +421,172 @@ fn step2_waits_for_snapshots_older_than_step1() {
     );
 }
 
+/// A lease from `pgq._direct_lease` (schema revision 9): `(table, from, until)`.
+fn lease(c: &mut impl postgres::GenericClient) -> Option<(String, i64, i64)> {
+    c.query_opt(
+        "select table_name, lease_from, lease_until from pgq._direct_lease('q')",
+        &[],
+    )
+    .unwrap()
+    .map(|r| (r.get(0), r.get(1), r.get(2)))
+}
+
+/// Inserts one event as `Client::send` does with a lease; whether it went in.
+fn leased_insert(
+    c: &mut postgres::Client,
+    (table, from, until): &(String, i64, i64),
+    data: &str,
+) -> bool {
+    c.query_opt(
+        format!(
+            "insert into {table} (ev_type, ev_data) select 't', $1::text \
+              where pg_catalog.txid_current() >= $2::int8 and pg_catalog.txid_current() < $3::int8 \
+             returning ev_id"
+        )
+        .as_str(),
+        &[&data, from, until],
+    )
+    .unwrap()
+    .is_some()
+}
+
+/// A direct producer's lease ends with the commit of anything that changes where or whether
+/// it may insert: a rotation (step 1), `queue_disable_insert` (also when a replaying session
+/// sets it), `queue_per_tx_limit`. Other settings leave it alone.
+#[test]
+fn leases_end_when_the_queue_changes() {
+    let db = TestDb::new(common::Backend::Ours);
+    setup(&db);
+    let mut c = db.conn();
+    let mut su = db.superuser();
+    let t0 = current_table(&db);
+
+    let l0 = lease(&mut c).expect("a lease");
+    assert_eq!(l0.0, t0);
+    assert!(l0.2 > l0.1, "{l0:?}");
+    assert!(leased_insert(&mut c, &l0, "a"));
+    db.client
+        .set_queue_config("q", pgq::admin::QueueParam::TickerMaxCount(7))
+        .unwrap();
+    assert!(
+        leased_insert(&mut c, &l0, "b"),
+        "other settings keep the lease"
+    );
+
+    rotate(&db);
+    assert!(
+        !leased_insert(&mut c, &l0, "lost"),
+        "a rotation ends the lease"
+    );
+    let l1 = lease(&mut c).expect("a new lease");
+    assert_eq!(l1.0, current_table(&db));
+    assert_ne!(l1.0, t0);
+    assert!(leased_insert(&mut c, &l1, "c"));
+
+    let mut tx = su.transaction().unwrap();
+    tx.batch_execute(
+        "set local session_replication_role = replica; \
+         update pgq.queue set queue_disable_insert = true where queue_name = 'q'",
+    )
+    .unwrap();
+    tx.commit().unwrap();
+    assert!(
+        !leased_insert(&mut c, &l1, "lost"),
+        "disabling inserts ends the lease"
+    );
+    assert_eq!(lease(&mut c), None, "no lease while inserts are disabled");
+    su.execute(
+        "update pgq.queue set queue_disable_insert = false where queue_name = 'q'",
+        &[],
+    )
+    .unwrap();
+
+    let l2 = lease(&mut c).expect("a lease again");
+    assert!(leased_insert(&mut c, &l2, "d"));
+    su.execute(
+        "update pgq.queue set queue_per_tx_limit = 5 where queue_name = 'q'",
+        &[],
+    )
+    .unwrap();
+    assert!(
+        !leased_insert(&mut c, &l2, "lost"),
+        "a per-transaction limit ends the lease"
+    );
+    assert_eq!(lease(&mut c), None);
+
+    db.tick("q");
+    assert_eq!(datas(&db.consume_all("q", "c")), ["c", "d"]);
+}
+
+/// A lease is never granted from a queue row whose change is still in progress: the lookup
+/// waits for it and answers from the committed row. A lookup holds no lock afterwards, even
+/// inside a transaction that stays open.
+#[test]
+fn lease_lookups_wait_for_changes_and_hold_nothing() {
+    let db = TestDb::new(common::Backend::Ours);
+    setup(&db);
+    let mut su = db.superuser();
+    let mut change = su.transaction().unwrap();
+    change
+        .execute(
+            "update pgq.queue set queue_disable_insert = true where queue_name = 'q'",
+            &[],
+        )
+        .unwrap();
+    let mut looker = db.conn();
+    let pid: i32 = looker
+        .query_one("select pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    std::thread::scope(|s| {
+        let lookup = s.spawn(move || lease(&mut looker));
+        let mut watch = db.conn();
+        let waiting = |watch: &mut postgres::Client| {
+            watch
+                .query_one(
+                    "select coalesce(bool_or(wait_event_type = 'Lock'), false) \
+                       from pg_stat_activity where pid = $1",
+                    &[&pid],
+                )
+                .unwrap()
+                .get::<_, bool>(0)
+        };
+        common::wait_until(
+            "the lookup to wait for the change (or to answer)",
+            Duration::from_secs(20),
+            || lookup.is_finished() || waiting(&mut watch),
+        );
+        assert!(
+            !lookup.is_finished(),
+            "the lookup answered without waiting for the change: {:?}",
+            lookup.join()
+        );
+        change.commit().unwrap();
+        assert_eq!(
+            lookup.join().unwrap(),
+            None,
+            "the lookup answered from the committed change"
+        );
+    });
+
+    su.execute(
+        "update pgq.queue set queue_disable_insert = false where queue_name = 'q'",
+        &[],
+    )
+    .unwrap();
+    let mut c = db.conn();
+    let mut open = c.transaction().unwrap();
+    assert!(lease(&mut open).is_some());
+    su.batch_execute(
+        "set lock_timeout = '5s'; \
+         update pgq.queue set queue_ticker_max_count = 9, queue_cur_table = queue_cur_table \
+          where queue_name = 'q'; \
+         update pgq.queue set queue_disable_insert = true where queue_name = 'q'",
+    )
+    .expect("the queue row is not locked by the lookup's open transaction");
+    open.commit().unwrap();
+}
+
 both_backends! {
     fn pooled_sends_survive_a_queue_dropped_and_made_again(db: &TestDb) {
         setup(db);

@@ -4,7 +4,7 @@ use std::io::Write;
 use std::str::FromStr;
 
 use pgq::{Client, NewEvent, Producer};
-use postgres::types::Type;
+use postgres::types::{ToSql, Type};
 
 use crate::report::{Cmp, Report};
 use crate::util::{best, connect, human_rate, run_timed, sample_event, Op, Res, Settings};
@@ -46,27 +46,49 @@ const INSERT_EVENT_UNNEST: &str = "select pgq.insert_event($1, t, d, e1, e2, e3,
 
 /// The statement `Client::send` runs on our schema (see `src/direct.rs`), for the queue's
 /// current table; `checked: false` leaves out the check that the table is still current.
-fn direct_insert_sql(conn: &mut postgres::Client, checked: bool) -> Res<String> {
+/// How a direct INSERT row of the benchmark checks that its table may still be written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// Producer::send's: a lease of transaction ids from `pgq._direct_lease`.
+    Lease,
+    /// Schema revisions 3–8 (and send_many's chunks): a sub-select on `pgq.queue`.
+    QueueRow,
+    /// None at all: unsafe under rotation, the floor.
+    Unchecked,
+}
+
+fn direct_insert_sql(conn: &mut postgres::Client, check: Check) -> Res<String> {
     let row = conn.query_one(
         "select queue_id, queue_cur_table, queue_data_pfx || '_' || queue_cur_table \
            from pgq.queue where queue_name = $1",
         &[&QUEUE],
     )?;
     let (id, cur, table): (i32, i32, String) = (row.get(0), row.get(1), row.get(2));
-    let check = if checked {
-        format!(
+    let check = match check {
+        Check::Lease => "where pg_catalog.txid_current() >= $7::int8 \
+                         and pg_catalog.txid_current() < $8::int8"
+            .to_string(),
+        Check::QueueRow => format!(
             "where exists (select 1 from pgq.queue q where q.queue_id = {id} \
              and q.queue_cur_table = {cur} and not q.queue_disable_insert \
              and q.queue_per_tx_limit is null)"
-        )
-    } else {
-        String::new()
+        ),
+        Check::Unchecked => String::new(),
     };
     Ok(format!(
         "insert into {table} (ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4) \
          select $1::text, $2::text, $3::text, $4::text, $5::text, $6::text {check} \
          returning ev_id"
     ))
+}
+
+/// A lease on the benchmark queue's current table: `(from, until)`.
+fn direct_lease(conn: &mut postgres::Client) -> Res<(i64, i64)> {
+    let row = conn.query_one(
+        "select lease_from, lease_until from pgq._direct_lease($1)",
+        &[&QUEUE],
+    )?;
+    Ok((row.get(0), row.get(1)))
 }
 
 pub fn prepare(dsn: &str, client: &Client) -> Res<()> {
@@ -263,15 +285,20 @@ pub fn single(report: &mut Report, s: &Settings, ours_dsn: &str, official_dsn: &
             },
         ));
         // Where Producer::send's time goes: its statement on connections held by the threads
-        // (no pool), with and without the check that keeps it out of a rotated table.
-        for (name, checked) in [
+        // (no pool), with its lease, with the check it had before schema revision 9, and
+        // with no check at all.
+        for (name, check) in [
             (
-                "direct INSERT as Producer::send's, held conn, our schema",
-                true,
+                "direct INSERT as Producer::send's (leased), held conn, our schema",
+                Check::Lease,
             ),
             (
-                "the same without its WHERE EXISTS check (unsafe), our schema",
-                false,
+                "the same checked against pgq.queue (revisions 3-8), our schema",
+                Check::QueueRow,
+            ),
+            (
+                "the same without any check (unsafe), our schema",
+                Check::Unchecked,
             ),
         ] {
             let dsn = ours_dsn.to_string();
@@ -279,12 +306,26 @@ pub fn single(report: &mut Report, s: &Settings, ours_dsn: &str, official_dsn: &
                 name,
                 Box::new(move || -> Res<Op> {
                     let mut conn = connect(&dsn)?;
-                    let sql = direct_insert_sql(&mut conn, checked)?;
+                    let sql = direct_insert_sql(&mut conn, check)?;
                     let stmt = conn.prepare(&sql)?;
+                    let mut lease = direct_lease(&mut conn)?;
                     let ev = sample_event(1);
                     Ok(Box::new(move || {
-                        conn.query_one(&stmt, &ev_params(&ev))?;
-                        Ok(1)
+                        if check != Check::Lease {
+                            conn.query_one(&stmt, &ev_params(&ev))?;
+                            return Ok(1);
+                        }
+                        loop {
+                            let (from, until) = lease;
+                            let [a, b, c, d, e, f] = ev_params(&ev);
+                            let params: [&(dyn ToSql + Sync); 8] =
+                                [a, b, c, d, e, f, &from, &until];
+                            if conn.query_opt(&stmt, &params)?.is_some() {
+                                return Ok(1);
+                            }
+                            // The lease ran out (it spans 1000 txids of the server).
+                            lease = direct_lease(&mut conn)?;
+                        }
                     }))
                 }),
             ));

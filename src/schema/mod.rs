@@ -19,7 +19,7 @@ use crate::{Error, ErrorKind, Result};
 
 /// Revision of the SQL in `src/schema/sql`. Bump it whenever that SQL changes, so that
 /// [`install`] upgrades databases that have an older revision.
-pub const SCHEMA_VERSION: &str = "8";
+pub const SCHEMA_VERSION: &str = "9";
 
 /// The SQL files, in install order.
 const PARTS: &[(&str, &str)] = &[

@@ -145,3 +145,123 @@ begin
     return q.queue_data_pfx || '_' || q.queue_cur_table::text;
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+
+-- Leases for libpgq's direct inserts (revision 9).
+--
+-- libpgq's Client::send inserts into a queue's current table with one plain statement (see
+-- src/direct.rs). It learns the table from pgq._direct_lease, which also grants a lease: a
+-- range of transaction ids [lease_from, lease_until) in which the producer may insert into
+-- that table without reading pgq.queue again. Its INSERT carries
+--     where txid_current() >= lease_from and txid_current() < lease_until
+-- which reads no table, so the statement costs what a plain INSERT costs.
+--
+-- Ending leases. Whatever changes where or whether direct inserts may go (a rotation's new
+-- queue_cur_table, queue_disable_insert, queue_per_tx_limit) updates the queue row, and the
+-- trigger below then assigns _direct_lease_span() transaction ids, in the same transaction,
+-- after that update. Every lease granted before the update ends at or below the first txid
+-- after the burn, so no transaction that starts after the change commits can use one: the
+-- change applies to direct producers from its commit, as it does to pgq.insert_event.
+-- (A lease granted with snapshot xmax X ends at X + span, and X is at most the next txid at
+-- the update's time; the burn moves the next txid at least span further.)
+--
+-- A lease cannot be granted from a queue row whose change is in progress: _direct_lease
+-- reads the row FOR SHARE, which waits for an uncommitted update and then reads the row
+-- as it committed, and an update waits for that read. It then rolls its lock back at once
+-- (a subtransaction), so even a lookup inside a long transaction holds nothing.
+--
+-- Rotation stays exact: a direct insert with a lease from before step 1 has a txid below
+-- the txid after step 1's burn, so below the step-2 mark recorded later, and readers still
+-- look in the old table for it (_batch_tables).
+--
+-- The span trades two costs: a producer looks its table up again once per span of the
+-- server's transaction ids (every 25 ms at 40,000 transactions a second), and each change
+-- to a queue's row burns a span of ids (1000 ids take about 8 ms; a rotation every two
+-- hours per queue).
+
+-- One row that the burn locks, each time in a subtransaction of its own, to be given a
+-- transaction id (a row lock needs one).
+create table if not exists pgq.direct_lease_burner (
+    singleton   boolean primary key default true check (singleton)
+);
+insert into pgq.direct_lease_burner (singleton) values (true) on conflict do nothing;
+
+create or replace function pgq._direct_lease_span()
+returns int8 as $$
+    select 1000::int8
+$$ language sql immutable;
+
+-- The queue's current table and a lease on it, or no row when the queue does not exist or
+-- takes no direct inserts (queue_disable_insert, queue_per_tx_limit), or when the row is
+-- being changed in a way this transaction may not wait for (repeatable read).
+create or replace function pgq._direct_lease(
+    i_queue_name text,
+    out queue_id int4, out cur_table int4, out table_name text,
+    out lease_from int8, out lease_until int8)
+returns setof record as $$
+declare
+    q       record;
+    v_found boolean;
+begin
+    begin
+        -- One statement, so that its snapshot (xmax) is the one the row was read in. After
+        -- waiting for a concurrent update, FOR SHARE returns the row as that update left
+        -- it; the xmax is then older than the row, which only shortens the lease.
+        select qq.queue_id, qq.queue_cur_table,
+               qq.queue_data_pfx || '_' || qq.queue_cur_table::text as tbl,
+               pg_catalog.txid_snapshot_xmax(pg_catalog.txid_current_snapshot()) as xmax
+          into q
+          from pgq.queue qq
+         where qq.queue_name = i_queue_name
+           and not qq.queue_disable_insert
+           and qq.queue_per_tx_limit is null
+           for share;
+        v_found := found;
+        -- Roll the subtransaction back: that releases the row lock (the values stay).
+        raise sqlstate 'PGQL0';
+    exception
+        when sqlstate 'PGQL0' then
+            null;
+        when serialization_failure then
+            return;
+    end;
+    if v_found then
+        queue_id := q.queue_id;
+        cur_table := q.queue_cur_table;
+        table_name := q.tbl;
+        lease_from := q.xmax;
+        lease_until := q.xmax + pgq._direct_lease_span();
+        return next;
+    end if;
+end;
+$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+
+-- Ends every lease granted so far (see above): assigns _direct_lease_span() transaction
+-- ids, each to a subtransaction that is rolled back (so the transaction's own list of
+-- subtransactions does not grow).
+create or replace function pgq._end_direct_leases()
+returns trigger as $$
+declare
+    i int8;
+begin
+    for i in 1 .. pgq._direct_lease_span() loop
+        begin
+            perform 1 from pgq.direct_lease_burner b for key share;
+            raise sqlstate 'PGQL0';
+        exception when sqlstate 'PGQL0' then
+            null;
+        end;
+    end loop;
+    return null;
+end;
+$$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
+
+drop trigger if exists queue_direct_leases on pgq.queue;
+create trigger queue_direct_leases
+    after update of queue_cur_table, queue_disable_insert, queue_per_tx_limit on pgq.queue
+    for each row
+    when (old.queue_cur_table is distinct from new.queue_cur_table
+          or old.queue_disable_insert is distinct from new.queue_disable_insert
+          or old.queue_per_tx_limit is distinct from new.queue_per_tx_limit)
+    execute function pgq._end_direct_leases();
+-- Also in sessions that replay changes (session_replication_role = replica).
+alter table pgq.queue enable always trigger queue_direct_leases;

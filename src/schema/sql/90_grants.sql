@@ -20,9 +20,11 @@ declare
         'register_consumer', 'register_consumer_at', 'unregister_consumer'];
     v_writer text[] := array['current_event_table', 'insert_event'];
     -- (_batch_tables, _event_select and _event_sql are pure functions that the SECURITY
-    -- INVOKER batch readers call.)
+    -- INVOKER batch readers call. _direct_lease reads what anyone may read in pgq.queue;
+    -- whether a producer may use its table is the table's INSERT privilege.)
     v_public text[] := array['get_consumer_info', 'get_queue_info', 'quote_fqname',
-        'seq_getval', 'version', '_batch_tables', '_event_select', '_event_sql'];
+        'seq_getval', 'version', '_batch_tables', '_event_select', '_event_sql',
+        '_direct_lease', '_direct_lease_span'];
 begin
     for f in
         select p.oid::regprocedure::text as sig, p.proname
