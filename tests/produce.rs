@@ -518,6 +518,44 @@ fn leases_end_when_the_queue_changes() {
     assert_eq!(datas(&db.consume_all("q", "c")), ["c", "d"]);
 }
 
+/// Ending leases costs transaction ids (a span of them, `pgq._direct_lease_span()`): only
+/// an UPDATE that changes a queue's table or insert rules pays it, once per statement however
+/// many queues it changes.
+#[test]
+fn leases_end_once_per_changing_statement() {
+    let db = TestDb::new(common::Backend::Ours);
+    setup(&db);
+    db.client.create_queue("q2").unwrap();
+    let mut su = db.superuser();
+    let span: i64 = su
+        .query_one("select pgq._direct_lease_span()", &[])
+        .unwrap()
+        .get(0);
+    let mut ids_used_by = |sql: &str| -> i64 {
+        let before: i64 = su.query_one("select txid_current()", &[]).unwrap().get(0);
+        su.batch_execute(sql).unwrap();
+        let after: i64 = su.query_one("select txid_current()", &[]).unwrap().get(0);
+        after - before
+    };
+    let other = ids_used_by(
+        "update pgq.queue set queue_ticker_max_count = 7, queue_disable_insert = false",
+    );
+    assert!(
+        other < span / 2,
+        "{other} ids for a change that ends no lease"
+    );
+    let both = ids_used_by("update pgq.queue set queue_disable_insert = true");
+    assert!(
+        (span..2 * span).contains(&both),
+        "{both} ids for one statement that changes two queues (span {span})"
+    );
+    let one = ids_used_by("select pgq.set_queue_config('q', 'ticker_max_count', '8')");
+    assert!(
+        one < span / 2,
+        "{one} ids for set_queue_config of another setting"
+    );
+}
+
 /// A lease is never granted from a queue row whose change is still in progress: the lookup
 /// waits for it and answers from the committed row. A lookup holds no lock afterwards, even
 /// inside a transaction that stays open.

@@ -158,7 +158,7 @@ $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 -- Ending leases. Whatever changes where or whether direct inserts may go (a rotation's new
 -- queue_cur_table, queue_disable_insert, queue_per_tx_limit) updates the queue row, and the
 -- trigger below then assigns _direct_lease_span() transaction ids, in the same transaction,
--- after that update. Every lease granted before the update ends at or below the first txid
+-- after that UPDATE statement. Every lease granted before the update ends at or below the first txid
 -- after the burn, so no transaction that starts after the change commits can use one: the
 -- change applies to direct producers from its commit, as it does to pgq.insert_event.
 -- (A lease granted with snapshot xmax X ends at X + span, and X is at most the next txid at
@@ -235,14 +235,26 @@ begin
 end;
 $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 
--- Ends every lease granted so far (see above): assigns _direct_lease_span() transaction
--- ids, each to a subtransaction that is rolled back (so the transaction's own list of
--- subtransactions does not grow).
+-- Ends every lease granted so far (see above) when an UPDATE of pgq.queue changed a
+-- queue's table or insert rules: assigns _direct_lease_span() transaction ids, each to a
+-- subtransaction that is rolled back (so the transaction's own list of subtransactions does
+-- not grow). Once per statement, after all its rows: an UPDATE of many queues burns one
+-- span, not one per queue.
 create or replace function pgq._end_direct_leases()
 returns trigger as $$
 declare
     i int8;
 begin
+    if not exists (select 1
+                     from new_rows n
+                     left join old_rows o on o.queue_id = n.queue_id
+                    where o.queue_id is null
+                       or o.queue_cur_table is distinct from n.queue_cur_table
+                       or o.queue_disable_insert is distinct from n.queue_disable_insert
+                       or o.queue_per_tx_limit is distinct from n.queue_per_tx_limit)
+    then
+        return null;
+    end if;
     for i in 1 .. pgq._direct_lease_span() loop
         begin
             perform 1 from pgq.direct_lease_burner b for key share;
@@ -257,11 +269,9 @@ $$ language plpgsql security definer set search_path = pg_catalog, pg_temp;
 
 drop trigger if exists queue_direct_leases on pgq.queue;
 create trigger queue_direct_leases
-    after update of queue_cur_table, queue_disable_insert, queue_per_tx_limit on pgq.queue
-    for each row
-    when (old.queue_cur_table is distinct from new.queue_cur_table
-          or old.queue_disable_insert is distinct from new.queue_disable_insert
-          or old.queue_per_tx_limit is distinct from new.queue_per_tx_limit)
+    after update on pgq.queue
+    referencing old table as old_rows new table as new_rows
+    for each statement
     execute function pgq._end_direct_leases();
 -- Also in sessions that replay changes (session_replication_role = replica).
 alter table pgq.queue enable always trigger queue_direct_leases;
