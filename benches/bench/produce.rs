@@ -7,7 +7,7 @@ use pgq::{Client, NewEvent, Producer};
 use postgres::types::{ToSql, Type};
 
 use crate::report::{Cmp, Report};
-use crate::util::{best, connect, human_rate, run_timed, sample_event, Op, Res, Settings};
+use crate::util::{best, connect, human_rate, median, run_timed, sample_event, Op, Res, Settings};
 
 pub const QUEUE: &str = "bench_produce";
 
@@ -366,8 +366,45 @@ pub fn single(report: &mut Report, s: &Settings, ours_dsn: &str, official_dsn: &
             }
             report.ratio_row(&group, &v.name, res, rate[i], &cmps);
         }
+        report.note(paired_ratios(
+            &group,
+            &variants,
+            &[
+                "libpgq Producer::send, our schema",
+                "direct INSERT as Producer::send's",
+                "the same without any check",
+            ],
+        ));
     }
     Ok(())
+}
+
+/// The median of the per-round ratios of the variants named `which` (by prefix) to variant 0
+/// (the baseline), each round's rate against the baseline's in the same round: a figure that
+/// one unusually fast or slow round of either side does not move, unlike the ratio of the
+/// best rounds.
+fn paired_ratios(group: &str, variants: &[Variant], which: &[&str]) -> String {
+    let base = &variants[0];
+    let parts: Vec<String> = which
+        .iter()
+        .filter_map(|prefix| variants.iter().find(|v| v.name.starts_with(prefix)))
+        .map(|v| {
+            let ratios: Vec<f64> = v
+                .rates
+                .iter()
+                .zip(&base.rates)
+                .filter(|(_, b)| **b > 0.0)
+                .map(|(r, b)| r / b)
+                .collect();
+            format!("{} {:.2}×", v.name, median(ratios))
+        })
+        .collect();
+    format!(
+        "{group}: median of the per-round ratios to \"{}\" ({} rounds): {}",
+        base.name,
+        base.rates.len(),
+        parts.join("; ")
+    )
 }
 
 /// 1000 events per transaction, one thread.
