@@ -117,6 +117,7 @@ impl Variant {
 
 /// Runs the variants interleaved (round 1 of each, round 2 of each, ...) so that a burst of
 /// load from elsewhere on the machine hits all of them alike; the best round is reported.
+/// Every round starts on emptied tables (`reset_tables`).
 fn measure(variants: &mut [Variant], threads: usize, s: &Settings, dsns: &[&str]) -> Res<()> {
     for round in 0..s.rounds {
         for v in variants.iter_mut() {
@@ -143,7 +144,10 @@ fn measure(variants: &mut [Variant], threads: usize, s: &Settings, dsns: &[&str]
 /// kept from earlier rounds, which gave every fresh-connection row an edge no long-running
 /// producer has.
 #[derive(Default)]
-struct Kept(std::sync::Arc<parking_lot::Mutex<Vec<postgres::Client>>>);
+struct Kept(IdleConns);
+
+/// A variant's connections between its rounds.
+type IdleConns = std::sync::Arc<parking_lot::Mutex<Vec<postgres::Client>>>;
 
 impl Kept {
     /// A kept connection, or a new one the first time; it comes back when the round ends.
@@ -156,10 +160,7 @@ impl Kept {
     }
 }
 
-struct KeptConn(
-    Option<postgres::Client>,
-    std::sync::Arc<parking_lot::Mutex<Vec<postgres::Client>>>,
-);
+struct KeptConn(Option<postgres::Client>, IdleConns);
 
 impl std::ops::Deref for KeptConn {
     type Target = postgres::Client;
