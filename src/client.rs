@@ -80,6 +80,8 @@ pub struct Client {
     parked: Arc<Mutex<Parked>>,
     /// The pool's timer threads (r2d2's), which also hand parked connections back.
     timers: Arc<ScheduledThreadPool>,
+    /// Insert leases shared by the pooled connections (see `crate::direct`).
+    leases: Arc<crate::direct::LeaseBook>,
 }
 
 impl fmt::Debug for Client {
@@ -171,13 +173,22 @@ impl Client {
                 PooledConnection::extensions_mut(&mut conn).insert(TransactionPooling);
             }
             let now = Instant::now();
-            let idle = match PooledConnection::extensions(&conn).get::<LastUsed>() {
-                Some(LastUsed(Some(t))) => now.saturating_duration_since(*t),
+            // One look-up reads and (for the common case, no probe) updates the stamp.
+            let idle = match PooledConnection::extensions_mut(&mut conn).get_mut::<LastUsed>() {
+                Some(LastUsed(Some(t))) => {
+                    let idle = now.saturating_duration_since(*t);
+                    if idle < IDLE_PROBE_AFTER {
+                        *t = now;
+                    }
+                    idle
+                }
                 Some(LastUsed(None)) => Duration::MAX, // marked suspect
                 None => Duration::ZERO,                // just opened
             };
             if idle < IDLE_PROBE_AFTER {
-                set_last_used(&mut conn, now);
+                if idle.is_zero() {
+                    set_last_used(&mut conn, now);
+                }
                 return Ok(conn);
             }
             match conn.simple_query("") {
@@ -207,7 +218,7 @@ impl Client {
         &self,
         wait: Option<Duration>,
     ) -> std::result::Result<PooledConnection, r2d2::Error> {
-        let me = thread::current().id();
+        let me = current_thread_id();
         {
             let mut parked = self.parked.lock();
             if let Some(conn) = parked.take(me) {
@@ -256,6 +267,11 @@ impl Client {
         }
         let state = self.pool.state();
         state.idle_connections > 0 || state.connections < self.pool.max_size()
+    }
+
+    /// The insert leases the pooled connections share.
+    pub(crate) fn leases(&self) -> &crate::direct::LeaseBook {
+        &self.leases
     }
 
     /// The underlying r2d2 pool.
@@ -483,6 +499,7 @@ impl ClientBuilder {
             config,
             transaction_pooling: self.transaction_pooling,
             parked: Arc::default(),
+            leases: Arc::default(),
             timers,
         })
     }
@@ -568,7 +585,7 @@ impl Drop for Sticky<'_> {
         if healthy && parked.waiters == 0 {
             parked
                 .conns
-                .push((thread::current().id(), Instant::now(), conn));
+                .push((current_thread_id(), Instant::now(), conn));
             if !parked.reaper_due {
                 parked.reaper_due = true;
                 schedule_reaper(&self.client.parked, &self.client.timers, PARK_FOR);
@@ -578,6 +595,13 @@ impl Drop for Sticky<'_> {
             drop(conn);
         }
     }
+}
+
+/// The calling thread's id, without the reference count traffic of `thread::current()`
+/// (this runs twice per event sent).
+fn current_thread_id() -> ThreadId {
+    thread_local!(static ID: ThreadId = thread::current().id());
+    ID.with(|id| *id)
 }
 
 /// Hands the connections parked for longer than [`PARK_FOR`] back to r2d2 after `delay`,
@@ -767,7 +791,7 @@ pub(crate) fn pooled_execute(
 }
 
 /// [`cached_statement`] prepared with the parameter types of `params`.
-fn typed_cached_statement(
+pub(crate) fn typed_cached_statement(
     conn: &mut PooledConnection,
     sql: &str,
     params: &[(&(dyn ToSql + Sync), Type)],

@@ -118,6 +118,18 @@ impl NewEvent {
     }
 
     /// Checks that no field contains a NUL byte (PostgreSQL text cannot store one).
+    /// The six text fields in column order: type, data, extra1..4.
+    pub(crate) fn fields(&self) -> [&Option<String>; 6] {
+        [
+            &self.ev_type,
+            &self.data,
+            &self.extra1,
+            &self.extra2,
+            &self.extra3,
+            &self.extra4,
+        ]
+    }
+
     pub(crate) fn validate(&self) -> Result<()> {
         let fields = [
             ("ev_type", &self.ev_type),

@@ -194,14 +194,7 @@ fn copy_events<T: ToStatement + ?Sized>(
     for ev in events {
         line.clear();
         line.extend_from_slice(now.as_bytes());
-        for field in [
-            &ev.ev_type,
-            &ev.data,
-            &ev.extra1,
-            &ev.extra2,
-            &ev.extra3,
-            &ev.extra4,
-        ] {
+        for field in ev.fields() {
             line.push(b'\t');
             escape_copy_text(&mut line, field.as_deref());
         }
@@ -329,7 +322,7 @@ impl Client {
         event.validate()?;
         let mut conn = self.get_sticky()?;
         // On our schema: one plain INSERT into the current table (see crate::direct).
-        if let Some(id) = direct::attempt(&mut conn, queue, |c, t| direct::insert_one(c, t, event))
+        if let Some(id) = direct::send_one(&mut conn, queue, event, self.leases())
             .map_err(|e| e.context(format_args!("insert event into {queue:?}")))?
         {
             return Ok(id);

@@ -785,3 +785,82 @@ both_backends! {
         assert_eq!(db.consume_all("q", "c").len(), 2 + 4 * 50);
     }
 }
+
+/// The pooled connections of one client share their insert lease and renew it shortly before
+/// it ends: with four threads sending, the server is asked for a lease about once per span of
+/// transaction ids, not once per span per connection. Counted with the server's function
+/// statistics against the transaction ids the server used meanwhile (other tests' included).
+#[test]
+fn pooled_connections_share_their_insert_lease() {
+    let db = TestDb::new(common::Backend::Ours);
+    setup(&db);
+    let mut su = db.superuser();
+    su.batch_execute(&format!(
+        "alter database \"{}\" set track_functions = 'pl'",
+        db.name
+    ))
+    .unwrap();
+    let span: i64 = su
+        .query_one("select pgq._direct_lease_span()", &[])
+        .unwrap()
+        .get(0);
+    let txid = |c: &mut postgres::Client| -> i64 {
+        c.query_one("select txid_current()", &[]).unwrap().get(0)
+    };
+    let (threads, per_thread) = (4, 3000);
+    let mut config = db.config.clone();
+    config.application_name("lease-sharing");
+    let client = pgq::ClientBuilder::from_config(config)
+        .pool_size(threads)
+        .min_idle(0)
+        .build()
+        .unwrap();
+    let before = txid(&mut su);
+    std::thread::scope(|s| {
+        for t in 0..threads {
+            let client = &client;
+            s.spawn(move || {
+                let p = pgq::Producer::new(client, "q").unwrap();
+                for i in 0..per_thread {
+                    p.send(&NewEvent::new("t", format!("{t}-{i}"))).unwrap();
+                }
+            });
+        }
+    });
+    let used = txid(&mut su) - before;
+    // The sessions report their statistics when they end.
+    drop(client);
+    let mut c = db.conn();
+    common::wait_until(
+        "the senders' sessions to end",
+        Duration::from_secs(20),
+        || {
+            c.query_one(
+                "select count(*) from pg_stat_activity where application_name = 'lease-sharing'",
+                &[],
+            )
+            .unwrap()
+            .get::<_, i64>(0)
+                == 0
+        },
+    );
+    c.batch_execute("select pg_stat_clear_snapshot()").unwrap();
+    let lookups: i64 = c
+        .query_one(
+            "select coalesce(sum(calls), 0)::int8 from pg_stat_user_functions \
+              where schemaname = 'pgq' and funcname = '_direct_lease'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let events = i64::from(threads) * per_thread;
+    assert!(used >= events, "{used} txids for {events} events");
+    // Each connection renewing its own lease would take about `threads` lookups per span.
+    let bound = i64::from(threads) + 2 * used / span;
+    assert!(
+        (1..=bound).contains(&lookups),
+        "{lookups} lease lookups for {used} txids (span {span}); at most {bound} expected"
+    );
+    db.tick("q");
+    assert_eq!(db.consume_all("q", "c").len() as i64, events);
+}
