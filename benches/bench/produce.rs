@@ -64,6 +64,12 @@ fn direct_insert_sql(conn: &mut postgres::Client, check: Check) -> Res<String> {
         &[&QUEUE],
     )?;
     let (id, cur, table): (i32, i32, String) = (row.get(0), row.get(1), row.get(2));
+    // Producer::send's leased statement also returns the row's txid (to renew ahead).
+    let txid = if check == Check::Lease {
+        ", ev_txid"
+    } else {
+        ""
+    };
     let check = match check {
         Check::Lease => "where pg_catalog.txid_current() >= $7::int8 \
                          and pg_catalog.txid_current() < $8::int8"
@@ -78,7 +84,7 @@ fn direct_insert_sql(conn: &mut postgres::Client, check: Check) -> Res<String> {
     Ok(format!(
         "insert into {table} (ev_type, ev_data, ev_extra1, ev_extra2, ev_extra3, ev_extra4) \
          select $1::text, $2::text, $3::text, $4::text, $5::text, $6::text {check} \
-         returning ev_id"
+         returning ev_id{txid}"
     ))
 }
 
