@@ -117,7 +117,6 @@ impl NewEvent {
         self
     }
 
-    /// Checks that no field contains a NUL byte (PostgreSQL text cannot store one).
     /// The six text fields in column order: type, data, extra1..4.
     pub(crate) fn fields(&self) -> [&Option<String>; 6] {
         [
@@ -130,6 +129,7 @@ impl NewEvent {
         ]
     }
 
+    /// Checks that no field contains a NUL byte (PostgreSQL text cannot store one).
     pub(crate) fn validate(&self) -> Result<()> {
         let fields = [
             ("ev_type", &self.ev_type),

@@ -12,6 +12,19 @@ fn setup(db: &TestDb) {
     db.client.register_consumer("q", "c").unwrap();
 }
 
+/// Calls of the function `pgq.<name>` counted in the server's statistics (with
+/// `track_functions = 'pl'`), read afresh.
+fn pgq_function_calls(c: &mut postgres::Client, name: &str) -> i64 {
+    c.batch_execute("select pg_stat_clear_snapshot()").unwrap();
+    c.query_one(
+        "select coalesce(sum(calls), 0)::int8 from pg_stat_user_functions \
+          where schemaname = 'pgq' and funcname = $1",
+        &[&name],
+    )
+    .unwrap()
+    .get(0)
+}
+
 fn queue_event_count(db: &TestDb, queue: &str) -> i64 {
     let mut c = db.conn();
     let pfx: String = c
@@ -349,17 +362,7 @@ fn send_inserts_directly_on_our_schema() {
         .send("limited", &NewEvent::new("t", "via insert_event"))
         .unwrap();
     // The session's statistics reach the server when it goes idle (within about a second).
-    let calls = || -> i64 {
-        let mut c = db.conn();
-        c.batch_execute("select pg_stat_clear_snapshot()").unwrap();
-        c.query_one(
-            "select coalesce(sum(calls), 0)::int8 from pg_stat_user_functions \
-              where schemaname = 'pgq' and funcname = 'insert_event'",
-            &[],
-        )
-        .unwrap()
-        .get(0)
-    };
+    let calls = || pgq_function_calls(&mut db.conn(), "insert_event");
     common::wait_until(
         "insert_event's call to be counted",
         Duration::from_secs(20),
@@ -844,15 +847,7 @@ fn pooled_connections_share_their_insert_lease() {
                 == 0
         },
     );
-    c.batch_execute("select pg_stat_clear_snapshot()").unwrap();
-    let lookups: i64 = c
-        .query_one(
-            "select coalesce(sum(calls), 0)::int8 from pg_stat_user_functions \
-              where schemaname = 'pgq' and funcname = '_direct_lease'",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let lookups = pgq_function_calls(&mut c, "_direct_lease");
     let events = i64::from(threads) * per_thread;
     assert!(used >= events, "{used} txids for {events} events");
     // Each connection renewing its own lease would take about `threads` lookups per span.
