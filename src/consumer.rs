@@ -788,6 +788,9 @@ impl Batch {
         Events {
             batch: self,
             buf: VecDeque::new(),
+            rows: Vec::new(),
+            next_row: 0,
+            at: None,
             started: false,
             exhausted: false,
         }
@@ -1215,7 +1218,15 @@ impl Batch {
 /// batch and it will be delivered again), then ends.
 pub struct Events<'a> {
     batch: &'a Batch,
+    /// Events decoded already (those read with the batch), yielded first.
     buf: VecDeque<Event>,
+    /// The current chunk, decoded one row per [`next`](Iterator::next) from `next_row` on:
+    /// each event is built just before it is handed out, so a handler that drops each event
+    /// before taking the next reuses the same few allocations instead of a whole chunk's.
+    rows: Vec<Row>,
+    next_row: usize,
+    /// Where the event columns are in `rows`.
+    at: Option<EventColumns>,
     started: bool,
     exhausted: bool,
 }
@@ -1224,7 +1235,10 @@ impl fmt::Debug for Events<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Events")
             .field("batch_id", &self.batch.info.batch_id)
-            .field("buffered", &self.buf.len())
+            .field(
+                "buffered",
+                &(self.buf.len() + self.rows.len() - self.next_row),
+            )
             .field("exhausted", &self.exhausted)
             .finish()
     }
@@ -1277,6 +1291,9 @@ impl Events<'_> {
             batch.cursor_used.set(true);
             self.started = true;
         }
+        // The spent chunk is freed first: at most two chunks exist at once.
+        self.rows = Vec::new();
+        self.next_row = 0;
         // Unnamed statements (one round trip, nothing left prepared on the server). A chunk
         // is collected in one go: driving the connection once per row costs more.
         let rows = batch.next_chunk().map_err(read_err)?;
@@ -1289,13 +1306,18 @@ impl Events<'_> {
             batch.start_read_ahead();
         }
         if let Some(first) = rows.first() {
-            let at = EventColumns::find(first.columns())?;
-            self.buf.reserve(n);
-            for row in &rows {
-                self.buf.push_back(Event::from_row_at(row, &at)?);
-            }
+            self.at = Some(EventColumns::find(first.columns())?);
         }
+        self.rows = rows;
         Ok(())
+    }
+
+    /// Ends the iteration after an error.
+    fn fail(&mut self) {
+        self.exhausted = true;
+        self.buf.clear();
+        self.rows = Vec::new();
+        self.next_row = 0;
     }
 }
 
@@ -1303,14 +1325,26 @@ impl Iterator for Events<'_> {
     type Item = Result<Event>;
 
     fn next(&mut self) -> Option<Result<Event>> {
-        if self.buf.is_empty() && !self.exhausted {
+        loop {
+            if let Some(ev) = self.buf.pop_front() {
+                return Some(Ok(ev));
+            }
+            if let (Some(row), Some(at)) = (self.rows.get(self.next_row), &self.at) {
+                self.next_row += 1;
+                let res = Event::from_row_at(row, at);
+                if res.is_err() {
+                    self.fail();
+                }
+                return Some(res);
+            }
+            if self.exhausted {
+                return None;
+            }
             if let Err(e) = self.fetch() {
-                self.exhausted = true;
-                self.buf.clear();
+                self.fail();
                 return Some(Err(e));
             }
         }
-        self.buf.pop_front().map(Ok)
     }
 }
 

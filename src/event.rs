@@ -6,6 +6,7 @@
 
 use std::time::{Duration, SystemTime};
 
+use postgres::types::{FromSql, Type};
 use postgres::Row;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -290,19 +291,62 @@ impl Event {
             time: row.try_get(time).map_err(conv)?,
             txid: row.try_get(txid).map_err(conv)?,
             retry: row.try_get(retry).map_err(conv)?,
-            ev_type: row.try_get(ev_type).map_err(conv)?,
-            data: row.try_get(data).map_err(conv)?,
-            extra1: row.try_get(extra1).map_err(conv)?,
-            extra2: row.try_get(extra2).map_err(conv)?,
-            extra3: row.try_get(extra3).map_err(conv)?,
-            extra4: row.try_get(extra4).map_err(conv)?,
+            ev_type: text_at(row, ev_type).map_err(conv)?,
+            data: text_at(row, data).map_err(conv)?,
+            extra1: text_at(row, extra1).map_err(conv)?,
+            extra2: text_at(row, extra2).map_err(conv)?,
+            extra3: text_at(row, extra3).map_err(conv)?,
+            extra4: text_at(row, extra4).map_err(conv)?,
         })
     }
+}
+
+/// A text column read straight into a `String`. `String`'s own `FromSql` first asks the
+/// type's name (for the `ltree` extension types) and validates UTF-8 byte by byte; event
+/// columns are plain text, and their bytes are usually ASCII, which is checked a word at a
+/// time here. This is most of the cost of reading an event.
+struct Text(String);
+
+impl<'a> FromSql<'a> for Text {
+    fn from_sql(
+        _: &Type,
+        raw: &'a [u8],
+    ) -> std::result::Result<Text, Box<dyn std::error::Error + Sync + Send>> {
+        let s = if raw.is_ascii() {
+            // SAFETY: ASCII is valid UTF-8.
+            unsafe { std::str::from_utf8_unchecked(raw) }
+        } else {
+            std::str::from_utf8(raw)?
+        };
+        Ok(Text(s.to_owned()))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME)
+    }
+}
+
+/// Column `i` of `row` as text (`None` for NULL).
+fn text_at(row: &Row, i: usize) -> std::result::Result<Option<String>, postgres::Error> {
+    Ok(row.try_get::<_, Option<Text>>(i)?.map(|t| t.0))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_columns_are_checked_utf8() {
+        let read = |raw: &[u8]| Text::from_sql(&Type::TEXT, raw).map(|t| t.0);
+        assert_eq!(read(b"order.created").unwrap(), "order.created");
+        assert_eq!(read(b"").unwrap(), "");
+        let mixed = "ünïcødé ✓ 😀 and ASCII after it, long enough for a word-wise check";
+        assert_eq!(read(mixed.as_bytes()).unwrap(), mixed);
+        assert!(read(b"bad \xff byte").is_err(), "0xff is never UTF-8");
+        assert!(read(&[0xc3]).is_err(), "a truncated sequence is not UTF-8");
+        assert!(Text::accepts(&Type::TEXT) && Text::accepts(&Type::VARCHAR));
+        assert!(!Text::accepts(&Type::INT8) && !Text::accepts(&Type::BYTEA));
+    }
 
     #[test]
     fn nul_is_rejected() {
