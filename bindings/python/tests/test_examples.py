@@ -51,9 +51,17 @@ def test_worker_example_stops_after_count(dsn: str) -> None:
     assert out[-1] == "stopped cleanly after 5 events"
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_worker_example_stops_cleanly_on_ctrl_c(dsn: str) -> None:
+    # The script must see Ctrl-C even when this test runs as a background job (`cmd &` in a
+    # non-interactive shell, nohup), which starts with SIGINT ignored: an ignored signal
+    # stays ignored across exec, and Python then installs no KeyboardInterrupt handler.
     proc = subprocess.Popen([sys.executable, str(EXAMPLES / "worker.py"), dsn],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_default_sigint)
     # The readline() calls below have no timeout of their own: a stuck script is killed,
     # which ends them (and fails the test).
     watchdog = threading.Timer(120, proc.kill)
