@@ -23,7 +23,7 @@
 #   PGQ_BENCH_LATENCY_SECS=5     seconds of measured events in the latency benchmark
 #   PGQ_BENCH_IDLE_SECS=10       seconds of the idle and many-queue measurements
 #   PGQ_BENCH_QUEUES=1000        queues (5 consumers each) of the many-queue benchmark
-#   PGQ_BENCH_ONLY=produce,bulk,consume,small,retry,bigbatch,latency,idle,queues   run only these groups
+#   PGQ_BENCH_ONLY=produce,produce-cost,bulk,consume,small,retry,bigbatch,latency,idle,queues   run only these groups
 # A quick smoke run: PGQ_BENCH_SECS=0.2 PGQ_BENCH_ROUNDS=1 PGQ_BENCH_EVENTS=20000 scripts/bench.sh
 set -euo pipefail
 

@@ -93,13 +93,16 @@ fn run(dsn: Option<String>) -> Res<()> {
     let mut report = report::Report::default();
     let load_start = loadavg();
 
-    if s.wants("produce") || s.wants("bulk") {
+    if s.wants("produce") || s.wants("produce-cost") || s.wants("bulk") {
         for d in [&ours_dsn, &official_dsn] {
             produce::prepare(d, &pgq::Client::connect(d)?)?;
         }
     }
     if s.wants("produce") {
         produce::single(&mut report, &s, &ours_dsn, &official_dsn)?;
+    }
+    if s.wants("produce") || s.wants("produce-cost") {
+        produce::cost(&mut report, &s, &ours_dsn)?;
     }
     if s.wants("bulk") {
         produce::bulk(&mut report, &s, &ours_dsn, &official_dsn)?;

@@ -436,6 +436,109 @@ pub fn single(report: &mut Report, s: &Settings, ours_dsn: &str, official_dsn: &
     Ok(())
 }
 
+/// Nanoseconds a thread or process has run on a CPU, from a `schedstat` file of `/proc`
+/// (its first field), or 0 when it cannot be read.
+fn run_ns(path: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.split_whitespace().next().and_then(|f| f.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// What one event costs, one thread, `Producer::send` against the raw INSERT: wall time and
+/// CPU time per event, this thread's and its server backend's (from `/proc/.../schedstat`,
+/// nanosecond counters), in alternating stretches of a fixed number of events, medians of
+/// `rounds` stretches each. Both run on the same connection, the pool's only one (the raw
+/// INSERT holds it for its stretch): on a shared 2-core machine the same statement can run
+/// up to ±10% faster on one connection than on another (the server process's placement),
+/// one of the things that move the rate rows above between runs; stretches on one
+/// connection still vary by about ±5%.
+pub fn cost(report: &mut Report, s: &Settings, ours_dsn: &str) -> Res<()> {
+    let group = "produce 1 ev/tx, 1 thr, per event";
+    eprintln!("  {group}");
+    let n = ((s.secs * 2500.0) as usize).max(500);
+    let client = Client::builder(ours_dsn).pool_size(1).build()?;
+    let producer = Producer::new(&client, QUEUE)?;
+    // The pool's only connection: the one send uses, and the raw INSERT's.
+    let pid: i32 = client
+        .get()?
+        .query_one("select pg_backend_pid()", &[])?
+        .get(0);
+    let ev = sample_event(1);
+    let raw_stretch = |n: usize| -> Res<()> {
+        let mut conn = client.get()?;
+        let stmt = conn.prepare(RAW_INSERT)?;
+        for _ in 0..n {
+            conn.query_one(&stmt, &ev_params(&ev))?;
+        }
+        Ok(())
+    };
+    // Warm both up (plans, the lease, caches).
+    raw_stretch(100)?;
+    for _ in 0..100 {
+        producer.send(&ev)?;
+    }
+    // [raw, send] × (wall, client, server) µs per event, one entry per stretch.
+    let mut got: [[Vec<f64>; 3]; 2] = Default::default();
+    for _ in 0..s.rounds.max(1) {
+        for (i, slot) in got.iter_mut().enumerate() {
+            reset_tables(&[ours_dsn])?;
+            let backend = format!("/proc/{pid}/schedstat");
+            let (c0, b0, t0) = (
+                run_ns("/proc/thread-self/schedstat"),
+                run_ns(&backend),
+                std::time::Instant::now(),
+            );
+            if i == 0 {
+                raw_stretch(n)?;
+            } else {
+                for _ in 0..n {
+                    producer.send(&ev)?;
+                }
+            }
+            let per = |ns: f64| ns / 1e3 / n as f64;
+            slot[0].push(per(t0.elapsed().as_nanos() as f64));
+            slot[1].push(per((run_ns("/proc/thread-self/schedstat") - c0) as f64));
+            slot[2].push(per((run_ns(&backend) - b0) as f64));
+        }
+    }
+    let medians: Vec<[f64; 3]> = got
+        .iter()
+        .map(|v| [0, 1, 2].map(|k| median(v[k].clone())))
+        .collect();
+    let names = [
+        "raw INSERT of an equal row (prepared), on send's connection",
+        "libpgq Producer::send, our schema (direct INSERT)",
+    ];
+    for (i, [wall, cl, sv]) in medians.iter().copied().enumerate() {
+        let result = format!(
+            "{wall:.1} µs wall · CPU {cl:.1} µs client + {sv:.1} µs server = {:.1} µs",
+            cl + sv
+        );
+        let variant = format!("{} ({} stretches of {n})", names[i], s.rounds.max(1));
+        if i == 0 {
+            report.row(group, variant, result);
+        } else {
+            let [raw_wall, raw_cl, raw_sv] = medians[0];
+            report.ratio_row(
+                group,
+                variant,
+                result,
+                1.0 / wall,
+                &[Cmp::new(1.0 / raw_wall, "raw INSERT's speed")],
+            );
+            report.note(format!(
+                "{group}: Producer::send's CPU per event is {:.2}× the raw INSERT's \
+                 (client {:.2}×, server {:.2}×)",
+                (cl + sv) / (raw_cl + raw_sv),
+                cl / raw_cl,
+                sv / raw_sv
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The median of the per-round ratios of the variants named `which` (by prefix) to variant 0
 /// (the baseline), each round's rate against the baseline's in the same round: a figure that
 /// one unusually fast or slow round of either side does not move, unlike the ratio of the
