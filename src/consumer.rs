@@ -1235,10 +1235,7 @@ impl fmt::Debug for Events<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Events")
             .field("batch_id", &self.batch.info.batch_id)
-            .field(
-                "buffered",
-                &(self.buf.len() + self.rows.len() - self.next_row),
-            )
+            .field("buffered", &self.buffered())
             .field("exhausted", &self.exhausted)
             .finish()
     }
@@ -1480,7 +1477,7 @@ impl Events<'_> {
     /// # Ok::<(), pgq::Error>(())
     /// ```
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() + self.rows.len() - self.next_row
     }
 }
 
